@@ -1,0 +1,22 @@
+# Set-up is part of every target: a fresh machine needs only python3 (>= 3.11) and make.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test clean
+
+demo: $(VENV)/.installed
+	$(BIN)/botnet info botnet50
+	$(BIN)/botnet info botnet50 --img-size 1024
+
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest -q
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,19 @@
+"""BoTNet: Bottleneck Transformers (Srinivas et al., CVPR 2021) for PyTorch."""
+
+from . import layers
+from .layers import MHSA
+from .models import BoTNet, ModelConfig, StageConfig, create_model, list_models, load_resnet_weights, summarize
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MHSA",
+    "BoTNet",
+    "ModelConfig",
+    "StageConfig",
+    "create_model",
+    "layers",
+    "list_models",
+    "load_resnet_weights",
+    "summarize",
+]

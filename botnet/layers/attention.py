@@ -1,0 +1,224 @@
+"""Multi-head self-attention over a 2-D feature map: the layer that turns a
+ResNet bottleneck into a BoT block (Srinivas et al., "Bottleneck Transformers
+for Visual Recognition", CVPR 2021, Sec. 3 and Fig. 4).
+
+For one head of dimension d (s = d ** -0.5), a query at (i, j) and a key at
+(k, l) of an H x W map:
+
+    relative       logit = s q.k + s' q.(r_h[k - i + H - 1] + r_w[l - j + W - 1])
+    relative_only  logit =         s' q.(r_h[k - i + H - 1] + r_w[l - j + W - 1])
+    absolute       logit = s q.k + s' q.(a_h[k] + a_w[l])
+    none           logit = s q.k
+
+with s' = s when ``scale_position=True`` (the authors' reference code scales q
+before both terms; timm's ``scale_pos_embed=True``) and s' = 1 otherwise
+(timm's default). Softmax runs over the H*W keys; the output is attention . v
+with the heads concatenated and no output projection. ``r_h``, ``r_w``
+(relative offsets) and ``a_h``, ``a_w`` (absolute rows and columns) are
+learned and shared by all heads.
+
+Any input size
+    The tables are built for ``feat_size``. At another size (H', W') each
+    table is resampled along its position axis by 1-D linear interpolation
+    with half-pixel centres (``F.interpolate(mode="linear",
+    align_corners=False)``, the rule of ``tf.image.resize`` that
+    keras-cv-attention-models applies): ``rel_h`` from 2H-1 to 2H'-1 offsets,
+    ``abs_h`` from H to H' rows, and likewise for the width. At the built size
+    the tables are used unchanged, so the layer is exactly the fixed-size one;
+    at every size gradients reach the tables through the interpolation.
+
+How it is computed
+    No N x N tensor (N = H*W) is built for the position term. The relative
+    term is, per query, H row logits q.r_h[k - i] and W column logits
+    q.r_w[l - j] (O(N (H + W) d) work). Appending them to q and matching
+    one-hot (row, column) indicators to k makes a single dot product produce
+    content plus position logit, so one call to
+    ``F.scaled_dot_product_attention`` computes the layer; v is zero-padded
+    to the same head dim because PyTorch's fused CPU kernel needs equal head
+    dims. The absolute term folds into the keys: q.k + q.a = q.(k + a).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["MHSA", "POSITION_ENCODINGS", "resize_position_table", "relative_logits", "to_pair"]
+
+POSITION_ENCODINGS = ("relative", "relative_only", "absolute", "none")
+
+
+def to_pair(size: int | tuple[int, int] | list[int], name: str) -> tuple[int, int]:
+    if isinstance(size, int):
+        size = (size, size)
+    size = tuple(size)
+    if len(size) != 2 or not all(isinstance(s, int) and s >= 1 for s in size):
+        raise ValueError(f"{name} must be a positive int or a pair (height, width) of positive ints, got {size!r}")
+    return size  # type: ignore[return-value]
+
+
+def resize_position_table(table: Tensor, length: int) -> Tensor:
+    """Resample a (L, d) table of position embeddings to (length, d) by 1-D
+    linear interpolation with half-pixel centres; identity when L == length."""
+    if table.shape[0] == length:
+        return table
+    resized = F.interpolate(table.t().unsqueeze(0), size=length, mode="linear", align_corners=False)
+    return resized.squeeze(0).t()
+
+
+def _offset_index(length: int, device: torch.device) -> Tensor:
+    """idx[a, b] = b - a + length - 1: the table row of key b seen from query a."""
+    pos = torch.arange(length, device=device)
+    return pos[None, :] - pos[:, None] + (length - 1)
+
+
+def relative_logits(q: Tensor, rel_h: Tensor, rel_w: Tensor) -> Tensor:
+    """Row and column relative logits of every query.
+
+    Args:
+        q: (..., H, W, d) queries on their grid.
+        rel_h: (2H - 1, d) and rel_w: (2W - 1, d) relative tables at this size.
+
+    Returns:
+        (..., H*W, H + W): for the query at (i, j), entry k < H is
+        q_ij . rel_h[k - i + H - 1] and entry H + l is q_ij . rel_w[l - j + W - 1].
+    """
+    height, width = q.shape[-3], q.shape[-2]
+    emb_h = rel_h[_offset_index(height, q.device)].to(q.dtype)  # (H query rows, H key rows, d)
+    emb_w = rel_w[_offset_index(width, q.device)].to(q.dtype)  # (W query cols, W key cols, d)
+    logits_h = torch.einsum("...ijd,ikd->...ijk", q, emb_h)
+    logits_w = torch.einsum("...ijd,jld->...ijl", q, emb_w)
+    logits = torch.cat([logits_h, logits_w], dim=-1)
+    return logits.flatten(-3, -2)
+
+
+def _position_one_hot(height: int, width: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """(H*W, H + W): key (k, l) has a one in column k and in column H + l."""
+    token = torch.arange(height * width, device=device)
+    one_hot = torch.cat([F.one_hot(token // width, height), F.one_hot(token % width, width)], dim=-1)
+    return one_hot.to(dtype)
+
+
+def _attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """softmax(q k^T) v through the fused kernel: zero-pad q, k and v to one
+    head dim (padding changes no dot product) and cut the output back."""
+    value_dim = v.shape[-1]
+    dim = max(q.shape[-1], value_dim)
+    if q.shape[-1] < dim:
+        q = F.pad(q, (0, dim - q.shape[-1]))
+        k = F.pad(k, (0, dim - k.shape[-1]))
+    if value_dim < dim:
+        v = F.pad(v, (0, dim - value_dim))
+    return F.scaled_dot_product_attention(q, k, v, scale=1.0)[..., :value_dim]
+
+
+class MHSA(nn.Module):
+    """All-to-all multi-head self-attention over a (B, dim, H, W) feature map.
+
+    Args:
+        dim: input and output channels; split evenly over the heads.
+        feat_size: the (H, W) the position tables are built for (an int for
+            square maps). Other sizes work too, see the module docstring.
+        heads: number of heads (paper: 4).
+        position_encoding: "relative" (paper default, qk + q r_rel),
+            "relative_only" (q r_rel), "absolute" (qk + q r_abs) or "none" (qk),
+            the rows of the paper's position-encoding ablation.
+        scale_position: scale q by d^-0.5 before the position term as well
+            (the reference code); False scales only the content term (timm's
+            default).
+
+    Parameters: ``qkv``, a bias-free 1x1 conv whose 3*dim output channels are
+    q, k, v in that order, each with every head's channels contiguous (so a
+    timm ``BottleneckAttn.qkv`` weight maps one to one); ``rel_h`` (2H-1, d)
+    and ``rel_w`` (2W-1, d) for the relative encodings, ``abs_h`` (H, d) and
+    ``abs_w`` (W, d) for the absolute one.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        feat_size: int | tuple[int, int],
+        heads: int = 4,
+        position_encoding: str = "relative",
+        scale_position: bool = True,
+    ) -> None:
+        super().__init__()
+        if not isinstance(heads, int) or heads < 1:
+            raise ValueError(f"heads must be a positive int, got {heads!r}")
+        if not isinstance(dim, int) or dim < 1 or dim % heads:
+            raise ValueError(f"heads={heads} must divide the attention width dim={dim}; pick heads from its divisors")
+        if position_encoding not in POSITION_ENCODINGS:
+            raise ValueError(
+                f"unknown position_encoding {position_encoding!r}; choose one of {', '.join(POSITION_ENCODINGS)}"
+            )
+        self.dim = dim
+        self.heads = heads
+        self.head_dim = dim // heads
+        self.feat_size = to_pair(feat_size, "feat_size")
+        self.position_encoding = position_encoding
+        self.scale_position = scale_position
+        self.qkv = nn.Conv2d(dim, 3 * dim, kernel_size=1, bias=False)
+        height, width = self.feat_size
+        if position_encoding in ("relative", "relative_only"):
+            self.rel_h = nn.Parameter(torch.empty(2 * height - 1, self.head_dim))
+            self.rel_w = nn.Parameter(torch.empty(2 * width - 1, self.head_dim))
+        elif position_encoding == "absolute":
+            self.abs_h = nn.Parameter(torch.empty(height, self.head_dim))
+            self.abs_w = nn.Parameter(torch.empty(width, self.head_dim))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.normal_(self.qkv.weight, std=self.dim**-0.5)
+        # The paper's tables start at N(0, d^-0.5); the reference gist passes d^-0.5 as the mean by mistake.
+        for name in ("rel_h", "rel_w", "abs_h", "abs_w"):
+            if hasattr(self, name):
+                nn.init.normal_(getattr(self, name), std=self.head_dim**-0.5)
+
+    def extra_repr(self) -> str:
+        return (
+            f"dim={self.dim}, feat_size={self.feat_size}, heads={self.heads}, "
+            f"position_encoding={self.position_encoding!r}, scale_position={self.scale_position}"
+        )
+
+    def _check_input(self, x: Tensor) -> None:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"MHSA expects a torch.Tensor, got {type(x).__name__}")
+        if x.dim() != 4:
+            raise ValueError(f"MHSA expects a 4-D (batch, channels, height, width) tensor, got shape {tuple(x.shape)}")
+        if x.shape[1] != self.dim:
+            raise ValueError(f"MHSA was built for {self.dim} channels, got {x.shape[1]} (input shape {tuple(x.shape)})")
+        if not x.is_floating_point():
+            raise TypeError(f"MHSA expects a floating-point tensor, got {x.dtype}")
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._check_input(x)
+        batch, _, height, width = x.shape
+        tokens = height * width
+        scale = self.head_dim**-0.5
+        qkv = self.qkv(x).reshape(batch, 3, self.heads, self.head_dim, tokens).transpose(-1, -2)
+        q, k, v = qkv.unbind(1)  # each (B, heads, N, d)
+
+        if self.position_encoding == "none":
+            out = F.scaled_dot_product_attention(q, k, v, scale=scale)
+        elif self.position_encoding == "absolute":
+            abs_h = resize_position_table(self.abs_h, height).to(q.dtype)
+            abs_w = resize_position_table(self.abs_w, width).to(q.dtype)
+            pos = (abs_h[:, None, :] + abs_w[None, :, :]).reshape(tokens, self.head_dim)
+            if self.scale_position:
+                out = F.scaled_dot_product_attention(q, k + pos, v, scale=scale)
+            else:
+                out = F.scaled_dot_product_attention(q, k * scale + pos, v, scale=1.0)
+        else:
+            rel_h = resize_position_table(self.rel_h, 2 * height - 1)
+            rel_w = resize_position_table(self.rel_w, 2 * width - 1)
+            q_pos = q * scale if self.scale_position else q
+            rel = relative_logits(q_pos.unflatten(-2, (height, width)), rel_h, rel_w)
+            one_hot = _position_one_hot(height, width, q.dtype, q.device).expand(batch, self.heads, -1, -1)
+            if self.position_encoding == "relative":
+                q = torch.cat([q * scale, rel], dim=-1)
+                k = torch.cat([k, one_hot], dim=-1)
+            else:
+                q, k = rel, one_hot
+            out = _attend(q, k, v)
+        return out.transpose(-1, -2).reshape(batch, self.dim, height, width)

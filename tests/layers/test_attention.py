@@ -1,0 +1,178 @@
+"""MHSA against a brute-force per-position formula (SPEC.md) and against timm's BottleneckAttn."""
+
+import numpy as np
+import pytest
+import torch
+
+from botnet.layers import MHSA, POSITION_ENCODINGS, resize_position_table
+
+SIZES = [(4, 4), (5, 7), (7, 3), (1, 6)]
+
+
+def interp_half_pixel(table: torch.Tensor, length: int) -> torch.Tensor:
+    """Independent 1-D linear resampling with half-pixel centres (numpy)."""
+    old = table.shape[0]
+    src = (np.arange(length) + 0.5) * old / length - 0.5
+    data = table.detach().double().numpy()
+    cols = [np.interp(src, np.arange(old), data[:, c]) for c in range(data.shape[1])]
+    return torch.from_numpy(np.stack(cols, axis=1))
+
+
+def brute_force(layer: MHSA, x: torch.Tensor) -> torch.Tensor:
+    """The SPEC's formula, one query position at a time, in float64."""
+    x = x.double()
+    batch, _, height, width = x.shape
+    heads, d = layer.heads, layer.head_dim
+    s = d**-0.5
+    s_pos = s if layer.scale_position else 1.0
+    qkv = torch.nn.functional.conv2d(x, layer.qkv.weight.double())
+    q, k, v = qkv.reshape(batch, 3, heads, d, height, width).unbind(1)  # (B, heads, d, H, W)
+    encoding = layer.position_encoding
+    if encoding in ("relative", "relative_only"):
+        r_h = interp_half_pixel(layer.rel_h, 2 * height - 1)
+        r_w = interp_half_pixel(layer.rel_w, 2 * width - 1)
+    if encoding == "absolute":
+        a_h = interp_half_pixel(layer.abs_h, height)
+        a_w = interp_half_pixel(layer.abs_w, width)
+    out = torch.zeros(batch, heads, d, height, width, dtype=torch.float64)
+    rows, cols = torch.arange(height), torch.arange(width)
+    for i in range(height):
+        for j in range(width):
+            q_ij = q[..., i, j]  # (B, heads, d)
+            logits = torch.zeros(batch, heads, height, width, dtype=torch.float64)
+            if encoding != "relative_only":
+                logits += s * torch.einsum("bhd,bhdkl->bhkl", q_ij, k)
+            if encoding in ("relative", "relative_only"):
+                pos = r_h[rows - i + height - 1][:, None, :] + r_w[cols - j + width - 1][None, :, :]
+            elif encoding == "absolute":
+                pos = a_h[:, None, :] + a_w[None, :, :]
+            if encoding != "none":
+                logits += s_pos * torch.einsum("bhd,kld->bhkl", q_ij, pos)
+            attn = logits.flatten(-2).softmax(-1).reshape(batch, heads, height, width)
+            out[..., i, j] = torch.einsum("bhkl,bhdkl->bhd", attn, v)
+    return out.reshape(batch, heads * d, height, width)
+
+
+@pytest.mark.parametrize("encoding", POSITION_ENCODINGS)
+@pytest.mark.parametrize("scale_position", [True, False])
+@pytest.mark.parametrize("size", SIZES)
+def test_matches_brute_force_at_built_size(encoding, scale_position, size):
+    torch.manual_seed(0)
+    layer = MHSA(16, size, heads=4, position_encoding=encoding, scale_position=scale_position)
+    x = torch.randn(2, 16, *size)
+    torch.testing.assert_close(layer(x).double(), brute_force(layer, x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("encoding", POSITION_ENCODINGS)
+@pytest.mark.parametrize(("built", "run"), [((4, 4), (7, 5)), ((6, 5), (3, 2)), ((5, 5), (5, 9)), ((1, 1), (3, 4))])
+def test_matches_brute_force_at_other_sizes(encoding, built, run):
+    torch.manual_seed(1)
+    layer = MHSA(16, built, heads=2, position_encoding=encoding)
+    x = torch.randn(2, 16, *run)
+    torch.testing.assert_close(layer(x).double(), brute_force(layer, x), atol=1e-5, rtol=1e-5)
+
+
+def test_float64_exact():
+    torch.manual_seed(2)
+    layer = MHSA(8, (3, 5), heads=2).double()
+    x = torch.randn(1, 8, 4, 6, dtype=torch.float64)
+    torch.testing.assert_close(layer(x), brute_force(layer, x), atol=1e-12, rtol=1e-12)
+
+
+@pytest.mark.parametrize("encoding", ["relative", "relative_only", "absolute"])
+def test_gradients_reach_tables_at_any_size(encoding):
+    torch.manual_seed(3)
+    layer = MHSA(16, (4, 4), heads=4, position_encoding=encoding)
+    for size in [(4, 4), (6, 3), (2, 5)]:
+        layer.zero_grad()
+        layer(torch.randn(2, 16, *size)).square().sum().backward()
+        for name, param in layer.named_parameters():
+            assert param.grad is not None and param.grad.abs().sum() > 0, (name, size)
+            assert torch.isfinite(param.grad).all(), (name, size)
+
+
+def test_resize_identity_and_rule():
+    table = torch.randn(9, 4)
+    assert resize_position_table(table, 9) is table
+    for length in (13, 3, 1):
+        expected = interp_half_pixel(table, length)
+        torch.testing.assert_close(resize_position_table(table, length).double(), expected, atol=1e-6, rtol=1e-6)
+
+
+def test_parameter_layout():
+    layer = MHSA(64, (5, 7), heads=4)
+    assert layer.qkv.weight.shape == (192, 64, 1, 1) and layer.qkv.bias is None
+    assert layer.rel_h.shape == (9, 16) and layer.rel_w.shape == (13, 16)
+    absolute = MHSA(64, (5, 7), heads=4, position_encoding="absolute")
+    assert absolute.abs_h.shape == (5, 16) and absolute.abs_w.shape == (7, 16)
+    assert [n for n, _ in MHSA(64, 5, position_encoding="none").named_parameters()] == ["qkv.weight"]
+
+
+def test_heads_mix_independently():
+    """Changing one head's v channels changes only that head's output channels."""
+    torch.manual_seed(4)
+    layer = MHSA(16, 4, heads=4)
+    x = torch.randn(1, 16, 4, 4)
+    before = layer(x)
+    with torch.no_grad():
+        layer.qkv.weight[32 + 4 : 32 + 8] += 1.0  # v of head 1
+    after = layer(x)
+    changed = (after - before).abs().amax(dim=(0, 2, 3)) > 1e-6
+    assert changed.tolist() == [False] * 4 + [True] * 4 + [False] * 8
+
+
+@pytest.mark.parametrize("scale_position", [True, False])
+@pytest.mark.parametrize("size", [(6, 6), (5, 7), (8, 3)])
+def test_matches_timm_bottleneck_attn(scale_position, size):
+    timm_attn = pytest.importorskip("timm.layers.bottleneck_attn")
+    torch.manual_seed(5)
+    ours = MHSA(32, size, heads=4, scale_position=scale_position)
+    theirs = timm_attn.BottleneckAttn(32, feat_size=size, num_heads=4, scale_pos_embed=scale_position)
+    with torch.no_grad():
+        theirs.qkv.weight.copy_(ours.qkv.weight)
+        theirs.pos_embed.height_rel.copy_(ours.rel_h)
+        theirs.pos_embed.width_rel.copy_(ours.rel_w)
+    x = torch.randn(3, 32, *size, requires_grad=True)
+    out = ours(x)
+    torch.testing.assert_close(out, theirs(x), atol=1e-5, rtol=1e-5)
+    grad_ours = torch.autograd.grad(out.sin().sum(), [x, ours.rel_h])
+    grad_theirs = torch.autograd.grad(theirs(x).sin().sum(), [x, theirs.pos_embed.height_rel])
+    for a, b in zip(grad_ours, grad_theirs):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_bfloat16_autocast_close_to_float32():
+    torch.manual_seed(6)
+    layer = MHSA(32, (6, 5), heads=4)
+    x = torch.randn(2, 32, 6, 5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = layer(x)
+    assert low.dtype == torch.bfloat16
+    torch.testing.assert_close(low.float(), layer(x), atol=5e-2, rtol=5e-2)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        (dict(dim=30, feat_size=4, heads=4), ValueError, "heads=4 must divide the attention width dim=30"),
+        (dict(dim=32, feat_size=4, position_encoding="rotary"), ValueError, "unknown position_encoding 'rotary'"),
+        (dict(dim=32, feat_size=(4, 0)), ValueError, "feat_size"),
+        (dict(dim=32, feat_size=4, heads=0), ValueError, "heads must be a positive int"),
+    ],
+)
+def test_construction_errors(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        MHSA(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("x", "error", "match"),
+    [
+        (torch.randn(16, 4, 4), ValueError, "4-D"),
+        (torch.randn(1, 8, 4, 4), ValueError, "built for 16 channels, got 8"),
+        (torch.ones(1, 16, 4, 4, dtype=torch.int64), TypeError, "floating-point"),
+    ],
+)
+def test_input_errors(x, error, match):
+    with pytest.raises(error, match=match):
+        MHSA(16, 4)(x)
