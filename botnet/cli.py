@@ -64,6 +64,70 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+# Flags that set a TrainConfig field; with --resume none may be given (the run keeps its settings).
+_TRAIN_FLAGS = (
+    "data", "model", "img_size", "recipe", "epochs", "batch_size", "lr", "weight_decay", "optimizer",
+    "momentum", "warmup_epochs", "label_smoothing", "randaugment", "ema_decay", "seed", "output_dir",
+    "amp", "compile", "workers", "sync_bn", "skip_bad_images",
+)  # fmt: skip
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .tasks import TrainConfig, train
+
+    given = {name: getattr(args, name) for name in _TRAIN_FLAGS if getattr(args, name) is not None}
+    if args.resume:
+        if given:
+            flags = ", ".join("--" + name.replace("_", "-") for name in given)
+            raise ValueError(f"--resume continues a run with its saved settings; drop {flags}")
+        train(resume=args.resume)
+    else:
+        train(TrainConfig(**given))
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .tasks import evaluate_checkpoint
+
+    result, meta, source = evaluate_checkpoint(args.checkpoint, args.data, batch_size=args.batch_size, workers=args.workers)
+    classes = meta["classes"]
+    per_class = dict(zip(classes, (round(a, 4) for a in result.per_class_top1)))
+    if args.json:
+        report = dict(
+            checkpoint=args.checkpoint, data=source, images=result.count, top1=round(result.top1, 4),
+            top5=round(result.top5, 4), loss=round(result.loss, 6), per_class_top1=per_class,
+            confusion=result.confusion.tolist(), classes=classes,
+        )  # fmt: skip
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"{args.checkpoint} on {source} ({result.count} images)")
+    print(f"  top-1 {result.top1:.2f}%   top-5 {result.top5:.2f}%   loss {result.loss:.4f}")
+    width = max(len(c) for c in classes)
+    print("  per-class top-1:")
+    for name, accuracy in per_class.items():
+        print(f"    {name:<{width}}  {accuracy:6.2f}%")
+    if len(classes) <= 30:
+        print("  confusion matrix (rows true, columns predicted):")
+        cell = max(len(str(int(result.confusion.max()))), 3)
+        print("    " + " " * width + " " + " ".join(f"{c[:cell]:>{cell}}" for c in classes))
+        for name, row in zip(classes, result.confusion.tolist()):
+            print(f"    {name:<{width}} " + " ".join(f"{v:>{cell}}" for v in row))
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from .tasks import predict
+
+    results = predict(args.checkpoint, args.images, top_k=args.top_k)
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    for item in results:
+        ranked = ", ".join(f"{p['label']} {p['probability'] * 100:.1f}%" for p in item["predictions"])
+        print(f"{item['image']}: {ranked}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="botnet", description="Bottleneck Transformers (BoTNet) for PyTorch.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
@@ -81,6 +145,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=int, default=1000, help="classifier outputs (default 1000)")
     p.add_argument("--json", action="store_true", help="print JSON for machines")
     p.set_defaults(func=_cmd_info)
+
+    p = commands.add_parser(
+        "train",
+        help="train an image classifier (default: a tiny BoTNet on the bundled digits)",
+        description="Train a classifier. Unset options take the recipe's values; without --data the bundled "
+        "digits are used, without --model the tiny CPU-sized BoTNet. Runs under torchrun for several processes.",
+    )
+    p.add_argument("--data", help="image folder with DIR/train/CLASS/* and DIR/val/CLASS/* (default: digits)")
+    p.add_argument("--model", help="a name from `botnet list` (default botnet_tiny)")
+    p.add_argument("--img-size", type=int, help="input size (default: the model's)")
+    p.add_argument("--recipe", choices=["small", "paper"], help="preset of the settings below (default small)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int, help="per process")
+    p.add_argument("--lr", type=float, help="peak learning rate")
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--optimizer", choices=["sgd", "adamw"])
+    p.add_argument("--momentum", type=float, help="SGD momentum")
+    p.add_argument("--warmup-epochs", type=float)
+    p.add_argument("--label-smoothing", type=float)
+    p.add_argument("--randaugment", action=argparse.BooleanOptionalAction, default=None, help="RandAugment(2, 10)")
+    p.add_argument("--ema-decay", type=float, help="EMA of the weights (0 turns it off)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--output-dir", help="run folder (default runs/DATASET-MODEL-TIME)")
+    p.add_argument("--resume", metavar="RUN/last.pt", help="continue an interrupted run")
+    p.add_argument("--amp", action="store_true", default=None, help="bfloat16 autocast (float16 on older GPUs)")
+    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
+    p.add_argument("--workers", type=int, help="data-loading processes")
+    p.add_argument("--sync-bn", action="store_true", default=None, help="SyncBatchNorm across GPUs")
+    p.add_argument("--skip-bad-images", action="store_true", default=None, help="leave out unreadable files")
+    p.set_defaults(func=_cmd_train)
+
+    p = commands.add_parser("eval", help="top-1, top-5, per-class accuracy and confusion matrix of a trained model")
+    p.add_argument("--checkpoint", required=True, help="RUN/model.safetensors or RUN/last.pt")
+    p.add_argument("--data", help="image folder (DIR/val or DIR with CLASS/*), or 'digits'; default the run's")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print JSON for machines")
+    p.set_defaults(func=_cmd_eval)
+
+    p = commands.add_parser("predict", help="top-k classes of images")
+    p.add_argument("--checkpoint", required=True, help="RUN/model.safetensors or RUN/last.pt")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--json", action="store_true", help="print JSON for machines")
+    p.set_defaults(func=_cmd_predict)
     return parser
 
 
@@ -89,11 +198,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "img_size", None) is not None and len(args.img_size) > 2:
         parser.error(f"--img-size takes H or H W, got {len(args.img_size)} numbers")
+    from .tasks import TrainingDiverged
+
     try:
         return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError) as error:
+    except KeyboardInterrupt:
+        print(f"botnet {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, FileNotFoundError, TrainingDiverged) as error:
         if args.debug:
             traceback.print_exc()
         else:
             print(f"botnet {args.command}: error: {error} (run with --debug for the traceback)", file=sys.stderr)
-        return 2
+        return 1 if isinstance(error, TrainingDiverged) else 2

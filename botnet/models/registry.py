@@ -48,6 +48,13 @@ _MODELS: dict[str, ModelEntry] = {
     "botnet101": ModelEntry(_resnet((3, 4, 23, 3), bot_c5=True), 224, "BoT101, detection backbone"),
     "botnet152": ModelEntry(_resnet((3, 8, 36, 3), bot_c5=True), 224, "BoT152, detection backbone"),
     "botnet200": ModelEntry(_resnet((3, 24, 36, 3), bot_c5=True), 224, "BoT200, detection backbone"),
+    # Not in the paper: a CPU-sized BoTNet for small data (the `botnet train` default). 3x3 stem, a
+    # quarter of the widths, BoT blocks in the last block of c4 and all of c5 (6x6 and 3x3 maps at 24 px).
+    "botnet_tiny": ModelEntry(
+        _resnet((1, 1, 2, 2), bot_c5=True).with_overrides(small_stem=True, width_multiplier=0.25, bot_blocks=(0, 0, 1, -1)),
+        24,
+        "tiny BoTNet for small images on a CPU (not in the paper)",
+    ),
     "botnet_s1_59": ModelEntry(_resnet((3, 4, 6, 6), **_T_MODEL), 224, "BoT-S1-59 (T3 at 224)", 33.5, "7.3 GFLOPs @224"),
     "botnet_s1_77": ModelEntry(_resnet((3, 4, 6, 12), **_T_MODEL), 224, "BoT-S1-77 (T6 at 320)", 53.9),
     "botnet_s1_110": ModelEntry(_resnet((3, 4, 23, 6), **_T_MODEL), 224, "BoT-S1-110 (T4 at 224)", 54.7, "10.9 GFLOPs @224"),

@@ -1,0 +1,68 @@
+"""Classification data: the bundled digits, or the user's image folders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch.utils.data import Dataset
+
+from .digits import DIGITS_CLASSES, TensorImageDataset, digits_splits
+from .folder import BadImages, DatasetError, ImageFolderSplit, load_image_folder, read_image
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_transform
+
+__all__ = [
+    "DIGITS",
+    "ClassificationData",
+    "DatasetError",
+    "load_classification_data",
+    "read_image",
+    "eval_transform",
+    "train_transform",
+]
+
+DIGITS = "digits"
+DIGITS_MEAN, DIGITS_STD = (0.5,), (0.5,)
+
+
+@dataclass
+class ClassificationData:
+    """Train and held-out splits with their transforms and what a saved model must remember."""
+
+    name: str  # "digits" or the folder given
+    train: Dataset
+    val: Dataset
+    classes: list[str]
+    in_chans: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    crop: bool  # photos: random-resized / centre crops; digits: plain resizing
+    bad_images: BadImages
+
+
+def load_classification_data(
+    data: str | None,
+    img_size: int,
+    *,
+    randaugment: bool = False,
+    crop_scale_min: float = 0.08,
+    skip_bad_images: bool = False,
+    train: bool = True,
+) -> ClassificationData:
+    """The bundled digits (``data`` None or "digits") or an image folder DIR with train/ and val/.
+    ``train=False`` skips building the training pipeline (evaluation only)."""
+    if data in (None, DIGITS):
+        train_split, val_split = digits_splits()
+        result = ClassificationData(
+            DIGITS, train_split, val_split, DIGITS_CLASSES, 1, DIGITS_MEAN, DIGITS_STD, False, BadImages()
+        )
+    else:
+        train_split, val_split, bad = load_image_folder(data, skip_bad=skip_bad_images)
+        result = ClassificationData(
+            data, train_split, val_split, train_split.classes, 3, IMAGENET_MEAN, IMAGENET_STD, True, bad
+        )
+    if train:
+        result.train.transform = train_transform(
+            img_size, result.mean, result.std, crop=result.crop, crop_scale_min=crop_scale_min, randaugment=randaugment
+        )
+    result.val.transform = eval_transform(img_size, result.mean, result.std, crop=result.crop)
+    return result

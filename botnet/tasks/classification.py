@@ -1,0 +1,518 @@
+"""Image classification: train, evaluate and predict.
+
+A run directory holds config.json, metrics.csv, summary.json,
+model.safetensors, last.pt, curves.png, confusion.png and train.log; only
+the main process writes. The same code runs alone or under torchrun
+(DistributedDataParallel, gloo on CPU, nccl on GPU).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.utils.data import DataLoader, DistributedSampler, Subset
+from tqdm import tqdm
+
+from ..data import DIGITS, DatasetError, eval_transform, load_classification_data, read_image
+from ..data.digits import digits_splits
+from ..data.folder import scan_split
+from ..models import create_model, get_model_entry
+from .checkpoint import load_model, load_training_state, save_training_state, save_weights
+from .distributed import DistEnv, all_reduce_sum, broadcast_buffers, init_distributed, shutdown_distributed
+from .recipes import RECIPES
+from .report import plot_confusion, plot_curves, setup_logging, write_json, write_metrics_csv
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "EvalResult",
+    "TrainConfig",
+    "TrainingDiverged",
+    "evaluate",
+    "evaluate_checkpoint",
+    "predict",
+    "train",
+]
+
+DEFAULT_MODEL = "botnet_tiny"
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a run (saved as config.json). ``None`` takes the recipe's value
+    (or, for ``img_size``, the model's own resolution)."""
+
+    data: str | None = None  # an image folder with train/ and val/; None: the bundled digits
+    model: str = DEFAULT_MODEL
+    img_size: int | None = None
+    recipe: str = "small"
+    epochs: int | None = None
+    batch_size: int | None = None  # per process
+    lr: float | None = None
+    weight_decay: float | None = None
+    optimizer: str | None = None
+    momentum: float | None = None
+    warmup_epochs: float | None = None
+    label_smoothing: float | None = None
+    randaugment: bool | None = None
+    ema_decay: float | None = None
+    crop_scale_min: float | None = None
+    seed: int = 0
+    output_dir: str | None = None  # default runs/DATASET-MODEL-TIME
+    amp: bool = False
+    compile: bool = False
+    workers: int | None = None
+    sync_bn: bool = False
+    skip_bad_images: bool = False
+
+    def resolve(self, world_size: int) -> TrainConfig:
+        """Fill every unset value from the recipe and the model; check the values."""
+        if self.recipe not in RECIPES:
+            raise ValueError(f"unknown recipe {self.recipe!r}; choose one of {', '.join(RECIPES)}")
+        recipe = RECIPES[self.recipe]
+        values = dataclasses.asdict(self)
+        for field in dataclasses.fields(recipe):
+            if field.name in values and values[field.name] is None:
+                values[field.name] = getattr(recipe, field.name)
+        if self.lr is None and recipe.lr_reference_batch:
+            values["lr"] = recipe.lr * values["batch_size"] * world_size / recipe.lr_reference_batch
+        if values["img_size"] is None:
+            values["img_size"] = get_model_entry(self.model).img_size
+        if values["ema_decay"] == 0:
+            values["ema_decay"] = None  # --ema-decay 0 turns a recipe's EMA off
+        if values["output_dir"] is None:
+            dataset = DIGITS if self.data in (None, DIGITS) else os.path.basename(os.path.normpath(self.data))
+            values["output_dir"] = os.path.join("runs", f"{dataset}-{self.model}-{time.strftime('%Y%m%d-%H%M%S')}")
+        if values["workers"] is None:
+            values["workers"] = 0 if self.data in (None, DIGITS) else min(4, os.cpu_count() or 1)
+        config = TrainConfig(**values)
+        config.check()
+        return config
+
+    def check(self) -> None:
+        get_model_entry(self.model)  # unknown names fail here, with suggestions
+        positive = dict(epochs=self.epochs, batch_size=self.batch_size, img_size=self.img_size, lr=self.lr)
+        for name, value in positive.items():
+            if value is None or value <= 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}")
+        if self.optimizer not in ("sgd", "adamw"):
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose sgd or adamw")
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ValueError(f"--ema-decay must be in (0, 1), got {self.ema_decay}")
+        if self.workers is not None and self.workers < 0:
+            raise ValueError(f"--workers must be 0 or more, got {self.workers}")
+
+
+@dataclass
+class EvalResult:
+    loss: float
+    top1: float  # percent
+    top5: float  # percent (top-k with k = number of classes when there are fewer than five)
+    count: int
+    confusion: torch.Tensor  # (classes, classes): rows true, columns predicted
+
+    @property
+    def per_class_top1(self) -> list[float]:
+        totals = self.confusion.sum(1).clamp(min=1)
+        return (self.confusion.diag().double() / totals * 100).tolist()
+
+
+def _amp_dtype(enabled: bool, device: torch.device) -> torch.dtype | None:
+    if not enabled:
+        return None
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
+
+
+def _to_device(images: torch.Tensor, targets: torch.Tensor, device: torch.device):
+    images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+    return images, targets.to(device, non_blocking=True)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: DataLoader,
+    num_classes: int,
+    env: DistEnv | None = None,
+    amp_dtype: torch.dtype | None = None,
+) -> EvalResult:
+    """Loss, top-1, top-5 and confusion matrix over ``loader``, summed over all ranks."""
+    model.eval()
+    device = next(model.parameters()).device
+    k = min(5, num_classes)
+    sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, top-1, top-k, count
+    confusion = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=device)
+    for images, targets in loader:
+        images, targets = _to_device(images, targets, device)
+        with torch.autocast(device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
+            logits = model(images).float()
+        top = logits.topk(k, dim=1).indices
+        sums[0] += F.cross_entropy(logits, targets, reduction="sum")
+        sums[1] += (top[:, 0] == targets).sum()
+        sums[2] += (top == targets[:, None]).any(1).sum()
+        sums[3] += len(targets)
+        confusion += torch.bincount(targets * num_classes + top[:, 0], minlength=num_classes * num_classes)
+    if env is not None:
+        all_reduce_sum(sums, env)
+        all_reduce_sum(confusion, env)
+    count = int(sums[3])
+    if count == 0:
+        raise DatasetError("the evaluation split has no images")
+    return EvalResult(
+        loss=float(sums[0] / count),
+        top1=float(sums[1] / count * 100),
+        top5=float(sums[2] / count * 100),
+        count=count,
+        confusion=confusion.reshape(num_classes, num_classes).cpu(),
+    )
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """No weight decay on norms, biases and position tables (1-D, or named rel_*/abs_*)."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        table = name.rsplit(".", 1)[-1].startswith(("rel_", "abs_"))
+        (no_decay if param.ndim <= 1 or table else decay).append(param)
+    return [dict(params=decay, weight_decay=weight_decay), dict(params=no_decay, weight_decay=0.0)]
+
+
+def _build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    groups = _param_groups(model, config.weight_decay)
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
+    return torch.optim.AdamW(groups, lr=config.lr)
+
+
+def _warmup_cosine(warmup_steps: int, total_steps: int):
+    """Linear warm-up to the base rate, then cosine decay to zero (per step)."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    """Each epoch starts from its own seed, so a resumed run replays exactly what an uninterrupted one does."""
+    return (seed * 1_000_003 + epoch * 1_009 + rank) % (2**63)
+
+
+def _check_finite(loss: torch.Tensor, env: DistEnv, epoch: int, step: int, run_dir: str) -> None:
+    finite = torch.isfinite(loss.detach()).to(torch.float32)
+    if env.distributed:
+        dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+    if not finite.item():
+        raise TrainingDiverged(
+            f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; training stopped. "
+            f"The last good checkpoint is kept in {os.path.join(run_dir, 'last.pt')} (end of epoch {epoch}). "
+            f"Lower --lr, or drop --amp, and start again"
+        )
+
+
+def train_one_epoch(
+    model: nn.Module,
+    raw_model: nn.Module,
+    ema: AveragedModel | None,
+    loader: DataLoader,
+    criterion: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler | None,
+    amp_dtype: torch.dtype | None,
+    env: DistEnv,
+    epoch: int,
+    epochs: int,
+    run_dir: str,
+) -> tuple[float, int]:
+    """One pass over the training data; returns (mean loss, images seen) over all ranks."""
+    model.train()
+    device = env.device
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    images_seen = torch.zeros((), dtype=torch.float64, device=device)
+    show = env.is_main and sys.stderr.isatty()
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", disable=not show, leave=False, dynamic_ncols=True)
+    for step, (images, targets) in enumerate(bar):
+        images, targets = _to_device(images, targets, device)
+        with torch.autocast(device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
+            logits = model(images)
+        loss = criterion(logits.float(), targets)
+        _check_finite(loss, env, epoch, step, run_dir)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        scheduler.step()
+        if ema is not None:
+            ema.update_parameters(raw_model)
+        loss_sum += loss.detach() * len(targets)
+        images_seen += len(targets)
+        if show:
+            bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+    totals = all_reduce_sum(torch.stack([loss_sum, images_seen]), env)
+    return float(totals[0] / totals[1].clamp(min=1)), int(totals[1])
+
+
+def train(config: TrainConfig | None = None, *, resume: str | None = None) -> dict[str, Any]:
+    """Train a classifier; returns the summary (also written to summary.json).
+
+    ``resume``: a run's last.pt; the run continues with its saved settings in its own folder.
+    """
+    env = init_distributed()
+    try:
+        return _train(config or TrainConfig(), env, resume)
+    finally:
+        shutdown_distributed()
+
+
+def _train(config: TrainConfig, env: DistEnv, resume: str | None) -> dict[str, Any]:
+    state = None
+    if resume:
+        state = load_training_state(resume)
+        config = dataclasses.replace(TrainConfig(**state["config"]), output_dir=os.path.dirname(os.path.abspath(resume)))
+    else:
+        config = config.resolve(env.world_size)
+    run_dir = config.output_dir
+    if state is None and any(os.path.exists(os.path.join(run_dir, f)) for f in ("last.pt", "summary.json")):
+        raise ValueError(
+            f"{run_dir} already holds a run; continue it with --resume {os.path.join(run_dir, 'last.pt')} "
+            f"or choose another --output-dir"
+        )
+    if env.is_main:
+        os.makedirs(run_dir, exist_ok=True)
+    log = setup_logging(run_dir if env.is_main else None, env.is_main)
+    torch.manual_seed(config.seed)
+
+    data = load_classification_data(
+        config.data,
+        config.img_size,
+        randaugment=config.randaugment,
+        crop_scale_min=config.crop_scale_min,
+        skip_bad_images=config.skip_bad_images,
+    )
+    if data.bad_images:
+        log.warning(f"skipped {len(data.bad_images)} unreadable file(s): {data.bad_images.summary()}")
+    per_process = len(data.train) // env.world_size
+    if per_process < config.batch_size:
+        raise DatasetError(
+            f"the training split has {len(data.train)} images ({per_process} per process), fewer than one batch "
+            f"of {config.batch_size}; lower --batch-size"
+        )
+    num_classes = len(data.classes)
+    model = create_model(config.model, num_classes=num_classes, in_chans=data.in_chans, img_size=config.img_size)
+    if config.sync_bn and env.distributed:
+        if env.device.type != "cuda":
+            raise ValueError("--sync-bn needs GPUs (PyTorch's SyncBatchNorm runs on CUDA); drop it on CPU")
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = model.to(env.device, memory_format=torch.channels_last)
+    ema = (
+        AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
+        if config.ema_decay
+        else None
+    )
+    eval_model = ema.module if ema is not None else model
+
+    sampler = DistributedSampler(
+        data.train, num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=config.seed, drop_last=True
+    )
+    loader_args = dict(num_workers=config.workers, pin_memory=env.device.type == "cuda")
+    train_loader = DataLoader(
+        data.train, batch_size=config.batch_size, sampler=sampler, drop_last=True,
+        persistent_workers=config.workers > 0, **loader_args,
+    )  # fmt: skip
+    val_shard = Subset(data.val, range(env.rank, len(data.val), env.world_size))
+    val_loader = DataLoader(val_shard, batch_size=config.batch_size, **loader_args)
+
+    optimizer = _build_optimizer(model, config)
+    steps = len(train_loader)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _warmup_cosine(round(config.warmup_epochs * steps), config.epochs * steps)
+    )
+    start_epoch, rows, previous_seconds, train_seconds, train_images = 0, [], 0.0, 0.0, 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
+        start_epoch, rows = state["epoch"], state["metrics"]
+        previous_seconds, train_seconds, train_images = state["wall_seconds"], state["train_seconds"], state["train_images"]
+        log.info(f"resuming {run_dir} after epoch {start_epoch}")
+
+    train_model: nn.Module = model
+    if env.distributed:
+        train_model = DistributedDataParallel(model, device_ids=[env.local_rank] if env.device.type == "cuda" else None)
+    if config.compile:
+        train_model = torch.compile(train_model)
+    amp_dtype = _amp_dtype(config.amp, env.device)
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    meta = dict(
+        model=config.model,
+        num_classes=num_classes,
+        in_chans=data.in_chans,
+        img_size=config.img_size,
+        classes=data.classes,
+        mean=list(data.mean),
+        std=list(data.std),
+        crop=data.crop,
+        dataset=data.name if data.name == DIGITS else os.path.abspath(data.name),
+    )
+    params = sum(p.numel() for p in model.parameters())
+    if env.is_main and state is None:
+        write_json(os.path.join(run_dir, "config.json"), dataclasses.asdict(config))
+        log.info(
+            f"training {config.model} ({params / 1e6:.2f}M parameters) at {config.img_size}px on {data.name}: "
+            f"{len(data.train)} train / {len(data.val)} held-out images, {num_classes} classes, "
+            f"{config.epochs} epochs, {env.world_size} process(es) on {env.device.type}; writing to {run_dir}"
+        )
+
+    started = time.perf_counter()
+    result = None
+    for epoch in range(start_epoch, config.epochs):
+        torch.manual_seed(_epoch_seed(config.seed, epoch, env.rank))
+        sampler.set_epoch(epoch)
+        epoch_start = time.perf_counter()
+        train_loss, images = train_one_epoch(
+            train_model, model, ema, train_loader, criterion, optimizer, scheduler, scaler, amp_dtype,
+            env=env, epoch=epoch, epochs=config.epochs, run_dir=run_dir,
+        )  # fmt: skip
+        train_seconds += time.perf_counter() - epoch_start
+        train_images += images
+        broadcast_buffers(eval_model, env)
+        result = evaluate(eval_model, val_loader, num_classes, env, amp_dtype)
+        row = dict(
+            epoch=epoch + 1,
+            train_loss=round(train_loss, 6),
+            val_loss=round(result.loss, 6),
+            val_top1=round(result.top1, 4),
+            val_top5=round(result.top5, 4),
+            lr=optimizer.param_groups[0]["lr"],
+            seconds=round(time.perf_counter() - epoch_start, 3),
+        )
+        rows.append(row)
+        if env.is_main:
+            write_metrics_csv(os.path.join(run_dir, "metrics.csv"), rows)
+            save_training_state(
+                os.path.join(run_dir, "last.pt"),
+                dict(
+                    config=dataclasses.asdict(config),
+                    meta=meta,
+                    epoch=epoch + 1,
+                    model=model.state_dict(),
+                    ema=ema.state_dict() if ema is not None else None,
+                    optimizer=optimizer.state_dict(),
+                    scheduler=scheduler.state_dict(),
+                    metrics=rows,
+                    wall_seconds=previous_seconds + time.perf_counter() - started,
+                    train_seconds=train_seconds,
+                    train_images=train_images,
+                ),
+            )
+        log.info(
+            f"epoch {epoch + 1}/{config.epochs}  train loss {train_loss:.4f}  val loss {result.loss:.4f}  "
+            f"top-1 {result.top1:.2f}%  top-5 {result.top5:.2f}%  {row['seconds']:.1f}s"
+        )
+
+    if result is None:  # resumed a finished run: nothing left to train
+        broadcast_buffers(eval_model, env)
+        result = evaluate(eval_model, val_loader, num_classes, env, amp_dtype)
+    wall_seconds = previous_seconds + time.perf_counter() - started
+    summary = dict(
+        model=config.model,
+        img_size=config.img_size,
+        dataset=data.name,
+        num_classes=num_classes,
+        params=params,
+        epochs=config.epochs,
+        test_top1=round(result.top1, 4),
+        test_top5=round(result.top5, 4),
+        test_loss=round(result.loss, 6),
+        test_images=result.count,
+        per_class_top1={c: round(a, 4) for c, a in zip(data.classes, result.per_class_top1)},
+        wall_seconds=round(wall_seconds, 3),
+        train_images_per_second=round(train_images / max(train_seconds, 1e-9), 2),
+        world_size=env.world_size,
+        device=env.device.type,
+        skipped_bad_images=len(data.bad_images),
+    )
+    if env.is_main:
+        save_weights(os.path.join(run_dir, "model.safetensors"), eval_model, meta)
+        plot_curves(rows, os.path.join(run_dir, "curves.png"))
+        plot_confusion(result.confusion, data.classes, os.path.join(run_dir, "confusion.png"))
+        write_json(os.path.join(run_dir, "summary.json"), summary)
+        log.info(
+            f"done: test top-1 {result.top1:.2f}%, top-5 {result.top5:.2f}% on {result.count} held-out images; "
+            f"{wall_seconds:.1f}s, {summary['train_images_per_second']:.0f} train images/s; results in {run_dir}"
+        )
+    return summary
+
+
+def evaluate_checkpoint(
+    checkpoint: str, data: str | None = None, *, batch_size: int = 128, workers: int = 0
+) -> tuple[EvalResult, dict[str, Any], str]:
+    """Evaluate a saved model on ``data`` (an image folder: DIR/val or DIR itself, or "digits"),
+    by default on the held-out split the model was trained against. Returns (result, metadata, data used)."""
+    model, meta = load_model(checkpoint)
+    source = data or meta["dataset"]
+    if source == DIGITS:
+        if meta["in_chans"] != 1 or len(meta["classes"]) != 10:
+            raise DatasetError(f"{checkpoint} was not trained on the digits; pass --data with its image folder")
+        _, split = digits_splits()
+    else:
+        if not os.path.isdir(source):
+            raise DatasetError(f"data folder {source} does not exist")
+        split_dir = os.path.join(source, "val") if os.path.isdir(os.path.join(source, "val")) else source
+        split, _ = scan_split(
+            split_dir, classes=meta["classes"], reference="the model's classes", mode="L" if meta["in_chans"] == 1 else "RGB"
+        )
+        source = split_dir
+    split.transform = eval_transform(meta["img_size"], meta["mean"], meta["std"], crop=meta["crop"])
+    loader = DataLoader(split, batch_size=batch_size, num_workers=workers)
+    model = model.to(memory_format=torch.channels_last)
+    return evaluate(model, loader, len(meta["classes"])), meta, source
+
+
+@torch.no_grad()
+def predict(checkpoint: str, images: list[str], top_k: int = 5) -> list[dict[str, Any]]:
+    """Top-k classes with probabilities for each image file."""
+    if top_k < 1:
+        raise ValueError(f"--top-k must be at least 1, got {top_k}")
+    model, meta = load_model(checkpoint)
+    transform = eval_transform(meta["img_size"], meta["mean"], meta["std"], crop=meta["crop"])
+    mode = "L" if meta["in_chans"] == 1 else "RGB"
+    batch = torch.stack([transform(read_image(path, mode)) for path in images])
+    probs = model(batch.contiguous(memory_format=torch.channels_last)).softmax(-1)
+    top = probs.topk(min(top_k, probs.shape[1]), dim=1)
+    return [
+        dict(
+            image=path,
+            predictions=[dict(label=meta["classes"][i], probability=round(float(p), 6)) for p, i in zip(values, idx)],
+        )
+        for path, values, idx in zip(images, top.values, top.indices)
+    ]

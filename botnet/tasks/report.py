@@ -1,0 +1,100 @@
+"""What a run leaves for people: log lines, metrics.csv, summary.json, plots."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from .checkpoint import atomic_write
+
+__all__ = ["METRIC_COLUMNS", "setup_logging", "write_json", "write_metrics_csv", "plot_curves", "plot_confusion"]
+
+METRIC_COLUMNS = ["epoch", "train_loss", "val_loss", "val_top1", "val_top5", "lr", "seconds"]
+LOGGER_NAME = "botnet"
+
+
+def setup_logging(run_dir: str | None, enabled: bool) -> logging.Logger:
+    """Plain lines to stdout and RUN/train.log on the main process; silence elsewhere."""
+    logger = logging.getLogger(LOGGER_NAME)
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    logger.propagate = False
+    logger.setLevel(logging.INFO if enabled else logging.WARNING)
+    if enabled:
+        formatter = logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S")
+        handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout)]
+        if run_dir:
+            handlers.append(logging.FileHandler(os.path.join(run_dir, "train.log")))
+        for handler in handlers:
+            handler.setFormatter(formatter)
+            logger.addHandler(handler)
+    return logger
+
+
+def write_json(path: str, data: dict[str, Any]) -> None:
+    atomic_write(path, lambda f: f.write((json.dumps(data, indent=2) + "\n").encode()))
+
+
+def write_metrics_csv(path: str, rows: Sequence[dict[str, Any]]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=METRIC_COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(path, lambda f: f.write(buffer.getvalue().encode()))
+
+
+def _save_figure(figure, path: str) -> None:
+    atomic_write(path, lambda f: figure.savefig(f, format="png", dpi=120, bbox_inches="tight"))
+
+
+def plot_curves(rows: Sequence[dict[str, Any]], path: str) -> None:
+    """Loss (train and val) and val accuracy per epoch."""
+    from matplotlib.figure import Figure
+
+    epochs = [r["epoch"] for r in rows]
+    figure = Figure(figsize=(10, 4))
+    loss_ax, acc_ax = figure.subplots(1, 2)
+    loss_ax.plot(epochs, [r["train_loss"] for r in rows], marker="o", label="train")
+    loss_ax.plot(epochs, [r["val_loss"] for r in rows], marker="o", label="val")
+    loss_ax.set(xlabel="epoch", ylabel="loss", title="loss")
+    loss_ax.legend()
+    acc_ax.plot(epochs, [r["val_top1"] for r in rows], marker="o", label="top-1")
+    acc_ax.plot(epochs, [r["val_top5"] for r in rows], marker="o", label="top-5")
+    acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="val accuracy")
+    acc_ax.legend()
+    for ax in (loss_ax, acc_ax):
+        ax.grid(alpha=0.3)
+    _save_figure(figure, path)
+
+
+def plot_confusion(confusion: torch.Tensor, classes: Sequence[str], path: str) -> None:
+    """Confusion matrix (rows: true class, columns: predicted), with counts where it is small enough to read."""
+    from matplotlib.figure import Figure
+
+    n = len(classes)
+    size = min(4 + 0.45 * n, 24)
+    figure = Figure(figsize=(size, size))
+    ax = figure.subplots()
+    image = ax.imshow(confusion.numpy(), cmap="Blues")
+    figure.colorbar(image, ax=ax, fraction=0.046)
+    if n <= 30:
+        ax.set_xticks(range(n), classes, rotation=90)
+        ax.set_yticks(range(n), classes)
+        peak = confusion.max().item() or 1
+        for i in range(n):
+            for j in range(n):
+                value = int(confusion[i, j])
+                if value:
+                    color = "white" if value > peak / 2 else "black"
+                    ax.text(j, i, str(value), ha="center", va="center", color=color, fontsize=8)
+    ax.set(xlabel="predicted", ylabel="true", title="confusion matrix")
+    _save_figure(figure, path)

@@ -1,0 +1,292 @@
+"""The classification job end to end: digits, image folders, resume, safety, DDP."""
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+
+import pytest
+import torch
+from PIL import Image
+from safetensors import safe_open
+
+from botnet.cli import main
+from botnet.data.digits import digits_splits
+from botnet.tasks import TrainConfig, TrainingDiverged, evaluate_checkpoint, predict, train
+from botnet.tasks import classification
+from botnet.tasks.checkpoint import CheckpointError, load_model, load_training_state, save_training_state
+
+RUN_FILES = {
+    "config.json", "metrics.csv", "summary.json", "model.safetensors", "last.pt", "curves.png", "confusion.png",
+    "train.log",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    run_dir = str(tmp_path_factory.mktemp("digits") / "run")
+    summary = train(TrainConfig(epochs=4, output_dir=run_dir))
+    return run_dir, summary
+
+
+def test_default_run_writes_everything_and_learns(digits_run):
+    run_dir, summary = digits_run
+    assert RUN_FILES <= set(os.listdir(run_dir))
+    with open(os.path.join(run_dir, "summary.json")) as f:
+        assert json.load(f) == summary
+    for key in ("model", "img_size", "dataset", "epochs", "test_top1", "test_top5", "wall_seconds", "world_size"):
+        assert key in summary
+    assert summary["model"] == "botnet_tiny" and summary["dataset"] == "digits" and summary["world_size"] == 1
+    assert summary["test_images"] == 360  # the fixed held-out split
+    assert summary["test_top1"] > 70, "four epochs on the digits should already be far above chance (10%)"
+    with open(os.path.join(run_dir, "metrics.csv")) as f:
+        lines = f.read().splitlines()
+    assert lines[0] == "epoch,train_loss,val_loss,val_top1,val_top5,lr,seconds" and len(lines) == 5
+    with open(os.path.join(run_dir, "config.json")) as f:
+        config = json.load(f)
+    assert config["optimizer"] == "adamw" and config["img_size"] == 24 and config["epochs"] == 4
+    state = torch.load(os.path.join(run_dir, "last.pt"), weights_only=True)
+    assert state["epoch"] == 4 and state["meta"]["classes"] == [str(i) for i in range(10)]
+    with safe_open(os.path.join(run_dir, "model.safetensors"), "pt") as f:
+        assert json.loads(f.metadata()["botnet"])["model"] == "botnet_tiny"
+
+
+def test_digits_split_is_fixed_and_stratified():
+    train_a, test_a = digits_splits()
+    train_b, test_b = digits_splits()
+    assert torch.equal(test_a.labels, test_b.labels) and torch.equal(test_a.images, test_b.images)
+    assert len(train_a) + len(test_a) == 1797
+    counts = torch.bincount(test_a.labels, minlength=10)
+    assert counts.min() >= 35 and counts.max() <= 37
+
+
+def test_eval_and_predict_round_trip(digits_run, tmp_path, capsys):
+    run_dir, summary = digits_run
+    for name in ("model.safetensors", "last.pt"):
+        result, meta, source = evaluate_checkpoint(os.path.join(run_dir, name))
+        assert source == "digits" and result.count == 360
+        assert result.top1 == pytest.approx(summary["test_top1"], abs=1e-3)
+        assert int(result.confusion.sum()) == 360 and int(result.confusion.diag().sum()) == round(result.top1 * 3.6)
+    assert main(["eval", "--checkpoint", os.path.join(run_dir, "model.safetensors"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["top1"] == pytest.approx(summary["test_top1"], abs=1e-3) and len(report["confusion"]) == 10
+
+    # predict on PNG files of held-out digits gives what the model gives on the same pixels
+    _, test = digits_splits()
+    paths = []
+    for i in range(4):
+        path = str(tmp_path / f"digit{i}.png")
+        Image.fromarray(test.images[i, 0].numpy(), mode="L").save(path)
+        paths.append(path)
+    model, meta = load_model(os.path.join(run_dir, "model.safetensors"))
+    test.transform = classification.eval_transform(meta["img_size"], meta["mean"], meta["std"], crop=False)
+    with torch.no_grad():
+        expected = model(torch.stack([test[i][0] for i in range(4)])).softmax(-1)
+    results = predict(os.path.join(run_dir, "model.safetensors"), paths, top_k=3)
+    for item, probs in zip(results, expected):
+        assert len(item["predictions"]) == 3
+        top = item["predictions"][0]
+        assert top["label"] == str(int(probs.argmax()))
+        assert top["probability"] == pytest.approx(float(probs.max()), abs=1e-5)
+    assert main(["predict", "--checkpoint", os.path.join(run_dir, "model.safetensors"), *paths[:2], "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 2
+
+
+def _read_weights(path):
+    with safe_open(path, "pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}
+
+
+def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
+    settings = dict(epochs=3, batch_size=128, ema_decay=0.9, seed=3)
+    whole = str(tmp_path / "whole")
+    train(TrainConfig(output_dir=whole, **settings))
+
+    interrupted = str(tmp_path / "interrupted")
+    real_epoch = classification.train_one_epoch
+
+    def stop_at_second_epoch(*args, **kwargs):
+        if kwargs["epoch"] == 1:
+            raise KeyboardInterrupt
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(classification, "train_one_epoch", stop_at_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig(output_dir=interrupted, **settings))
+    assert load_training_state(os.path.join(interrupted, "last.pt"))["epoch"] == 1
+    assert not os.path.exists(os.path.join(interrupted, "model.safetensors"))
+    monkeypatch.setattr(classification, "train_one_epoch", real_epoch)
+    summary = train(resume=os.path.join(interrupted, "last.pt"))
+
+    a, b = _read_weights(os.path.join(whole, "model.safetensors")), _read_weights(os.path.join(interrupted, "model.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    with open(os.path.join(whole, "summary.json")) as f:
+        assert json.load(f)["test_top1"] == summary["test_top1"]
+    with open(os.path.join(interrupted, "metrics.csv")) as f:
+        assert len(f.read().splitlines()) == 4  # header and all three epochs
+
+
+def test_existing_run_is_not_overwritten(digits_run):
+    run_dir, _ = digits_run
+    with pytest.raises(ValueError, match="already holds a run.*--resume"):
+        train(TrainConfig(epochs=1, output_dir=run_dir))
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    run_dir = str(tmp_path / "run")
+    real_epoch = classification.train_one_epoch
+
+    def poison_second_epoch(model, raw_model, *args, **kwargs):
+        if kwargs["epoch"] == 1:
+            with torch.no_grad():
+                raw_model.fc.weight.fill_(float("nan"))
+        return real_epoch(model, raw_model, *args, **kwargs)
+
+    monkeypatch.setattr(classification, "train_one_epoch", poison_second_epoch)
+    with pytest.raises(TrainingDiverged, match="loss became nan at epoch 2, step 1.*last good checkpoint"):
+        train(TrainConfig(epochs=3, batch_size=256, output_dir=run_dir))
+    state = load_training_state(os.path.join(run_dir, "last.pt"))
+    assert state["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_atomic_save_survives_interrupted_write(tmp_path, monkeypatch):
+    path = str(tmp_path / "last.pt")
+    save_training_state(path, dict(epoch=1, weights=torch.arange(4.0)))
+    real_save = torch.save
+
+    def crash_midway(obj, f, *args, **kwargs):
+        f.write(b"partial bytes of a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash_midway)
+    with pytest.raises(OSError, match="disk full"):
+        save_training_state(path, dict(epoch=2, weights=torch.zeros(4)))
+    monkeypatch.setattr(torch, "save", real_save)
+    state = load_training_state(path)
+    assert state["epoch"] == 1 and torch.equal(state["weights"], torch.arange(4.0))
+    assert os.listdir(tmp_path) == ["last.pt"]  # no temporary file left behind
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, (f"touch {_Payload.marker}",))
+
+
+def test_pickle_with_payload_is_refused(tmp_path, capsys):
+    _Payload.marker = str(tmp_path / "pwned")
+    path = str(tmp_path / "evil.pt")
+    with open(path, "wb") as f:
+        pickle.dump({"format": "botnet-train-state-1", "model": _Payload()}, f)
+    with pytest.raises(CheckpointError, match="refusing to load"):
+        load_training_state(path)
+    assert main(["predict", "--checkpoint", path, "x.png"]) == 2
+    assert "refusing to load" in capsys.readouterr().err
+    assert not os.path.exists(_Payload.marker)
+
+
+def _image_folder(root, classes=("cat", "dog"), per_class=6):
+    """A small real image folder: colour and grey images of different sizes and formats."""
+    colours = {"cat": (220, 40, 40), "dog": (40, 40, 220), "owl": (40, 200, 40)}
+    for split in ("train", "val"):
+        for c in classes:
+            os.makedirs(root / split / c, exist_ok=True)
+            for i in range(per_class):
+                size = (20 + 7 * i, 30 + 3 * i)
+                image = Image.new("RGB", size, colours[c])
+                if i % 3 == 0:
+                    image.convert("L").save(root / split / c / f"{i}.png")
+                else:
+                    image.save(root / split / c / f"{i}.jpg")
+    return root
+
+
+def test_image_folder_train_eval_predict(tmp_path, capsys):
+    data = _image_folder(tmp_path / "data")
+    run_dir = str(tmp_path / "run")
+    summary = train(TrainConfig(data=str(data), epochs=2, batch_size=4, output_dir=run_dir))
+    assert summary["num_classes"] == 2 and summary["test_images"] == 12 and summary["img_size"] == 24
+    result, meta, source = evaluate_checkpoint(os.path.join(run_dir, "model.safetensors"), str(data))
+    assert source.endswith("val") and result.top1 == pytest.approx(summary["test_top1"], abs=1e-3)
+    assert main(["predict", "--checkpoint", os.path.join(run_dir, "last.pt"), str(data / "val" / "dog" / "0.png")]) == 0
+    line = capsys.readouterr().out.splitlines()[-1]
+    assert line.startswith(str(data / "val" / "dog" / "0.png") + ": ") and "cat" in line and "dog" in line
+
+
+@pytest.mark.parametrize(
+    ("damage", "match"),
+    [
+        (lambda d: os.rename(d / "val", d / "validation"), "missing folder .*val"),
+        (lambda d: [os.remove(p) for p in (d / "train" / "dog").iterdir()], "class 'dog' has no readable images"),
+        (lambda d: _image_folder(d, classes=("owl",)) and os.rename(d / "val" / "owl", d / "owl"), r"only in train: \['owl'\]"),
+        (lambda d: (d / "train" / "cat" / "broken.jpg").write_bytes(b"not a jpeg"), "broken.jpg"),
+        (lambda d: (d / "val" / "dog" / "notes.txt").write_text("hello"), "notes.txt"),
+    ],
+)
+def test_bad_image_folders_fail_before_training(tmp_path, damage, match):
+    data = _image_folder(tmp_path / "data")
+    damage(data)
+    with pytest.raises(ValueError, match=match):
+        train(TrainConfig(data=str(data), epochs=1, batch_size=4, output_dir=str(tmp_path / "run")))
+    assert not os.path.exists(tmp_path / "run" / "last.pt")
+
+
+def test_skip_bad_images_counts_them(tmp_path):
+    data = _image_folder(tmp_path / "data")
+    (data / "train" / "cat" / "broken.jpg").write_bytes(b"not a jpeg")
+    (data / "val" / "dog" / "truncated.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    summary = train(
+        TrainConfig(data=str(data), epochs=1, batch_size=4, skip_bad_images=True, output_dir=str(tmp_path / "run"))
+    )
+    assert summary["skipped_bad_images"] == 2 and summary["test_images"] == 12
+    with open(tmp_path / "run" / "train.log") as f:
+        assert "skipped 2 unreadable file(s)" in f.read()
+
+
+@pytest.mark.parametrize(
+    ("argv", "match"),
+    [
+        (["train", "--data", "/no/such/folder"], "data folder /no/such/folder does not exist"),
+        (["train", "--model", "botnet_tyni"], "did you mean botnet_tiny"),
+        (["train", "--resume", "run/last.pt", "--lr", "0.1"], "drop --lr"),
+        (["train", "--resume", "/no/run/last.pt"], "no checkpoint at /no/run/last.pt"),
+        (["train", "--epochs", "0"], "--epochs must be positive"),
+        (["eval", "--checkpoint", "/no/model.safetensors"], "no checkpoint"),
+        (["predict", "--checkpoint", "/no/model.safetensors", "a.png"], "no checkpoint"),
+    ],
+)
+def test_cli_errors_are_one_line(argv, match, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert __import__("re").search(match, err), err
+
+
+def test_predict_names_unreadable_image(digits_run, tmp_path, capsys):
+    run_dir, _ = digits_run
+    bad = tmp_path / "bad.png"
+    bad.write_text("text")
+    assert main(["predict", "--checkpoint", os.path.join(run_dir, "model.safetensors"), str(bad)]) == 2
+    assert f"cannot read image {bad}" in capsys.readouterr().err
+
+
+def test_ddp_two_cpu_processes(tmp_path):
+    run_dir = tmp_path / "ddp"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+        "-m", "botnet", "train", "--epochs", "2", "--batch-size", "32", "--output-dir", str(run_dir),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    with open(run_dir / "summary.json") as f:
+        summary = json.load(f)
+    assert summary["world_size"] == 2 and summary["test_images"] == 360
+    # The metrics were reduced across both ranks: a single process evaluating the saved model agrees.
+    evaluated, _, _ = evaluate_checkpoint(str(run_dir / "model.safetensors"))
+    assert evaluated.top1 == pytest.approx(summary["test_top1"], abs=1e-3)
+    assert summary["test_top1"] > 25  # two short epochs: well above chance (10%)
