@@ -6,8 +6,7 @@ BIN := $(VENV)/bin
 .PHONY: demo test clean
 
 demo: $(VENV)/.installed
-	$(BIN)/botnet info botnet50
-	$(BIN)/botnet info botnet50 --img-size 1024
+	$(BIN)/botnet train --output-dir runs/demo-$$(date +%Y%m%d-%H%M%S)
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q

@@ -42,7 +42,11 @@ def test_features_only(name):
     height, width = 96, 70
     with torch.no_grad():
         features = model(torch.randn(1, 3, height, width))
-    strides = [4, 8, 16, 16 if is_s1(name) else 32]
+    config = get_model_entry(name).config
+    if config.small_stem:
+        strides = [1, 2, 4, 8]
+    else:
+        strides = [4, 8, 16, 16 if is_s1(name) else 32]
     assert [f["reduction"] for f in model.feature_info] == strides
     assert len(features) == 4
     for feature, info, stride in zip(features, model.feature_info, strides):
