@@ -128,6 +128,28 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import torch
+
+    from . import bench
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available")
+    settings = bench.BenchSettings(
+        device=args.device, channels_last=args.channels_last, bf16=args.bf16, compile=args.compile,
+        repeats=args.repeats, warmup=args.warmup, memory=args.memory,
+    )  # fmt: skip
+    print(f"# {bench.machine_description(settings)}; settings {settings}")
+    cases = [case for suite in args.suite for case in bench.SUITES[suite]()]
+    results = bench.run_suite(cases, settings)
+    bench.write_outputs(results, settings, args.json, args.csv)
+    if args.plot:
+        bench.plot_resolution(results, args.plot, bench.machine_description(settings))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="botnet", description="Bottleneck Transformers (BoTNet) for PyTorch.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
@@ -183,6 +205,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print JSON for machines")
     p.set_defaults(func=_cmd_eval)
+
+    p = commands.add_parser("bench", help="speed and memory side by side: MHSA vs timm, BoTNet-50 vs ResNet-50")
+    p.add_argument("--suite", nargs="+", choices=["mhsa", "models", "resolution", "large"], default=["mhsa", "models"])
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--repeats", type=int, default=7, help="interleaved timed calls per case (median reported)")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
+    p.add_argument("--compile", action="store_true", help="torch.compile every case")
+    p.add_argument("--memory", action="store_true", help="also measure peak memory (a fresh process per case)")
+    p.add_argument("--json", help="write results as JSON")
+    p.add_argument("--csv", help="write results as CSV")
+    p.add_argument("--plot", help="PNG of throughput against resolution (needs --suite resolution)")
+    p.set_defaults(func=_cmd_bench)
 
     p = commands.add_parser("predict", help="top-k classes of images")
     p.add_argument("--checkpoint", required=True, help="RUN/model.safetensors or RUN/last.pt")

@@ -113,6 +113,24 @@ def _attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     return F.scaled_dot_product_attention(q, k, v, scale=1.0)[..., :value_dim]
 
 
+# Inference path: at most this many bytes of position bias are built at once (a block of query rows).
+BIAS_BLOCK_BYTES = 64 * 2**20
+
+
+def _attend_with_bias(q: Tensor, k: Tensor, v: Tensor, rel: Tensor, height: int) -> Tensor:
+    """softmax(q k^T + bias) v without gradients: the (row, column) relative logits become an additive
+    bias for a block of query rows at a time, so the fused kernel runs at head dim d (no padding)
+    and memory stays bounded; the result equals the one-call path."""
+    batch, heads, tokens, _ = q.shape
+    rows = max(1, min(tokens, BIAS_BLOCK_BYTES // (batch * heads * tokens * q.element_size())))
+    out = []
+    for start in range(0, tokens, rows):
+        block = rel[:, :, start : start + rows]
+        bias = (block[..., :height, None] + block[..., None, height:]).flatten(-2)
+        out.append(F.scaled_dot_product_attention(q[:, :, start : start + rows], k, v, attn_mask=bias, scale=1.0))
+    return out[0] if len(out) == 1 else torch.cat(out, dim=2)
+
+
 class MHSA(nn.Module):
     """All-to-all multi-head self-attention over a (B, dim, H, W) feature map.
 
@@ -196,8 +214,11 @@ class MHSA(nn.Module):
         batch, _, height, width = x.shape
         tokens = height * width
         scale = self.head_dim**-0.5
-        qkv = self.qkv(x).reshape(batch, 3, self.heads, self.head_dim, tokens).transpose(-1, -2)
-        q, k, v = qkv.unbind(1)  # each (B, heads, N, d)
+        # The projection runs channels_last (oneDNN's fast layout on CPU); its output, read as
+        # (B, N, 3, heads, d), gives q, k, v as strided (B, heads, N, d) views without a copy.
+        channels_last = x.is_contiguous(memory_format=torch.channels_last)
+        qkv = self.qkv(x.contiguous(memory_format=torch.channels_last)).permute(0, 2, 3, 1)
+        q, k, v = qkv.reshape(batch, tokens, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
 
         if self.position_encoding == "none":
             out = F.scaled_dot_product_attention(q, k, v, scale=scale)
@@ -212,13 +233,19 @@ class MHSA(nn.Module):
         else:
             rel_h = resize_position_table(self.rel_h, 2 * height - 1)
             rel_w = resize_position_table(self.rel_w, 2 * width - 1)
-            q_pos = q * scale if self.scale_position else q
+            q_content = q * scale
+            q_pos = q_content if self.scale_position else q
             rel = relative_logits(q_pos.unflatten(-2, (height, width)), rel_h, rel_w)
-            one_hot = _position_one_hot(height, width, q.dtype, q.device).expand(batch, self.heads, -1, -1)
-            if self.position_encoding == "relative":
-                q = torch.cat([q * scale, rel], dim=-1)
-                k = torch.cat([k, one_hot], dim=-1)
-            else:
-                q, k = rel, one_hot
-            out = _attend(q, k, v)
-        return out.transpose(-1, -2).reshape(batch, self.dim, height, width)
+            needs_grad = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
+            if self.position_encoding == "relative" and not needs_grad:
+                out = _attend_with_bias(q_content, k, v, rel, height)
+            else:  # one call whose backward also gives the relative logits' gradient
+                one_hot = _position_one_hot(height, width, q.dtype, q.device).expand(batch, self.heads, -1, -1)
+                if self.position_encoding == "relative":
+                    q, k = torch.cat([q_content, rel], dim=-1), torch.cat([k, one_hot], dim=-1)
+                else:
+                    q, k = rel, one_hot
+                out = _attend(q, k, v)
+        # (B, heads, N, d) -> (B, H, W, dim), returned as an NCHW view (channels_last memory).
+        out = out.transpose(1, 2).reshape(batch, height, width, self.dim).permute(0, 3, 1, 2)
+        return out if channels_last else out.contiguous()

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from botnet.layers import MHSA, POSITION_ENCODINGS, resize_position_table
+from botnet.layers import MHSA, POSITION_ENCODINGS, attention, resize_position_table
 
 SIZES = [(4, 4), (5, 7), (7, 3), (1, 6)]
 
@@ -70,6 +70,28 @@ def test_matches_brute_force_at_other_sizes(encoding, built, run):
     layer = MHSA(16, built, heads=2, position_encoding=encoding)
     x = torch.randn(2, 16, *run)
     torch.testing.assert_close(layer(x).double(), brute_force(layer, x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("block_bytes", [None, 2048])
+@pytest.mark.parametrize(("built", "run"), [((5, 7), (5, 7)), ((4, 4), (9, 6))])
+def test_inference_path_matches_brute_force(built, run, block_bytes, monkeypatch):
+    """Without gradients the relative term is an additive bias, built a block of query rows at a time."""
+    if block_bytes:
+        monkeypatch.setattr(attention, "BIAS_BLOCK_BYTES", block_bytes)  # forces several blocks
+    torch.manual_seed(7)
+    layer = MHSA(16, built, heads=4)
+    x = torch.randn(2, 16, *run)
+    with torch.no_grad():
+        out = layer(x)
+    torch.testing.assert_close(out.double(), brute_force(layer, x), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out, layer(x).detach(), atol=1e-5, rtol=1e-5)  # the training path agrees
+
+
+def test_memory_format_follows_input():
+    layer = MHSA(16, 4).eval()
+    x = torch.randn(2, 16, 4, 5)
+    assert layer(x).is_contiguous()
+    assert layer(x.contiguous(memory_format=torch.channels_last)).is_contiguous(memory_format=torch.channels_last)
 
 
 def test_float64_exact():

@@ -79,6 +79,7 @@ def test_model_interface():
         model.reset_classifier(0)
         assert model(x).shape == (2, 2048)
     assert [f["module"] for f in model.feature_info] == ["act1", "layer1", "layer2", "layer3", "layer4"]
+    assert model.conv1.weight.is_contiguous(memory_format=torch.channels_last)  # the fast CPU/GPU conv layout
 
 
 def test_resnet50_loads_torchvision_weights_strictly():
@@ -89,7 +90,8 @@ def test_resnet50_loads_torchvision_weights_strictly():
             module.running_mean.uniform_(-0.1, 0.1)
             module.running_var.uniform_(0.5, 1.5)
             module.weight.data.uniform_(0.5, 1.5)
-    reference.eval()
+    # Our models keep conv weights channels_last; compare in the same layout (same kernels, same rounding).
+    reference.eval().to(memory_format=torch.channels_last)
     ours = botnet.create_model("resnet50").eval()
     ours.load_state_dict(reference.state_dict(), strict=True)
     x = torch.randn(2, 3, 96, 80)
@@ -105,7 +107,7 @@ def test_resnet50_loads_torchvision_weights_strictly():
 
 def test_botnet50_c1_to_c4_load_torchvision_weights(tmp_path):
     torch.manual_seed(0)
-    reference = torchvision.models.resnet50(weights=None).eval()
+    reference = torchvision.models.resnet50(weights=None).eval().to(memory_format=torch.channels_last)
     path = tmp_path / "resnet50.pth"
     torch.save(reference.state_dict(), path)
     model = botnet.create_model("botnet50").eval()

@@ -1,0 +1,325 @@
+"""Side-by-side speed and memory benchmarks (``botnet bench``).
+
+Every group compares its cases in one run: the cases of a group are timed
+interleaved (one call of each in turn, repeated), after warm-up, and the
+median is reported with its ratio to the group's first case, so a noisy
+shared machine moves every case alike. Peak memory is measured in a fresh
+process per case (the rise of the resident set over one call on CPU,
+``torch.cuda.max_memory_allocated`` on GPU).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import multiprocessing
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from .layers import MHSA
+from .models import create_model, summarize
+
+__all__ = ["BenchSettings", "Result", "run_suite", "SUITES"]
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    device: str = "cpu"
+    channels_last: bool = False
+    bf16: bool = False
+    compile: bool = False
+    repeats: int = 7
+    warmup: int = 2
+    memory: bool = False
+
+
+@dataclass
+class Result:
+    group: str
+    case: str
+    mode: str  # "inference" or "training"
+    batch: int
+    size: str
+    median_ms: float
+    images_per_second: float
+    ratio: float  # speed relative to the group's first case, the baseline (>1: faster)
+    baseline: str
+    params: int | None = None
+    gflops: float | None = None  # forward FLOPs per image
+    achieved_gflops_per_second: float | None = None
+    peak_memory_mb: float | None = None
+
+
+@dataclass(frozen=True)
+class Case:
+    group: str
+    name: str
+    build: Callable[[], nn.Module]
+    input_shape: tuple[int, int, int, int]
+    mode: str = "inference"
+    flops_per_image: bool = True  # whether to count FLOPs (not for third-party layers it cannot see)
+    input_grad: bool = False  # training a layer alone: its input needs a gradient too
+
+
+def _timm_attn(dim: int, size: int) -> Callable[[], nn.Module] | None:
+    try:
+        from timm.layers.bottleneck_attn import BottleneckAttn
+    except ImportError:
+        return None
+    return lambda: BottleneckAttn(dim, feat_size=(size, size), num_heads=4, scale_pos_embed=True)
+
+
+def _lucidrains_attn(dim: int, size: int) -> Callable[[], nn.Module] | None:
+    try:
+        from bottleneck_transformer_pytorch.bottleneck_transformer_pytorch import Attention
+    except ImportError:
+        return None
+    return lambda: Attention(dim=dim, fmap_size=(size, size), heads=4, dim_head=dim // 4, rel_pos_emb=True)
+
+
+def _torchvision_resnet50() -> nn.Module:
+    import torchvision
+
+    return torchvision.models.resnet50(weights=None)
+
+
+def mhsa_suite() -> list[Case]:
+    """Issue targets: MHSA (dim 512, 4 heads) against timm's BottleneckAttn and lucidrains' Attention."""
+    cases = []
+    for size, batch, modes in [(14, 8, ("inference",)), (32, 8, ("inference", "training")), (64, 2, ("inference",))]:
+        for mode in modes:
+            group = f"mhsa {size}x{size} b{batch} {mode}"
+            shape = (batch, 512, size, size)
+            others = (("timm BottleneckAttn", _timm_attn(512, size)), ("lucidrains Attention", _lucidrains_attn(512, size)))
+            for name, factory in others:  # references first: ratios then read as speed relative to timm
+                if factory is not None:
+                    cases.append(Case(group, name, factory, shape, mode, flops_per_image=False, input_grad=True))
+            cases.append(Case(group, "botnet MHSA", lambda s=size: MHSA(512, s), shape, mode, input_grad=True))
+    return cases
+
+
+def models_suite() -> list[Case]:
+    """BoTNet-50 against torchvision's ResNet-50 at the paper's sizes."""
+    cases = []
+    for size, batch, modes in [(224, 8, ("inference", "training")), (1024, 1, ("inference",))]:
+        for mode in modes:
+            group = f"model {size} b{batch} {mode}"
+            shape = (batch, 3, size, size)
+            cases.append(Case(group, "torchvision resnet50", _torchvision_resnet50, shape, mode))
+            cases.append(Case(group, "botnet50", lambda s=size: create_model("botnet50", img_size=s), shape, mode))
+    return cases
+
+
+def resolution_suite() -> list[Case]:
+    """Inference throughput against resolution, for the plot."""
+    cases = []
+    for size in (128, 224, 320, 448):
+        group = f"resolution {size} b1 inference"
+        shape = (1, 3, size, size)
+        cases.append(Case(group, "torchvision resnet50", _torchvision_resnet50, shape))
+        cases.append(Case(group, "botnet50", lambda s=size: create_model("botnet50", img_size=s), shape))
+    return cases
+
+
+def large_suite() -> list[Case]:
+    """Detection sizes: BoTNet-50 at 2048 px, and BoT blocks in c4 too (last block) at 1024 px."""
+    c4 = dict(bot_blocks=(0, 0, 1, -1))
+    return [
+        Case("large 2048 b1 inference", "torchvision resnet50", _torchvision_resnet50, (1, 3, 2048, 2048)),
+        Case("large 2048 b1 inference", "botnet50", lambda: create_model("botnet50", img_size=2048), (1, 3, 2048, 2048)),
+        Case("large 1024 b1 inference", "torchvision resnet50", _torchvision_resnet50, (1, 3, 1024, 1024)),
+        Case(
+            "large 1024 b1 inference", "botnet50 + BoT in c4", lambda: create_model("botnet50", img_size=1024, **c4),
+            (1, 3, 1024, 1024),
+        ),
+    ]
+
+
+SUITES: dict[str, Callable[[], list[Case]]] = {
+    "mhsa": mhsa_suite,
+    "models": models_suite,
+    "resolution": resolution_suite,
+    "large": large_suite,
+}
+
+
+def _prepare(case: Case, settings: BenchSettings) -> tuple[Callable[[], None], nn.Module, torch.Tensor]:
+    device = torch.device(settings.device)
+    module = case.build().to(device)
+    x = torch.randn(case.input_shape, device=device)
+    if settings.channels_last:
+        module = module.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    module.train(case.mode == "training")
+    runner = torch.compile(module) if settings.compile else module
+    autocast = (
+        torch.autocast(device.type, dtype=torch.bfloat16) if settings.bf16 else contextlib.nullcontext()
+    )
+
+    if case.mode == "training":
+        x.requires_grad_(case.input_grad)
+
+        def step() -> None:
+            with autocast:
+                out = runner(x)
+            out.float().square().mean().backward()
+            module.zero_grad(set_to_none=True)
+    else:
+
+        def step() -> None:
+            with torch.no_grad(), autocast:
+                runner(x)
+
+    def synced() -> None:
+        step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    return synced, module, x
+
+
+def _find_case(group: str, name: str) -> Case:
+    return next(c for suite in SUITES.values() for c in suite() if c.group == group and c.name == name)
+
+
+def _peak_memory_worker(group: str, name: str, settings: BenchSettings, threads: int, queue) -> None:
+    torch.set_num_threads(threads)
+    step, _, _ = _prepare(_find_case(group, name), settings)
+    if settings.device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        step()
+        queue.put((torch.cuda.max_memory_allocated() - before) / 2**20)
+        return
+    with open("/proc/self/status") as f:
+        before = next(int(line.split()[1]) for line in f if line.startswith("VmRSS"))
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the peak resident set size (VmHWM)
+    step()
+    with open("/proc/self/status") as f:
+        peak = next(int(line.split()[1]) for line in f if line.startswith("VmHWM"))
+    queue.put((peak - before) / 1024)
+
+
+def peak_memory_mb(case: Case, settings: BenchSettings) -> float | None:
+    """Memory added by one call, measured in a fresh process (no allocator caches from other cases)."""
+    if settings.device == "cpu" and not os.path.exists("/proc/self/clear_refs"):
+        return None
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    args = (case.group, case.name, settings, torch.get_num_threads(), queue)
+    process = context.Process(target=_peak_memory_worker, args=args)
+    process.start()
+    process.join()
+    return queue.get() if process.exitcode == 0 and not queue.empty() else None
+
+
+def run_suite(cases: list[Case], settings: BenchSettings, log: Callable[[str], None] = print) -> list[Result]:
+    results: list[Result] = []
+    groups: dict[str, list[Case]] = {}
+    for case in cases:
+        groups.setdefault(case.group, []).append(case)
+    for group, members in groups.items():
+        prepared = [_prepare(case, settings) for case in members]
+        for step, _, _ in prepared:
+            for _ in range(settings.warmup):
+                step()
+        times: list[list[float]] = [[] for _ in members]
+        for _ in range(settings.repeats):
+            for i, (step, _, _) in enumerate(prepared):
+                start = time.perf_counter()
+                step()
+                times[i].append(time.perf_counter() - start)
+        medians = [statistics.median(t) for t in times]
+        for case, (_, module, x), median in zip(members, prepared, medians):
+            batch, _, height, width = case.input_shape
+            params = sum(p.numel() for p in module.parameters())
+            gflops = None
+            if case.flops_per_image and hasattr(module, "img_size"):
+                gflops = summarize(module, (height, width)).flops / 1e9
+            elif case.flops_per_image:
+                with torch.utils.flop_counter.FlopCounterMode(display=False) as counter, torch.no_grad():
+                    module.eval()(x[:1].detach())
+                gflops = counter.get_total_flops() / 1e9
+            factor = 3 if case.mode == "training" else 1  # backward costs about twice the forward
+            result = Result(
+                group=group,
+                case=case.name,
+                mode=case.mode,
+                batch=batch,
+                size=f"{height}x{width}",
+                median_ms=round(median * 1e3, 3),
+                images_per_second=round(batch / median, 3),
+                ratio=round(medians[0] / median, 3),
+                baseline=members[0].name,
+                params=params,
+                gflops=round(gflops, 3) if gflops else None,
+                achieved_gflops_per_second=round(gflops * factor * batch / median, 2) if gflops else None,
+                peak_memory_mb=None,
+            )
+            if settings.memory:
+                memory = peak_memory_mb(case, settings)
+                result.peak_memory_mb = round(memory, 1) if memory is not None else None
+            results.append(result)
+            log(_format(result))
+        del prepared
+    return results
+
+
+def _format(r: Result) -> str:
+    memory = f"  peak +{r.peak_memory_mb:.0f} MB" if r.peak_memory_mb is not None else ""
+    rate = f"  {r.achieved_gflops_per_second:.1f} GFLOP/s" if r.achieved_gflops_per_second else ""
+    return (
+        f"{r.group:<34} {r.case:<22} {r.median_ms:10.2f} ms  {r.images_per_second:9.2f} img/s  "
+        f"x{r.ratio:.2f} vs {r.baseline}{rate}{memory}"
+    )
+
+
+def machine_description(settings: BenchSettings) -> str:
+    if settings.device == "cuda":
+        return f"{torch.cuda.get_device_name()} (torch {torch.__version__})"
+    return (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads "
+        f"(torch {torch.__version__}, {torch.backends.cpu.get_cpu_capability()})"
+    )
+
+
+def write_outputs(results: list[Result], settings: BenchSettings, json_path: str | None, csv_path: str | None) -> None:
+    rows = [asdict(r) for r in results]
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(dict(machine=machine_description(settings), settings=asdict(settings), results=rows), f, indent=2)
+    if csv_path:
+        import csv
+
+        with open(csv_path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+def plot_resolution(results: list[Result], path: str, title: str) -> None:
+    """Throughput against resolution, one line per case, from the resolution suite."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6, 4))
+    ax = figure.subplots()
+    by_case: dict[str, list[tuple[int, float]]] = {}
+    for r in results:
+        if r.group.startswith("resolution"):
+            by_case.setdefault(r.case, []).append((int(r.size.split("x")[0]), r.images_per_second))
+    for case, points in by_case.items():
+        points.sort()
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=case)
+    ax.set(xlabel="resolution (px)", ylabel="images / s (batch 1)", yscale="log", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    figure.savefig(path, dpi=120, bbox_inches="tight")

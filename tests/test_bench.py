@@ -1,0 +1,48 @@
+"""The benchmark's machinery (not its timings: speed lives in `botnet bench`, not in tests)."""
+
+import torch
+from torch import nn
+
+from botnet import bench
+
+
+class _Work(nn.Module):
+    """``rounds`` matmuls on the (B, 256, 1, 1) bench input: work proportional to ``rounds``."""
+
+    def __init__(self, rounds: int) -> None:
+        super().__init__()
+        self.rounds = rounds
+        self.weight = nn.Parameter(torch.randn(256, 256) / 16)
+
+    def forward(self, x):
+        x = x.flatten(1)
+        for _ in range(self.rounds):
+            x = torch.tanh(x @ self.weight)
+        return x
+
+
+def test_interleaved_groups_and_ratios():
+    cases = [
+        bench.Case("toy", "light", lambda: _Work(40), (64, 256, 1, 1), flops_per_image=False),
+        bench.Case("toy", "heavy", lambda: _Work(120), (64, 256, 1, 1), flops_per_image=False),
+    ]
+    lines = []
+    results = bench.run_suite(cases, bench.BenchSettings(repeats=5, warmup=1), log=lines.append)
+    assert [r.case for r in results] == ["light", "heavy"] and len(lines) == 2
+    light, heavy = results
+    assert light.ratio == 1.0 and light.batch == 64
+    assert heavy.ratio < 0.7, "three times the work should be clearly slower than the first case"
+    assert heavy.images_per_second < light.images_per_second
+
+
+def test_suites_name_the_issue_cases():
+    groups = {c.group for c in bench.mhsa_suite()}
+    assert {"mhsa 14x14 b8 inference", "mhsa 32x32 b8 training", "mhsa 64x64 b2 inference"} <= groups
+    assert {c.name for c in bench.models_suite()} == {"torchvision resnet50", "botnet50"}
+
+
+def test_peak_memory_sees_attention_buffers():
+    case = next(c for c in bench.mhsa_suite() if c.group == "mhsa 14x14 b8 inference" and c.name == "botnet MHSA")
+    peak = bench.peak_memory_mb(case, bench.BenchSettings())
+    # The qkv projection alone is 8 x 1536 x 14 x 14 floats = 9.6 MB.
+    assert peak is not None and peak > 9
