@@ -28,14 +28,17 @@ Any input size
     at every size gradients reach the tables through the interpolation.
 
 How it is computed
-    No N x N tensor (N = H*W) is built for the position term. The relative
-    term is, per query, H row logits q.r_h[k - i] and W column logits
-    q.r_w[l - j] (O(N (H + W) d) work). Appending them to q and matching
-    one-hot (row, column) indicators to k makes a single dot product produce
-    content plus position logit, so one call to
-    ``F.scaled_dot_product_attention`` computes the layer; v is zero-padded
-    to the same head dim because PyTorch's fused CPU kernel needs equal head
-    dims. The absolute term folds into the keys: q.k + q.a = q.(k + a).
+    No N x N tensor (N = H*W) is built for the position term over the whole
+    map. The relative term is, per query, H row logits q.r_h[k - i] and W
+    column logits q.r_w[l - j] (O(N (H + W) d) work). When gradients are
+    needed, they are appended to q and matching one-hot (row, column)
+    indicators to k, so a single dot product gives content plus position
+    logit and one call to ``F.scaled_dot_product_attention`` computes the
+    layer, its backward included; v is zero-padded to the same head dim
+    because PyTorch's fused CPU kernel needs equal head dims. Without
+    gradients, they become an additive bias for a block of query rows at a
+    time, and the fused kernel runs at head dim d. The absolute term folds
+    into the keys: q.k + q.a = q.(k + a).
 """
 
 from __future__ import annotations
