@@ -12,8 +12,14 @@ from .transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_trans
 
 __all__ = [
     "DIGITS",
+    "DIGITS_CLASSES",
+    "BadImages",
     "ClassificationData",
     "DatasetError",
+    "ImageFolderSplit",
+    "TensorImageDataset",
+    "digits_splits",
+    "load_image_folder",
     "load_classification_data",
     "read_image",
     "eval_transform",

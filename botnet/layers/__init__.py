@@ -1,6 +1,5 @@
 """Building blocks: the MHSA layer and the residual blocks."""
 
-from . import attention
 from .attention import MHSA, POSITION_ENCODINGS, relative_logits, resize_position_table
 from .blocks import ACTIVATIONS, BoTBlock, Bottleneck, get_activation
 
