@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -89,7 +90,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from .tasks import evaluate_checkpoint
 
-    result, meta, source = evaluate_checkpoint(args.checkpoint, args.data, batch_size=args.batch_size, workers=args.workers)
+    result, meta, source = evaluate_checkpoint(
+        args.checkpoint, args.data, batch_size=args.batch_size, workers=args.workers
+    )
     classes = meta["classes"]
     per_class = dict(zip(classes, (round(a, 4) for a in result.per_class_top1)))
     if args.json:
@@ -148,6 +151,152 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.plot:
         bench.plot_resolution(results, args.plot, bench.machine_description(settings))
     return 0
+
+
+# Flags that set a DetectConfig field; with --resume none may be given.
+_DETECT_FLAGS = (
+    "data", "train_images", "train_annotations", "val_images", "val_annotations", "detector", "backbone", "recipe",
+    "epochs", "batch_size", "optimizer", "lr", "weight_decay", "momentum", "warmup_epochs", "min_size", "max_size",
+    "fpn_channels", "anchor_sizes", "eval_every", "backbone_weights", "trainable_layers", "seed", "output_dir",
+    "workers", "skip_bad",
+)  # fmt: skip
+
+
+def _cmd_detect_train(args: argparse.Namespace) -> int:
+    from .tasks.detection import DetectConfig, train_detector
+
+    given = {name: getattr(args, name) for name in _DETECT_FLAGS if getattr(args, name) is not None}
+    if args.resume:
+        if given:
+            flags = ", ".join("--" + name.replace("_", "-") for name in given)
+            raise ValueError(f"--resume continues a run with its saved settings; drop {flags}")
+        train_detector(resume=args.resume)
+    else:
+        train_detector(DetectConfig(**given))
+    return 0
+
+
+def _cmd_detect_eval(args: argparse.Namespace) -> int:
+    from .detection import COCO_STATS
+    from .tasks.detection import evaluate_detector_checkpoint
+
+    metrics, meta, dataset = evaluate_detector_checkpoint(
+        args.checkpoint, args.images, args.annotations, batch_size=args.batch_size, skip_bad=args.skip_bad
+    )
+    if args.json:
+        report = dict(checkpoint=args.checkpoint, annotations=dataset.ann_file, images=len(dataset), **metrics)
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"{args.checkpoint} on {dataset.ann_file} ({len(dataset)} images)")
+    if dataset.skipped.total():
+        print(f"  left out: {dataset.skipped.summary()}")
+    print("  " + " " * 5 + "".join(f"{name:>8}" for name in COCO_STATS))
+    for iou_type in ("bbox", "segm"):
+        if f"{iou_type}_AP" in metrics:
+            values = [metrics[f"{iou_type}_{name}"] for name in COCO_STATS]
+            print(f"  {iou_type:<5}" + "".join(f"{v:8.2f}" if v >= 0 else f"{'-':>8}" for v in values))
+    return 0
+
+
+def _cmd_detect_predict(args: argparse.Namespace) -> int:
+    from .tasks.detection import predict_detections
+
+    results = predict_detections(
+        args.checkpoint, args.images, output_dir=args.output_dir, score_threshold=args.score_threshold
+    )
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    for item in results:
+        found = ", ".join(f"{d['label']} {d['score']:.2f}" for d in item["detections"]) or "nothing"
+        drawing = f" -> {item['drawing']}" if "drawing" in item else ""
+        print(f"{item['image']}: {found}{drawing}")
+    return 0
+
+
+def _cmd_detect_make_data(args: argparse.Namespace) -> int:
+    from .data.shapes import ShapesSpec, write_shapes_dataset
+
+    if args.train_images < 1 or args.val_images < 1:
+        raise ValueError("--train-images and --val-images must be at least 1")
+    if os.path.exists(os.path.join(args.root, "train", "annotations.json")):
+        raise ValueError(f"{args.root} already holds a dataset; choose another folder")
+    spec = ShapesSpec(train_images=args.train_images, val_images=args.val_images, seed=args.seed)
+    splits = write_shapes_dataset(args.root, spec)
+    for split, (image_dir, ann_file) in splits.items():
+        print(f"{split}: {image_dir} + {ann_file}")
+    return 0
+
+
+def _add_detect_parser(commands) -> None:
+    detect = commands.add_parser(
+        "detect",
+        help="object detection and instance segmentation (Faster / Mask R-CNN with a BoTNet FPN backbone)",
+        description="Train, evaluate and run torchvision Faster / Mask R-CNN with BoTNet FPN backbones on "
+        "COCO-format data (an image folder and an instances JSON per split).",
+    )
+    sub = detect.add_subparsers(dest="detect_command", required=True, metavar="SUBCOMMAND")
+
+    p = sub.add_parser(
+        "train",
+        help="train a detector (default: Mask R-CNN, mini BoTNet, on generated shapes)",
+        description="Train a detector. Without data a synthetic shapes dataset is generated into the run folder. "
+        "Unset options take the recipe's values.",
+    )
+    p.add_argument("--data", help="ROOT with ROOT/{train,val}/images/ and ROOT/{train,val}/annotations.json")
+    p.add_argument("--train-images", help="training image folder (instead of --data's layout)")
+    p.add_argument("--train-annotations", help="training instances JSON (COCO format)")
+    p.add_argument("--val-images", help="held-out image folder")
+    p.add_argument("--val-annotations", help="held-out instances JSON")
+    p.add_argument("--detector", choices=["maskrcnn", "fasterrcnn"], help="default maskrcnn")
+    p.add_argument("--backbone", help="a name from `botnet list` (small recipe: botnet_mini; paper: botnet50)")
+    p.add_argument("--recipe", choices=["small", "paper"], help="preset of the settings below (default small)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--optimizer", choices=["sgd", "adamw"])
+    p.add_argument("--lr", type=float, help="peak learning rate (default: the recipe's, scaled to the batch)")
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--momentum", type=float)
+    p.add_argument("--warmup-epochs", type=float)
+    p.add_argument("--min-size", type=int, help="images are resized so the short side is this ...")
+    p.add_argument("--max-size", type=int, help="... and the long side at most this (torchvision's transform)")
+    p.add_argument("--fpn-channels", type=int)
+    p.add_argument("--anchor-sizes", type=int, nargs=5, metavar="PX", help="one anchor size per level P2..P6")
+    p.add_argument("--eval-every", type=int, help="evaluate every N epochs (and always after the last)")
+    p.add_argument("--backbone-weights", metavar="FILE", help="torchvision ResNet state dict to initialise c1-c4")
+    p.add_argument("--trainable-layers", type=int, help="stages trained, counted from c5 (0-5)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--output-dir", help="run folder (default runs/detect-DATA-BACKBONE-TIME)")
+    p.add_argument("--resume", metavar="RUN/last.pt", help="continue an interrupted run")
+    p.add_argument("--workers", type=int, help="data-loading processes (default 0)")
+    p.add_argument(
+        "--skip-bad", action="store_true", default=None, help="leave out bad images and annotations (counted)"
+    )
+    p.set_defaults(func=_cmd_detect_train)
+
+    p = sub.add_parser("eval", help="COCO box and mask AP of a trained detector")
+    p.add_argument("--checkpoint", required=True, help="RUN/model.safetensors or RUN/last.pt")
+    p.add_argument("--images", help="image folder (default: the run's held-out split)")
+    p.add_argument("--annotations", help="instances JSON (default: the run's held-out split)")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--skip-bad", action="store_true", help="leave out bad images and annotations (counted)")
+    p.add_argument("--json", action="store_true", help="print JSON for machines")
+    p.set_defaults(func=_cmd_detect_eval)
+
+    p = sub.add_parser("predict", help="detect objects in images; draw them with --output-dir")
+    p.add_argument("--checkpoint", required=True, help="RUN/model.safetensors or RUN/last.pt")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--output-dir", help="write IMAGE.png with masks, boxes, names and scores drawn on")
+    p.add_argument("--score-threshold", type=float, default=0.5)
+    p.add_argument("--json", action="store_true", help="print JSON for machines")
+    p.set_defaults(func=_cmd_detect_predict)
+
+    p = sub.add_parser("make-data", help="write the synthetic shapes dataset (COCO format) to a folder")
+    p.add_argument("root", metavar="DIR")
+    p.add_argument("--train-images", type=int, default=640)
+    p.add_argument("--val-images", type=int, default=160)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_detect_make_data)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -221,6 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", help="PNG of throughput against resolution (needs --suite resolution)")
     p.set_defaults(func=_cmd_bench)
 
+    _add_detect_parser(commands)
+
     p = commands.add_parser("predict", help="top-k classes of images")
     p.add_argument("--checkpoint", required=True, help="RUN/model.safetensors or RUN/last.pt")
     p.add_argument("images", nargs="+", metavar="IMAGE")
@@ -228,6 +379,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON for machines")
     p.set_defaults(func=_cmd_predict)
     return parser
+
+
+def _command_name(args: argparse.Namespace) -> str:
+    sub = getattr(args, "detect_command", None)
+    return f"botnet {args.command}" + (f" {sub}" if sub else "")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -240,11 +396,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except KeyboardInterrupt:
-        print(f"botnet {args.command}: interrupted", file=sys.stderr)
+        print(f"{_command_name(args)}: interrupted", file=sys.stderr)
         return 130
     except (ValueError, TypeError, FileNotFoundError, TrainingDiverged) as error:
         if args.debug:
             traceback.print_exc()
         else:
-            print(f"botnet {args.command}: error: {error} (run with --debug for the traceback)", file=sys.stderr)
+            print(f"{_command_name(args)}: error: {error} (run with --debug for the traceback)", file=sys.stderr)
         return 1 if isinstance(error, TrainingDiverged) else 2

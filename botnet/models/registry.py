@@ -55,6 +55,13 @@ _MODELS: dict[str, ModelEntry] = {
         24,
         "tiny BoTNet for small images on a CPU (not in the paper)",
     ),
+    # Not in the paper: a CPU-sized detection backbone (the `botnet detect train` default). ResNet stem,
+    # half the widths, depths 1-1-2-1, BoT blocks in c5.
+    "botnet_mini": ModelEntry(
+        _resnet((1, 1, 2, 1), bot_c5=True).with_overrides(width_multiplier=0.5),
+        128,
+        "mini BoTNet: a detection backbone for a CPU (not in the paper)",
+    ),
     "botnet_s1_59": ModelEntry(_resnet((3, 4, 6, 6), **_T_MODEL), 224, "BoT-S1-59 (T3 at 224)", 33.5, "7.3 GFLOPs @224"),
     "botnet_s1_77": ModelEntry(_resnet((3, 4, 6, 12), **_T_MODEL), 224, "BoT-S1-77 (T6 at 320)", 53.9),
     "botnet_s1_110": ModelEntry(_resnet((3, 4, 23, 6), **_T_MODEL), 224, "BoT-S1-110 (T4 at 224)", 54.7, "10.9 GFLOPs @224"),

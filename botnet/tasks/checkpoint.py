@@ -31,6 +31,7 @@ __all__ = [
     "load_training_state",
     "save_weights",
     "load_model",
+    "read_weights",
 ]
 
 TRAIN_STATE_FORMAT = "botnet-train-state-1"
@@ -90,7 +91,10 @@ def save_weights(path: str, model: nn.Module, metadata: dict[str, Any]) -> None:
     atomic_write(path, lambda f: f.write(data))
 
 
-def _read_weights(path: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def read_weights(path: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The weights and metadata of a run's model.safetensors or last.pt (read safely)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no checkpoint at {path}")
     if path.endswith(".safetensors"):
         from safetensors import safe_open
 
@@ -117,7 +121,9 @@ def load_model(path: str) -> tuple[BoTNet, dict[str, Any]]:
     std, crop, dataset, ...)."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no checkpoint at {path}")
-    state, meta = _read_weights(path)
+    state, meta = read_weights(path)
+    if meta.get("task", "classification") != "classification":
+        raise CheckpointError(f"{path} holds a {meta['task']} model; use `botnet detect eval` / `botnet detect predict`")
     model = create_model(
         meta["model"], num_classes=len(meta["classes"]), in_chans=meta["in_chans"], img_size=meta["img_size"]
     )

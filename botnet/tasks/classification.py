@@ -9,7 +9,6 @@ the main process writes. The same code runs alone or under torchrun
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import sys
 import time
@@ -31,6 +30,7 @@ from ..data.folder import scan_split
 from ..models import create_model, get_model_entry
 from .checkpoint import load_model, load_training_state, save_training_state, save_weights
 from .distributed import DistEnv, all_reduce_sum, broadcast_buffers, init_distributed, shutdown_distributed
+from .optim import epoch_seed, param_groups, warmup_cosine
 from .recipes import RECIPES
 from .report import plot_confusion, plot_curves, setup_logging, write_json, write_metrics_csv
 
@@ -184,39 +184,11 @@ def evaluate(
     )
 
 
-def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """No weight decay on norms, biases and position tables (1-D, or named rel_*/abs_*)."""
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        table = name.rsplit(".", 1)[-1].startswith(("rel_", "abs_"))
-        (no_decay if param.ndim <= 1 or table else decay).append(param)
-    return [dict(params=decay, weight_decay=weight_decay), dict(params=no_decay, weight_decay=0.0)]
-
-
 def _build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    groups = _param_groups(model, config.weight_decay)
+    groups = param_groups(model, config.weight_decay)
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
     return torch.optim.AdamW(groups, lr=config.lr)
-
-
-def _warmup_cosine(warmup_steps: int, total_steps: int):
-    """Linear warm-up to the base rate, then cosine decay to zero (per step)."""
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return factor
-
-
-def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
-    """Each epoch starts from its own seed, so a resumed run replays exactly what an uninterrupted one does."""
-    return (seed * 1_000_003 + epoch * 1_009 + rank) % (2**63)
 
 
 def _check_finite(loss: torch.Tensor, env: DistEnv, epoch: int, step: int, run_dir: str) -> None:
@@ -351,7 +323,7 @@ def _train(config: TrainConfig, env: DistEnv, resume: str | None) -> dict[str, A
     optimizer = _build_optimizer(model, config)
     steps = len(train_loader)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _warmup_cosine(round(config.warmup_epochs * steps), config.epochs * steps)
+        optimizer, warmup_cosine(round(config.warmup_epochs * steps), config.epochs * steps)
     )
     start_epoch, rows, previous_seconds, train_seconds, train_images = 0, [], 0.0, 0.0, 0
     if state is not None:
@@ -395,7 +367,7 @@ def _train(config: TrainConfig, env: DistEnv, resume: str | None) -> dict[str, A
     started = time.perf_counter()
     result = None
     for epoch in range(start_epoch, config.epochs):
-        torch.manual_seed(_epoch_seed(config.seed, epoch, env.rank))
+        torch.manual_seed(epoch_seed(config.seed, epoch, env.rank))
         sampler.set_epoch(epoch)
         epoch_start = time.perf_counter()
         train_loss, images = train_one_epoch(

@@ -44,9 +44,10 @@ def write_json(path: str, data: dict[str, Any]) -> None:
     atomic_write(path, lambda f: f.write((json.dumps(data, indent=2) + "\n").encode()))
 
 
-def write_metrics_csv(path: str, rows: Sequence[dict[str, Any]]) -> None:
+def write_metrics_csv(path: str, rows: Sequence[dict[str, Any]], columns: Sequence[str] = METRIC_COLUMNS) -> None:
+    """One row per epoch; a value a row lacks (e.g. AP in an epoch without evaluation) is left empty."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=METRIC_COLUMNS)
+    writer = csv.DictWriter(buffer, fieldnames=list(columns))
     writer.writeheader()
     writer.writerows(rows)
     atomic_write(path, lambda f: f.write(buffer.getvalue().encode()))

@@ -1,0 +1,171 @@
+"""Faster R-CNN and Mask R-CNN with BoTNet (or ResNet) FPN backbones, as torchvision models.
+
+``create_detector`` builds any pairing; the named builders are the paper's
+(Table 3 and 4: BoT50..BoT200 against ResNet-50 with FPN).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from torch import Tensor, nn
+from torchvision.models.detection import FasterRCNN, MaskRCNN
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+from torchvision.ops import MultiScaleRoIAlign
+
+from .backbone import DETECTION_IMG_SIZE, botnet_fpn_backbone
+
+__all__ = [
+    "DETECTORS",
+    "create_detector",
+    "fasterrcnn_resnet50_fpn",
+    "fasterrcnn_botnet50_fpn",
+    "fasterrcnn_botnet101_fpn",
+    "fasterrcnn_botnet152_fpn",
+    "fasterrcnn_botnet200_fpn",
+    "maskrcnn_resnet50_fpn",
+    "maskrcnn_botnet50_fpn",
+    "maskrcnn_botnet101_fpn",
+    "maskrcnn_botnet152_fpn",
+    "maskrcnn_botnet200_fpn",
+]
+
+DETECTORS: dict[str, type[FasterRCNN]] = {"fasterrcnn": FasterRCNN, "maskrcnn": MaskRCNN}
+
+
+def create_detector(
+    kind: str,
+    backbone: str,
+    num_classes: int,
+    *,
+    backbone_weights: Mapping[str, Tensor] | str | os.PathLike | None = None,
+    trainable_layers: int | None = None,
+    returned_layers: Sequence[int] = (1, 2, 3, 4),
+    norm_layer: Callable[[int], nn.Module] | None = None,
+    img_size: int | tuple[int, int] = DETECTION_IMG_SIZE,
+    backbone_overrides: Mapping[str, Any] | None = None,
+    out_channels: int = 256,
+    anchor_sizes: Sequence[int] | None = None,
+    box_head_width: int | None = None,
+    mask_head_width: int | None = None,
+    roi_sampling_ratio: int = 2,
+    **kwargs: Any,
+) -> FasterRCNN:
+    """A torchvision detector ("fasterrcnn" or "maskrcnn") on an FPN over ``backbone``.
+
+    Args:
+        kind: "fasterrcnn" or "maskrcnn".
+        backbone: a registered model name (``botnet list``).
+        num_classes: object classes plus one for the background.
+        backbone_weights, trainable_layers, returned_layers, norm_layer, img_size:
+            see ``botnet_fpn_backbone``.
+        backbone_overrides: model settings for the backbone (``create_model`` overrides).
+        out_channels: FPN channels (torchvision: 256).
+        anchor_sizes: one anchor size in pixels per pyramid level (P2.. and the
+            extra P6), each at aspect ratios 0.5, 1 and 2. Default torchvision's
+            32, 64, 128, 256, 512; small images need smaller ones.
+        box_head_width: width of the two-layer box head (torchvision: 1024).
+        mask_head_width: channels of the four mask-head convolutions (torchvision: 256).
+        roi_sampling_ratio: bilinear samples per RoI-Align bin side (torchvision: 2). On a
+            CPU, RoI-Align's backward dominates a small detector's step; 1 makes it much cheaper.
+        **kwargs: passed on to torchvision's FasterRCNN / MaskRCNN (min_size,
+            max_size, rpn_anchor_generator, box_detections_per_img, ...).
+    """
+    if kind not in DETECTORS:
+        raise ValueError(f"unknown detector {kind!r}; choose one of {', '.join(DETECTORS)}")
+    if not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(f"num_classes counts the background too, so it must be an int >= 2, got {num_classes!r}")
+    fpn = botnet_fpn_backbone(
+        backbone,
+        trainable_layers=trainable_layers,
+        returned_layers=returned_layers,
+        norm_layer=norm_layer,
+        backbone_weights=backbone_weights,
+        img_size=img_size,
+        out_channels=out_channels,
+        **dict(backbone_overrides or {}),
+    )
+    levels = len(tuple(returned_layers)) + 1  # the FPN levels plus the max-pooled extra one
+    if anchor_sizes is not None:
+        if len(anchor_sizes) != levels:
+            raise ValueError(
+                f"anchor_sizes needs one size per pyramid level ({levels} for returned_layers={tuple(returned_layers)}), "
+                f"got {tuple(anchor_sizes)}"
+            )
+        kwargs["rpn_anchor_generator"] = AnchorGenerator(
+            tuple((int(s),) for s in anchor_sizes), ((0.5, 1.0, 2.0),) * levels
+        )
+    if not isinstance(roi_sampling_ratio, int) or roi_sampling_ratio < 1:
+        raise ValueError(f"roi_sampling_ratio must be a positive int, got {roi_sampling_ratio!r}")
+    if roi_sampling_ratio != 2:
+        names = [str(k) for k in range(levels - 1)]
+        kwargs["box_roi_pool"] = MultiScaleRoIAlign(names, 7, roi_sampling_ratio)
+        if kind == "maskrcnn":
+            kwargs["mask_roi_pool"] = MultiScaleRoIAlign(names, 14, roi_sampling_ratio)
+    heads_given = box_head_width is not None or (kind == "maskrcnn" and mask_head_width is not None)
+    if box_head_width is not None:
+        kwargs["box_head"] = TwoMLPHead(out_channels * 7 * 7, box_head_width)
+        kwargs["box_predictor"] = FastRCNNPredictor(box_head_width, num_classes)
+    elif heads_given:
+        kwargs["box_predictor"] = FastRCNNPredictor(1024, num_classes)  # torchvision's default box head width
+    if kind == "maskrcnn" and mask_head_width is not None:
+        kwargs["mask_head"] = MaskRCNNHeads(out_channels, [mask_head_width] * 4, 1)
+        kwargs["mask_predictor"] = MaskRCNNPredictor(mask_head_width, mask_head_width, num_classes)
+    elif kind == "maskrcnn" and heads_given:
+        kwargs["mask_predictor"] = MaskRCNNPredictor(256, 256, num_classes)  # torchvision's default mask head
+    # torchvision takes num_classes only when it builds the predictors itself.
+    return DETECTORS[kind](fpn, num_classes=None if heads_given else num_classes, **kwargs)
+
+
+def fasterrcnn_resnet50_fpn(num_classes: int = 91, **kwargs: Any) -> FasterRCNN:
+    """Faster R-CNN, ResNet-50 FPN: the baseline. Keyword arguments as for ``create_detector``."""
+    return create_detector("fasterrcnn", "resnet50", num_classes, **kwargs)
+
+
+def fasterrcnn_botnet50_fpn(num_classes: int = 91, **kwargs: Any) -> FasterRCNN:
+    """Faster R-CNN, BoT50 FPN (BoT blocks in c5). Keyword arguments as for ``create_detector``."""
+    return create_detector("fasterrcnn", "botnet50", num_classes, **kwargs)
+
+
+def fasterrcnn_botnet101_fpn(num_classes: int = 91, **kwargs: Any) -> FasterRCNN:
+    """Faster R-CNN, BoT101 FPN. Keyword arguments as for ``create_detector``."""
+    return create_detector("fasterrcnn", "botnet101", num_classes, **kwargs)
+
+
+def fasterrcnn_botnet152_fpn(num_classes: int = 91, **kwargs: Any) -> FasterRCNN:
+    """Faster R-CNN, BoT152 FPN. Keyword arguments as for ``create_detector``."""
+    return create_detector("fasterrcnn", "botnet152", num_classes, **kwargs)
+
+
+def fasterrcnn_botnet200_fpn(num_classes: int = 91, **kwargs: Any) -> FasterRCNN:
+    """Faster R-CNN, BoT200 FPN. Keyword arguments as for ``create_detector``."""
+    return create_detector("fasterrcnn", "botnet200", num_classes, **kwargs)
+
+
+def maskrcnn_resnet50_fpn(num_classes: int = 91, **kwargs: Any) -> MaskRCNN:
+    """Mask R-CNN, ResNet-50 FPN: the paper's baseline (Table 3). Keyword arguments as for ``create_detector``."""
+    return create_detector("maskrcnn", "resnet50", num_classes, **kwargs)
+
+
+def maskrcnn_botnet50_fpn(num_classes: int = 91, **kwargs: Any) -> MaskRCNN:
+    """Mask R-CNN, BoT50 FPN (paper Table 3). Keyword arguments as for ``create_detector``."""
+    return create_detector("maskrcnn", "botnet50", num_classes, **kwargs)
+
+
+def maskrcnn_botnet101_fpn(num_classes: int = 91, **kwargs: Any) -> MaskRCNN:
+    """Mask R-CNN, BoT101 FPN (paper Table 4). Keyword arguments as for ``create_detector``."""
+    return create_detector("maskrcnn", "botnet101", num_classes, **kwargs)
+
+
+def maskrcnn_botnet152_fpn(num_classes: int = 91, **kwargs: Any) -> MaskRCNN:
+    """Mask R-CNN, BoT152 FPN (paper Table 4). Keyword arguments as for ``create_detector``."""
+    return create_detector("maskrcnn", "botnet152", num_classes, **kwargs)
+
+
+def maskrcnn_botnet200_fpn(num_classes: int = 91, **kwargs: Any) -> MaskRCNN:
+    """Mask R-CNN, BoT200 FPN (paper Table 4). Keyword arguments as for ``create_detector``."""
+    return create_detector("maskrcnn", "botnet200", num_classes, **kwargs)

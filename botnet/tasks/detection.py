@@ -1,0 +1,557 @@
+"""Detection and instance segmentation: train, evaluate and predict torchvision
+Faster / Mask R-CNN with BoTNet FPN backbones on COCO-format data.
+
+A run folder holds what a classification run holds: config.json, metrics.csv
+(per epoch: losses, box and mask AP), summary.json (COCO metrics in percent as
+bbox_AP, bbox_AP50, ..., segm_APl), model.safetensors (with the metadata to
+rebuild the detector), last.pt (atomic, weights_only-loadable, for
+``--resume``), train.log and predictions.png (held-out images with their
+detections). Without data, a synthetic shapes dataset is generated into the
+run folder (``botnet.data.shapes``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from PIL import Image
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+from torchvision.ops import FrozenBatchNorm2d
+from torchvision.transforms import v2
+from tqdm import tqdm
+
+from ..data.coco import CocoDetection
+from ..data.folder import DatasetError, read_image
+from ..data.shapes import ShapesSpec, write_shapes_dataset
+from ..detection.draw import draw_detections, tile_images
+from ..detection.metrics import coco_metrics, detections_to_coco
+from ..detection.models import DETECTORS, create_detector
+from ..models import get_model_entry
+from .checkpoint import (
+    CheckpointError,
+    atomic_write,
+    load_training_state,
+    read_weights,
+    save_training_state,
+    save_weights,
+)
+from .classification import TrainingDiverged
+from .optim import epoch_seed, param_groups, warmup_cosine
+from .report import setup_logging, write_json, write_metrics_csv
+
+__all__ = [
+    "DETECT_RECIPES",
+    "DetectConfig",
+    "DetectRecipe",
+    "evaluate_detector",
+    "evaluate_detector_checkpoint",
+    "load_detector",
+    "predict_detections",
+    "train_detector",
+]
+
+SHAPES = "shapes"
+LOSS_NAMES = ("loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg")
+METRIC_COLUMNS = ["epoch", "train_loss", *LOSS_NAMES, "bbox_AP", "bbox_AP50", "segm_AP", "segm_AP50", "lr", "seconds"]
+
+
+@dataclass(frozen=True)
+class DetectRecipe:
+    """Defaults for a detection run; any DetectConfig field overrides them."""
+
+    backbone: str
+    epochs: int
+    batch_size: int
+    optimizer: str  # "sgd" (with momentum) or "adamw"
+    lr: float  # for lr_reference_batch images per step, scaled linearly with the batch
+    lr_reference_batch: int
+    weight_decay: float
+    momentum: float
+    warmup_epochs: float
+    min_size: int
+    max_size: int
+    fpn_channels: int
+    anchor_sizes: tuple[int, ...] | None  # None: torchvision's 32..512
+    box_head_width: int | None  # None: torchvision's 1024
+    mask_head_width: int | None  # None: torchvision's 256
+    proposals: tuple[int, int, int, int]  # RPN pre- and post-NMS top-n, training then testing
+    box_batch_size_per_image: int  # RoIs sampled per image to train the box head (torchvision: 512)
+    roi_sampling_ratio: int  # RoI-Align samples per bin side (torchvision: 2)
+    eval_every: int
+
+
+DETECT_RECIPES = {
+    # CPU-sized: the bundled demo's settings (a mini backbone, small anchors and heads for ~128 px images).
+    "small": DetectRecipe(
+        backbone="botnet_mini", epochs=12, batch_size=4, optimizer="adamw", lr=1.5e-3, lr_reference_batch=4,
+        weight_decay=0.05, momentum=0.9, warmup_epochs=0.5, min_size=128, max_size=176, fpn_channels=64,
+        anchor_sizes=(8, 16, 32, 64, 128), box_head_width=256, mask_head_width=64,
+        proposals=(600, 300, 300, 150), box_batch_size_per_image=64, roi_sampling_ratio=1, eval_every=6,
+    ),
+    # The paper's COCO set-up (Sec. 4.1): Mask R-CNN, FPN, 1024 px, 36 epochs; torchvision's heads,
+    # anchors and proposal counts; SGD at 0.02 per 16 images (torchvision's reference schedule shape).
+    "paper": DetectRecipe(
+        backbone="botnet50", epochs=36, batch_size=2, optimizer="sgd", lr=0.02, lr_reference_batch=16,
+        weight_decay=1e-4, momentum=0.9, warmup_epochs=0.25, min_size=1024, max_size=1024, fpn_channels=256,
+        anchor_sizes=None, box_head_width=None, mask_head_width=None,
+        proposals=(2000, 2000, 1000, 1000), box_batch_size_per_image=512, roi_sampling_ratio=2, eval_every=1,
+    ),
+}  # fmt: skip
+
+
+@dataclass
+class DetectConfig:
+    """Every setting of a detection run (saved as config.json); ``None`` takes the recipe's value."""
+
+    data: str | None = None  # ROOT with train/ and val/ (images/ + annotations.json each); None: synthetic shapes
+    train_images: str | None = None
+    train_annotations: str | None = None
+    val_images: str | None = None
+    val_annotations: str | None = None
+    detector: str = "maskrcnn"
+    backbone: str | None = None
+    recipe: str = "small"
+    epochs: int | None = None
+    batch_size: int | None = None
+    optimizer: str | None = None
+    lr: float | None = None
+    weight_decay: float | None = None
+    momentum: float | None = None
+    warmup_epochs: float | None = None
+    min_size: int | None = None
+    max_size: int | None = None
+    fpn_channels: int | None = None
+    anchor_sizes: tuple[int, ...] | None = None
+    box_head_width: int | None = None
+    mask_head_width: int | None = None
+    proposals: tuple[int, int, int, int] | None = None
+    box_batch_size_per_image: int | None = None
+    roi_sampling_ratio: int | None = None
+    eval_every: int | None = None
+    backbone_weights: str | None = None  # a torchvision ResNet state dict file (c1..c4 init)
+    trainable_layers: int | None = None
+    shapes_train_images: int = ShapesSpec.train_images
+    shapes_val_images: int = ShapesSpec.val_images
+    seed: int = 0
+    output_dir: str | None = None
+    workers: int = 0
+    skip_bad: bool = False
+
+    def resolve(self) -> DetectConfig:
+        if self.recipe not in DETECT_RECIPES:
+            raise ValueError(f"unknown recipe {self.recipe!r}; choose one of {', '.join(DETECT_RECIPES)}")
+        recipe = DETECT_RECIPES[self.recipe]
+        values = dataclasses.asdict(self)
+        for field in dataclasses.fields(recipe):
+            if field.name in values and values[field.name] is None:
+                values[field.name] = getattr(recipe, field.name)
+        if self.lr is None:
+            values["lr"] = recipe.lr * values["batch_size"] / recipe.lr_reference_batch
+        if self.data is not None:
+            for split in ("train", "val"):
+                values[f"{split}_images"] = values[f"{split}_images"] or os.path.join(self.data, split, "images")
+                values[f"{split}_annotations"] = values[f"{split}_annotations"] or os.path.join(
+                    self.data, split, "annotations.json"
+                )
+        if values["output_dir"] is None:
+            source = SHAPES if self.synthetic else os.path.basename(os.path.normpath(self.data or self.train_images))
+            values["output_dir"] = os.path.join(
+                "runs", f"detect-{source}-{values['backbone']}-{time.strftime('%Y%m%d-%H%M%S')}"
+            )
+        for key in ("anchor_sizes", "proposals"):
+            if values[key] is not None:
+                values[key] = tuple(int(v) for v in values[key])
+        config = DetectConfig(**values)
+        config.check()
+        return config
+
+    @property
+    def synthetic(self) -> bool:
+        return self.data is None and not any(
+            (self.train_images, self.train_annotations, self.val_images, self.val_annotations)
+        )
+
+    def check(self) -> None:
+        if self.detector not in DETECTORS:
+            raise ValueError(f"unknown detector {self.detector!r}; choose one of {', '.join(DETECTORS)}")
+        get_model_entry(self.backbone)  # unknown names fail here, with suggestions
+        if not self.synthetic:
+            paths = dict(train_images=self.train_images, train_annotations=self.train_annotations,
+                         val_images=self.val_images, val_annotations=self.val_annotations)  # fmt: skip
+            unset = [f"--{name.replace('_', '-')}" for name, value in paths.items() if not value]
+            if unset:
+                raise ValueError(f"COCO data needs --data ROOT or all four paths; missing {', '.join(unset)}")
+        if self.optimizer not in ("sgd", "adamw"):
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose sgd or adamw")
+        positive = ("epochs", "batch_size", "lr", "min_size", "max_size", "fpn_channels", "eval_every",
+                    "box_batch_size_per_image", "roi_sampling_ratio")  # fmt: skip
+        for name in positive:
+            value = getattr(self, name)
+            if value is None or value <= 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}")
+        if self.max_size < self.min_size:
+            raise ValueError(f"--max-size ({self.max_size}) must be at least --min-size ({self.min_size})")
+        if self.workers < 0:
+            raise ValueError(f"--workers must be 0 or more, got {self.workers}")
+        if self.synthetic and (self.shapes_train_images < 1 or self.shapes_val_images < 1):
+            raise ValueError("the synthetic dataset needs at least one training and one held-out image")
+
+    def detector_settings(self) -> dict[str, Any]:
+        """What ``create_detector`` needs besides the classes (saved with the weights)."""
+        return dict(
+            kind=self.detector,
+            backbone=self.backbone,
+            img_size=[self.min_size, self.max_size],
+            out_channels=self.fpn_channels,
+            anchor_sizes=list(self.anchor_sizes) if self.anchor_sizes else None,
+            box_head_width=self.box_head_width,
+            mask_head_width=self.mask_head_width,
+            min_size=self.min_size,
+            max_size=self.max_size,
+            rpn_pre_nms_top_n_train=self.proposals[0],
+            rpn_post_nms_top_n_train=self.proposals[1],
+            rpn_pre_nms_top_n_test=self.proposals[2],
+            rpn_post_nms_top_n_test=self.proposals[3],
+            box_batch_size_per_image=self.box_batch_size_per_image,
+            roi_sampling_ratio=self.roi_sampling_ratio,
+            # Pretrained ResNet parts get frozen BatchNorm (botnet_fpn_backbone's default); the rebuilt model needs it too.
+            frozen_batch_norm=self.backbone_weights is not None,
+        )
+
+
+def build_detector(settings: dict[str, Any], num_classes: int, **kwargs: Any) -> nn.Module:
+    """A detector from saved ``settings`` (see DetectConfig.detector_settings)."""
+    settings = dict(settings)
+    kind, backbone = settings.pop("kind"), settings.pop("backbone")
+    settings["img_size"] = tuple(settings["img_size"])
+    settings["norm_layer"] = FrozenBatchNorm2d if settings.pop("frozen_batch_norm", False) else nn.BatchNorm2d
+    return create_detector(kind, backbone, num_classes, **settings, **kwargs)
+
+
+def _collate(batch: list) -> tuple:
+    return tuple(zip(*batch))
+
+
+def _plain(image: Tensor) -> Tensor:
+    return image.as_subclass(Tensor)
+
+
+def _targets(targets: tuple[dict, ...], device: torch.device, with_masks: bool) -> list[dict[str, Tensor]]:
+    keys = ("boxes", "labels", "masks") if with_masks else ("boxes", "labels")
+    return [{k: _plain(t[k]).to(device) for k in keys} for t in targets]
+
+
+@torch.no_grad()
+def evaluate_detector(
+    model: nn.Module, dataset: CocoDetection, *, batch_size: int = 4, workers: int = 0, progress: bool = False
+) -> dict[str, float]:
+    """COCO box (and, for Mask R-CNN, mask) metrics of ``model`` on ``dataset``, in percent."""
+    model.eval()
+    device = next(model.parameters()).device
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=_collate)
+    results: list[dict[str, Any]] = []
+    for images, targets in tqdm(loader, desc="evaluate", disable=not progress, leave=False, dynamic_ncols=True):
+        outputs = model([_plain(im).to(device) for im in images])
+        for output, target in zip(outputs, targets):
+            results += detections_to_coco(output, target["image_id"], dataset.category_ids)
+    with_masks = isinstance(model, DETECTORS["maskrcnn"])
+    return coco_metrics(dataset.coco_gt, results, ("bbox", "segm") if with_masks else ("bbox",))
+
+
+def _prepare_data(config: DetectConfig, run_dir: str, log) -> tuple[str, str, str, str]:
+    """The four paths of the run's data, generating the synthetic set when none is given."""
+    if not config.synthetic:
+        return config.train_images, config.train_annotations, config.val_images, config.val_annotations
+    root = os.path.join(run_dir, "data")
+    spec = ShapesSpec(train_images=config.shapes_train_images, val_images=config.shapes_val_images)
+    marker = os.path.join(root, "spec.json")
+    if not os.path.exists(marker):  # a resumed run reuses what it generated
+        log.info(f"generating the synthetic shapes dataset in {root} ({spec.train_images} + {spec.val_images} images)")
+        write_shapes_dataset(root, spec)
+        write_json(marker, dataclasses.asdict(spec))
+    (train_images, train_ann), (val_images, val_ann) = (
+        (os.path.join(root, s, "images"), os.path.join(root, s, "annotations.json")) for s in ("train", "val")
+    )
+    return train_images, train_ann, val_images, val_ann
+
+
+def _check_finite(losses: dict[str, Tensor], epoch: int, step: int, run_dir: str) -> None:
+    bad = {k: v.item() for k, v in losses.items() if not torch.isfinite(v)}
+    if bad:
+        raise TrainingDiverged(
+            f"{', '.join(f'{k}={v}' for k, v in bad.items())} at epoch {epoch + 1}, step {step + 1}; training stopped. "
+            f"The last good checkpoint is kept in {os.path.join(run_dir, 'last.pt')} (end of epoch {epoch}). "
+            f"Lower --lr and start again"
+        )
+
+
+def train_detector(config: DetectConfig | None = None, *, resume: str | None = None) -> dict[str, Any]:
+    """Train a detector; returns the summary (also written to summary.json).
+
+    ``resume``: a run's last.pt; the run continues with its saved settings in its own folder."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError("`botnet detect train` runs in one process; run it without torchrun")
+    state = None
+    if resume:
+        state = load_training_state(resume)
+        if state.get("meta", {}).get("task") != "detection":
+            raise CheckpointError(f"{resume} is not a detection run's checkpoint; resume it with `botnet train`")
+        saved = dict(state["config"])
+        config = DetectConfig(**{**saved, "output_dir": os.path.dirname(os.path.abspath(resume))})
+    else:
+        config = (config or DetectConfig()).resolve()
+    run_dir = config.output_dir
+    if state is None and any(os.path.exists(os.path.join(run_dir, f)) for f in ("last.pt", "summary.json")):
+        raise ValueError(
+            f"{run_dir} already holds a run; continue it with --resume {os.path.join(run_dir, 'last.pt')} "
+            f"or choose another --output-dir"
+        )
+    os.makedirs(run_dir, exist_ok=True)
+    log = setup_logging(run_dir, True)
+    started = time.perf_counter()
+    torch.manual_seed(config.seed)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    train_images, train_ann, val_images, val_ann = _prepare_data(config, run_dir, log)
+    with_masks = config.detector == "maskrcnn"
+    flip = v2.RandomHorizontalFlip(0.5)
+    train_set = CocoDetection(train_images, train_ann, transforms=flip, skip_bad=config.skip_bad, with_masks=with_masks)
+    val_set = CocoDetection(val_images, val_ann, skip_bad=config.skip_bad, with_masks=with_masks)
+    for name, dataset in (("training", train_set), ("held-out", val_set)):
+        if dataset.skipped.total():
+            log.warning(f"{name} data: left out {dataset.skipped.summary()}")
+    if train_set.category_ids != val_set.category_ids:
+        raise DatasetError(
+            f"the training and held-out annotations list different categories ({train_set.category_ids} vs "
+            f"{val_set.category_ids}); both must use the same category ids"
+        )
+    if len(train_set) < config.batch_size:
+        raise DatasetError(f"the training split has {len(train_set)} images, fewer than one batch; lower --batch-size")
+
+    num_classes = len(train_set.category_ids) + 1
+    settings = config.detector_settings()
+    model = build_detector(
+        settings, num_classes, backbone_weights=config.backbone_weights, trainable_layers=config.trainable_layers
+    ).to(device)
+    meta = dict(
+        task="detection",
+        settings=settings,
+        num_classes=num_classes,
+        class_names=train_set.class_names,
+        category_ids=train_set.category_ids,
+        val_images=os.path.abspath(val_images),
+        val_annotations=os.path.abspath(val_ann),
+    )
+    generator = torch.Generator().manual_seed(config.seed)
+    train_loader = DataLoader(
+        train_set, batch_size=config.batch_size, shuffle=True, drop_last=True, num_workers=config.workers,
+        collate_fn=_collate, generator=generator, persistent_workers=config.workers > 0,
+    )  # fmt: skip
+    groups = param_groups(model, config.weight_decay)
+    if config.optimizer == "sgd":
+        optimizer: torch.optim.Optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
+    else:
+        optimizer = torch.optim.AdamW(groups, lr=config.lr)
+    steps = len(train_loader)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_cosine(max(1, round(config.warmup_epochs * steps)), config.epochs * steps)
+    )
+    start_epoch, rows, previous_seconds, train_seconds, train_images_seen = 0, [], 0.0, 0.0, 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch, rows = state["epoch"], state["metrics"]
+        previous_seconds, train_seconds, train_images_seen = (
+            state["wall_seconds"],
+            state["train_seconds"],
+            state["train_images"],
+        )
+        log.info(f"resuming {run_dir} after epoch {start_epoch}")
+    else:
+        write_json(os.path.join(run_dir, "config.json"), dataclasses.asdict(config))
+        params = sum(p.numel() for p in model.parameters())
+        log.info(
+            f"{config.detector} with a {config.backbone} FPN backbone ({params / 1e6:.2f}M parameters), "
+            f"{num_classes - 1} classes, {len(train_set)} training / {len(val_set)} held-out images; "
+            f"{config.epochs} epochs of {steps} steps, batch {config.batch_size}, lr {config.lr:g}"
+        )
+
+    show = sys.stderr.isatty()
+    metrics: dict[str, float] = {}
+    for epoch in range(start_epoch, config.epochs):
+        epoch_start = time.perf_counter()
+        torch.manual_seed(epoch_seed(config.seed, epoch, 0))
+        generator.manual_seed(epoch_seed(config.seed, epoch, 0))
+        model.train()
+        sums: dict[str, float] = {}
+        bar = tqdm(
+            train_loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not show, leave=False, dynamic_ncols=True
+        )
+        for step, (images, targets) in enumerate(bar):
+            losses = model([_plain(im).to(device) for im in images], _targets(targets, device, with_masks))
+            _check_finite(losses, epoch, step, run_dir)
+            loss = sum(losses.values())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            for name, value in losses.items():
+                sums[name] = sums.get(name, 0.0) + value.item()
+            if show:
+                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+        train_seconds += time.perf_counter() - epoch_start
+        train_images_seen += steps * config.batch_size
+        row: dict[str, Any] = dict(epoch=epoch + 1)
+        row.update({name: round(sums[name] / steps, 5) for name in LOSS_NAMES if name in sums})
+        row["train_loss"] = round(sum(sums.values()) / steps, 5)
+        last = epoch + 1 == config.epochs
+        if last or (epoch + 1) % config.eval_every == 0:
+            metrics = evaluate_detector(
+                model, val_set, batch_size=config.batch_size, workers=config.workers, progress=show
+            )
+            row.update({k: round(v, 3) for k, v in metrics.items() if k in METRIC_COLUMNS})
+        row["lr"] = optimizer.param_groups[0]["lr"]
+        row["seconds"] = round(time.perf_counter() - epoch_start, 3)
+        rows.append(row)
+        write_metrics_csv(os.path.join(run_dir, "metrics.csv"), rows, METRIC_COLUMNS)
+        save_training_state(
+            os.path.join(run_dir, "last.pt"),
+            dict(
+                config=dataclasses.asdict(config), meta=meta, epoch=epoch + 1, model=model.state_dict(),
+                optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), metrics=rows,
+                wall_seconds=previous_seconds + time.perf_counter() - started, train_seconds=train_seconds,
+                train_images=train_images_seen,
+            ),
+        )  # fmt: skip
+        evaluated = ", ".join(f"{k} {row[k]:.1f}" for k in ("bbox_AP", "bbox_AP50", "segm_AP") if k in row)
+        log.info(
+            f"epoch {epoch + 1}/{config.epochs}: loss {row['train_loss']:.4f}{'; ' + evaluated if evaluated else ''}"
+        )
+
+    if not metrics:  # a resumed run that had already finished its epochs
+        metrics = evaluate_detector(model, val_set, batch_size=config.batch_size, workers=config.workers)
+    save_weights(os.path.join(run_dir, "model.safetensors"), model, meta)
+    _save_prediction_grid(model, val_set, os.path.join(run_dir, "predictions.png"))
+    wall_seconds = previous_seconds + time.perf_counter() - started
+    summary = dict(
+        task="detection",
+        detector=config.detector,
+        backbone=config.backbone,
+        dataset=SHAPES if config.synthetic else os.path.abspath(config.train_annotations),
+        classes=train_set.class_names,
+        params=sum(p.numel() for p in model.parameters()),
+        epochs=config.epochs,
+        **{k: round(v, 3) for k, v in metrics.items()},
+        val_images=len(val_set),
+        wall_seconds=round(wall_seconds, 3),
+        train_images_per_second=round(train_images_seen / max(train_seconds, 1e-9), 2),
+        device=device.type,
+        skipped=dict(train=train_set.skipped.as_dict(), val=val_set.skipped.as_dict()),
+    )
+    write_json(os.path.join(run_dir, "summary.json"), summary)
+    headline = ", ".join(
+        f"{k} {metrics[k]:.1f}" for k in ("bbox_AP", "bbox_AP50", "segm_AP", "segm_AP50") if k in metrics
+    )
+    log.info(f"done: {headline} on {len(val_set)} held-out images; {wall_seconds:.1f}s; results in {run_dir}")
+    return summary
+
+
+@torch.no_grad()
+def _save_prediction_grid(
+    model: nn.Module, dataset: Dataset, path: str, count: int = 8, score_threshold: float = 0.5
+) -> None:
+    model.eval()
+    device = next(model.parameters()).device
+    images = [dataset[index][0] for index in range(min(count, len(dataset)))]
+    scale = max(1, round(384 / max(max(image.shape[-2:]) for image in images)))  # one scale: labels stay readable
+    drawn = []
+    for image in images:
+        output = {k: v.cpu() for k, v in model([_plain(image).to(device)])[0].items()}
+        drawn.append(draw_detections(_plain(image), output, dataset.class_names, score_threshold, scale=scale))
+    grid = tile_images(drawn)
+    atomic_write(path, lambda f: f.write(_png_bytes(grid)))
+
+
+def _png_bytes(image: Tensor) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image.permute(1, 2, 0).numpy()).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def load_detector(path: str) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a trained detector from a run's model.safetensors or last.pt (eval mode) with its metadata."""
+    state, meta = read_weights(path)
+    if meta.get("task") != "detection":
+        raise CheckpointError(f"{path} holds a classifier, not a detector; use `botnet eval` / `botnet predict`")
+    model = build_detector(meta["settings"], meta["num_classes"])
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        raise CheckpointError(f"{path} does not fit its detector settings: {str(error).splitlines()[0]}") from error
+    return model.eval(), meta
+
+
+def evaluate_detector_checkpoint(
+    checkpoint: str,
+    images: str | None = None,
+    annotations: str | None = None,
+    *,
+    batch_size: int = 4,
+    skip_bad: bool = False,
+) -> tuple[dict[str, float], dict[str, Any], CocoDetection]:
+    """COCO metrics of a saved detector on COCO data (default: the held-out split it was trained against)."""  # fmt: skip
+    model, meta = load_detector(checkpoint)
+    images = images or meta["val_images"]
+    annotations = annotations or meta["val_annotations"]
+    with_masks = meta["settings"]["kind"] == "maskrcnn"  # mask AP needs the annotations' masks
+    dataset = CocoDetection(images, annotations, skip_bad=skip_bad, with_masks=with_masks)
+    if dataset.category_ids != meta["category_ids"]:
+        raise DatasetError(
+            f"{annotations} lists categories {dataset.category_ids}, the model was trained on {meta['category_ids']}"
+        )
+    return evaluate_detector(model, dataset, batch_size=batch_size), meta, dataset
+
+
+@torch.no_grad()
+def predict_detections(
+    checkpoint: str, images: list[str], *, output_dir: str | None = None, score_threshold: float = 0.5
+) -> list[dict[str, Any]]:
+    """Detections (class, score, box [x0, y0, x1, y1]) scoring at least ``score_threshold`` for each
+    image file; with ``output_dir``, also a PNG per image with masks, boxes, names and scores drawn on."""
+    if not 0.0 <= score_threshold <= 1.0:
+        raise ValueError(f"--score-threshold must be in [0, 1], got {score_threshold}")
+    model, meta = load_detector(checkpoint)
+    names = meta["class_names"]
+    results = []
+    for path in images:
+        image = v2.functional.to_image(read_image(path, "RGB"))
+        image = v2.functional.to_dtype(image, torch.float32, scale=True)
+        output = model([_plain(image)])[0]
+        keep = output["scores"] >= score_threshold
+        item: dict[str, Any] = dict(
+            image=path,
+            detections=[
+                dict(label=names[label - 1], score=round(score, 4), box=[round(c, 2) for c in box])
+                for label, score, box in zip(
+                    output["labels"][keep].tolist(), output["scores"][keep].tolist(), output["boxes"][keep].tolist()
+                )
+            ],
+        )
+        if output_dir:
+            os.makedirs(output_dir, exist_ok=True)
+            scale = max(1, round(384 / max(image.shape[-2:])))
+            drawn = draw_detections(_plain(image), output, names, score_threshold, scale=scale)
+            target = os.path.join(output_dir, os.path.splitext(os.path.basename(path))[0] + ".png")
+            atomic_write(target, lambda f, d=drawn: f.write(_png_bytes(d)))
+            item["drawing"] = target
+        results.append(item)
+    return results

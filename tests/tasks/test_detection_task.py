@@ -1,0 +1,247 @@
+"""`botnet detect`: the default run on generated shapes, resume, eval, predict, bad data, the CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import botnet.tasks.detection as detection
+from botnet.cli import main
+from botnet.data.coco import CocoDetection
+from botnet.data.shapes import SHAPE_CLASSES, ShapesSpec, write_shapes_dataset
+from botnet.tasks.checkpoint import CheckpointError, load_training_state
+from botnet.tasks.classification import TrainingDiverged
+from botnet.tasks.detection import (
+    DetectConfig,
+    _check_finite,
+    evaluate_detector_checkpoint,
+    load_detector,
+    predict_detections,
+    train_detector,
+)
+
+# A few images and epochs: enough to exercise every file a run writes, in seconds.
+TINY = dict(shapes_train_images=8, shapes_val_images=4, epochs=2, batch_size=4, eval_every=1)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    run_dir = str(tmp_path_factory.mktemp("detect") / "run")
+    summary = train_detector(DetectConfig(**TINY, output_dir=run_dir))
+    return run_dir, summary
+
+
+def test_shapes_dataset_is_deterministic_and_valid(tmp_path):
+    spec = ShapesSpec(train_images=6, val_images=3, seed=5)
+    first = write_shapes_dataset(str(tmp_path / "a"), spec)
+    second = write_shapes_dataset(str(tmp_path / "b"), spec)
+    for split in ("train", "val"):
+        with open(first[split][1]) as f1, open(second[split][1]) as f2:
+            assert json.load(f1)["annotations"] == json.load(f2)["annotations"]
+        name = sorted(os.listdir(first[split][0]))[0]
+        a = np.asarray(Image.open(os.path.join(first[split][0], name)))
+        b = np.asarray(Image.open(os.path.join(second[split][0], name)))
+        assert (a == b).all()
+    data = CocoDetection(*first["train"])
+    assert data.class_names == list(SHAPE_CLASSES) and not data.skipped.total()
+    image, target = data[0]
+    assert image.shape[1] == spec.height and spec.min_width <= image.shape[2] <= spec.max_width
+    assert len(target["boxes"]) >= 1
+    # Boxes are the tight boxes of the visible masks.
+    for box, mask in zip(target["boxes"], target["masks"]):
+        ys, xs = torch.nonzero(mask, as_tuple=True)
+        assert box.tolist() == [xs.min().item(), ys.min().item(), xs.max().item() + 1, ys.max().item() + 1]
+    sizes = [a["area"] for a in json.load(open(first["train"][1]))["annotations"]]
+    assert min(sizes) < 32**2 < max(sizes)  # small and larger objects
+
+
+def test_default_run_writes_every_file(tiny_run):
+    run_dir, summary = tiny_run
+    for name in (
+        "config.json",
+        "metrics.csv",
+        "summary.json",
+        "model.safetensors",
+        "last.pt",
+        "predictions.png",
+        "train.log",
+    ):
+        assert os.path.isfile(os.path.join(run_dir, name)), name
+    for key in (
+        "bbox_AP",
+        "bbox_AP50",
+        "bbox_AP75",
+        "bbox_APs",
+        "bbox_APm",
+        "bbox_APl",
+        "segm_AP",
+        "segm_AP50",
+        "segm_APl",
+    ):
+        assert key in summary and -100.0 <= summary[key] <= 100.0
+    assert summary["backbone"] == "botnet_mini" and summary["detector"] == "maskrcnn"
+    with open(os.path.join(run_dir, "metrics.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert all(float(r["loss_mask"]) > 0 and r["bbox_AP"] != "" for r in rows)
+    assert Image.open(os.path.join(run_dir, "predictions.png")).size[0] > 300
+    with open(os.path.join(run_dir, "summary.json")) as f:
+        assert json.load(f)["segm_AP"] == summary["segm_AP"]
+
+
+def test_eval_of_the_saved_model_reproduces_the_summary(tiny_run):
+    run_dir, summary = tiny_run
+    metrics, meta, dataset = evaluate_detector_checkpoint(os.path.join(run_dir, "model.safetensors"))
+    assert meta["class_names"] == list(SHAPE_CLASSES)
+    assert len(dataset) == TINY["shapes_val_images"]
+    for key in ("bbox_AP", "bbox_AP50", "segm_AP"):
+        assert metrics[key] == pytest.approx(summary[key], abs=1e-3)
+
+
+def test_resume_equals_an_uninterrupted_run(tmp_path, tiny_run, monkeypatch):
+    """Interrupt a run after epoch 1, resume it: the weights equal the uninterrupted run's, bit for bit."""
+    run_dir, _ = tiny_run
+    first = str(tmp_path / "first")
+    config = DetectConfig(**TINY, output_dir=first)
+    original = detection.save_training_state
+
+    def stop_after_first(path, state):
+        original(path, state)
+        if state["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(detection, "save_training_state", stop_after_first)
+    with pytest.raises(KeyboardInterrupt):
+        train_detector(config)
+    monkeypatch.undo()
+    state_one = load_training_state(os.path.join(first, "last.pt"))
+    assert state_one["epoch"] == 1
+    train_detector(resume=os.path.join(first, "last.pt"))
+    resumed = load_training_state(os.path.join(first, "last.pt"))["model"]
+    uninterrupted = load_training_state(os.path.join(run_dir, "last.pt"))["model"]
+    for key, value in uninterrupted.items():
+        assert torch.equal(resumed[key], value), key
+
+
+def test_predict_draws_and_reports(tiny_run, tmp_path):
+    run_dir, _ = tiny_run
+    images_dir = os.path.join(run_dir, "data", "val", "images")
+    images = [os.path.join(images_dir, n) for n in sorted(os.listdir(images_dir))[:2]]
+    grey = str(tmp_path / "grey.jpg")
+    Image.fromarray((np.random.default_rng(0).random((90, 140)) * 255).astype(np.uint8)).save(grey)
+    out = str(tmp_path / "drawn")
+    results = predict_detections(
+        os.path.join(run_dir, "model.safetensors"), images + [grey], output_dir=out, score_threshold=0.0
+    )
+    assert len(results) == 3
+    for item in results:
+        assert os.path.isfile(item["drawing"])
+        for det in item["detections"]:
+            assert det["label"] in SHAPE_CLASSES and 0.0 <= det["score"] <= 1.0 and len(det["box"]) == 4
+    assert Image.open(results[2]["drawing"]).size[1] >= 90
+
+
+def test_checkpoints_of_the_other_task_are_refused(tiny_run):
+    run_dir, _ = tiny_run
+    from botnet.tasks.checkpoint import load_model
+
+    with pytest.raises(CheckpointError, match="detection model; use `botnet detect eval`"):
+        load_model(os.path.join(run_dir, "model.safetensors"))
+    with pytest.raises(FileNotFoundError):
+        load_detector(os.path.join(run_dir, "missing.safetensors"))
+
+
+def test_backbone_weights_train_with_frozen_norms_and_reload(tmp_path):
+    """--backbone-weights: ResNet parts from a state dict file, frozen BN; the saved model rebuilds the same way."""
+    from torchvision.ops import FrozenBatchNorm2d
+
+    from botnet.models import create_model
+
+    source = create_model("botnet_mini", num_classes=0)
+    weights = str(tmp_path / "mini.pt")
+    torch.save(source.state_dict(), weights)
+    run = str(tmp_path / "run")
+    train_detector(DetectConfig(**{**TINY, "epochs": 1}, backbone_weights=weights, output_dir=run))
+    model, meta = load_detector(os.path.join(run, "model.safetensors"))
+    body = model.backbone.body
+    assert isinstance(body.bn1, FrozenBatchNorm2d) and meta["settings"]["frozen_batch_norm"]
+    # Three trainable stages (c3..c5): the stem and c2 keep the file's weights, c4 starts from them and trains.
+    torch.testing.assert_close(body.conv1.weight, source.conv1.weight)
+    torch.testing.assert_close(body.layer1[0].conv2.weight, source.layer1[0].conv2.weight)
+    assert not torch.equal(body.layer3[0].conv2.weight, source.layer3[0].conv2.weight)
+    assert (body.layer3[0].conv2.weight - source.layer3[0].conv2.weight).abs().max() < 0.1
+
+
+def test_nan_loss_stops_with_the_checkpoint_named():
+    with pytest.raises(TrainingDiverged, match=r"loss_mask=nan at epoch 3, step 5.*last.pt \(end of epoch 2\)"):
+        _check_finite({"loss_classifier": torch.tensor(0.5), "loss_mask": torch.tensor(float("nan"))}, 2, 4, "RUN")
+
+
+def _broken_copy(tmp_path, change) -> str:
+    root = str(tmp_path / "data")
+    write_shapes_dataset(root, ShapesSpec(train_images=6, val_images=2))
+    ann_file = os.path.join(root, "train", "annotations.json")
+    with open(ann_file) as f:
+        data = json.load(f)
+    change(data, root)
+    with open(ann_file, "w") as f:
+        json.dump(data, f)
+    return root
+
+
+def test_cli_bad_data_is_one_line_and_skip_bad_counts(tmp_path, capsys):
+    def break_things(data, root):
+        data["annotations"][0]["bbox"] = [3, 3, 0, 5]  # degenerate
+        os.remove(os.path.join(root, "train", "images", data["images"][-1]["file_name"]))
+
+    root = _broken_copy(tmp_path, break_things)
+    code = main(["detect", "train", "--data", root, "--epochs", "1", "--output-dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("botnet detect train: error:") and len(err.strip().splitlines()) == 1
+    assert "degenerate box (annotation 1" in err and "missing image" in err and "--skip-bad" in err
+    run = str(tmp_path / "run2")
+    code = main(
+        ["detect", "train", "--data", root, "--epochs", "1", "--batch-size", "2", "--skip-bad", "--output-dir", run]
+    )
+    assert code == 0
+    with open(os.path.join(run, "summary.json")) as f:
+        skipped = json.load(f)["skipped"]["train"]
+    assert skipped == {"degenerate_box": 1, "missing_image": 1}
+
+
+def test_cli_unknown_category_and_missing_paths(tmp_path, capsys):
+    def unknown(data, root):
+        data["annotations"][2]["category_id"] = 99
+
+    root = _broken_copy(tmp_path, unknown)
+    assert main(["detect", "train", "--data", root, "--output-dir", str(tmp_path / "r")]) == 2
+    assert "unknown category" in capsys.readouterr().err
+    assert main(["detect", "train", "--data", str(tmp_path / "nowhere"), "--output-dir", str(tmp_path / "r2")]) == 2
+    assert "nowhere" in capsys.readouterr().err
+    assert main(["detect", "train", "--train-images", str(tmp_path)]) == 2
+    assert "missing --train-annotations, --val-images, --val-annotations" in capsys.readouterr().err
+
+
+def test_cli_eval_predict_and_make_data(tiny_run, tmp_path, capsys):
+    run_dir, summary = tiny_run
+    checkpoint = os.path.join(run_dir, "model.safetensors")
+    assert main(["detect", "eval", "--checkpoint", checkpoint, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["bbox_AP"] == pytest.approx(summary["bbox_AP"], abs=1e-3) and report["images"] == 4
+    assert main(["detect", "eval", "--checkpoint", checkpoint]) == 0
+    assert "segm" in capsys.readouterr().out
+    image = os.path.join(
+        run_dir, "data", "val", "images", sorted(os.listdir(os.path.join(run_dir, "data", "val", "images")))[0]
+    )
+    assert main(["detect", "predict", "--checkpoint", checkpoint, image, "--output-dir", str(tmp_path / "p")]) == 0
+    assert "->" in capsys.readouterr().out
+    assert main(["detect", "make-data", str(tmp_path / "d"), "--train-images", "2", "--val-images", "1"]) == 0
+    assert os.path.isfile(tmp_path / "d" / "val" / "annotations.json")
+    assert main(["detect", "make-data", str(tmp_path / "d")]) == 2
+    assert "already holds a dataset" in capsys.readouterr().err
