@@ -3,10 +3,13 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test clean
+.PHONY: demo detect-demo test clean
 
 demo: $(VENV)/.installed
 	$(BIN)/botnet train --output-dir runs/demo-$$(date +%Y%m%d-%H%M%S)
+
+detect-demo: $(VENV)/.installed
+	$(BIN)/botnet detect train --output-dir runs/detect-demo-$$(date +%Y%m%d-%H%M%S)
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q
