@@ -26,11 +26,16 @@ DETECTION_IMG_SIZE = 1024  # the paper trains and evaluates BoT50 detectors at 1
 TRAINABLE_ORDER = ("layer4", "layer3", "layer2", "layer1", "conv1")
 
 
-def replace_batch_norm(module: nn.Module, norm_layer: Callable[[int], nn.Module]) -> nn.Module:
+def replace_batch_norm(
+    module: nn.Module, norm_layer: Callable[[int], nn.Module], skip: tuple[type[nn.Module], ...] = ()
+) -> nn.Module:
     """Swap every ``nn.BatchNorm2d`` in ``module`` for ``norm_layer(num_features)``,
     keeping the affine parameters and running statistics where the new layer has them
-    (FrozenBatchNorm2d does). Returns ``module``, changed in place."""
+    (FrozenBatchNorm2d does), except inside submodules of the ``skip`` types.
+    Returns ``module``, changed in place."""
     for name, child in module.named_children():
+        if isinstance(child, skip):
+            continue
         if isinstance(child, nn.BatchNorm2d):
             new = norm_layer(child.num_features)
             own = new.state_dict()
@@ -38,7 +43,7 @@ def replace_batch_norm(module: nn.Module, norm_layer: Callable[[int], nn.Module]
             new.load_state_dict(state, strict=False)
             setattr(module, name, new)
         else:
-            replace_batch_norm(child, norm_layer)
+            replace_batch_norm(child, norm_layer, skip)
     return module
 
 
@@ -73,9 +78,10 @@ def botnet_fpn_backbone(
         returned_layers: stages feeding the FPN, 1 (c2) .. 4 (c5). A max-pooled
             extra level (P6) is added after the last, as in torchvision.
         norm_layer: replaces the model's BatchNorm2d layers. Default
-            ``FrozenBatchNorm2d`` with ``backbone_weights`` (torchvision's and the
-            paper's choice for pretrained backbones at small per-device batches),
-            else ``nn.BatchNorm2d``.
+            ``FrozenBatchNorm2d`` with ``backbone_weights`` (torchvision's choice for
+            pretrained backbones at small per-device batches), else ``nn.BatchNorm2d``.
+            Frozen norms go only where pretrained weights are: BoT blocks, which
+            start from scratch, keep trainable BatchNorm2d.
         backbone_weights: a torchvision ResNet state dict, or a path to one (torch
             or safetensors, read without unpickling code). It initialises the stem
             and every non-BoT block; nothing is downloaded.
@@ -88,10 +94,15 @@ def botnet_fpn_backbone(
     returned = tuple(returned_layers)
     if not returned or any(i not in (1, 2, 3, 4) for i in returned) or list(returned) != sorted(set(returned)):
         raise ValueError(f"returned_layers must be increasing stage numbers from 1 (c2) to 4 (c5), got {returned}")
+    if trainable_layers is not None and (not isinstance(trainable_layers, int) or not 0 <= trainable_layers <= 5):
+        raise ValueError(f"trainable_layers must be an int in 0..5, got {trainable_layers!r}")
     if trainable_layers is None:
         trainable_layers = 3 if backbone_weights is not None else 5
-    if not isinstance(trainable_layers, int) or not 0 <= trainable_layers <= 5:
-        raise ValueError(f"trainable_layers must be an int in 0..5, got {trainable_layers!r}")
+    elif backbone_weights is None and trainable_layers != 5:
+        raise ValueError(
+            f"trainable_layers={trainable_layers} freezes randomly initialised stages; it only applies with "
+            f"backbone_weights (without them every stage trains, trainable_layers=5)"
+        )
     if not isinstance(out_channels, int) or out_channels < 1:
         raise ValueError(f"out_channels must be a positive int, got {out_channels!r}")
 
@@ -109,7 +120,7 @@ def botnet_fpn_backbone(
     if norm_layer is None:
         norm_layer = FrozenBatchNorm2d if backbone_weights is not None else nn.BatchNorm2d
     if norm_layer is not nn.BatchNorm2d:
-        replace_batch_norm(model, norm_layer)
+        replace_batch_norm(model, norm_layer, skip=(BoTBlock,) if norm_layer is FrozenBatchNorm2d else ())
     for param_name, param in model.named_parameters():
         if not param_name.startswith(tuple(trainable)):
             param.requires_grad_(False)

@@ -67,7 +67,11 @@ def coco_metrics(
         for iou_type in iou_types:
             if iou_type == "segm" and any("segmentation" not in r for r in results):
                 raise ValueError("segm metrics need masks in every result; the detector gives none")
-            detections = gt.loadRes(copy.deepcopy(list(results)))
+            detections = copy.deepcopy(list(results))
+            if iou_type == "segm":  # without boxes, pycocotools takes each detection's area from its mask
+                for detection in detections:
+                    detection.pop("bbox", None)
+            detections = gt.loadRes(detections)
             evaluator = COCOeval(gt, detections, iouType=iou_type)
             evaluator.evaluate()
             evaluator.accumulate()

@@ -67,7 +67,7 @@ def create_detector(
         out_channels: FPN channels (torchvision: 256).
         anchor_sizes: one anchor size in pixels per pyramid level (P2.. and the
             extra P6), each at aspect ratios 0.5, 1 and 2. Default torchvision's
-            32, 64, 128, 256, 512; small images need smaller ones.
+            32, 64, 128, 256, 512 (8 x each level's stride); small images need smaller ones.
         box_head_width: width of the two-layer box head (torchvision: 1024).
         mask_head_width: channels of the four mask-head convolutions (torchvision: 256).
         roi_sampling_ratio: bilinear samples per RoI-Align bin side (torchvision: 2). On a
@@ -90,15 +90,21 @@ def create_detector(
         **dict(backbone_overrides or {}),
     )
     levels = len(tuple(returned_layers)) + 1  # the FPN levels plus the max-pooled extra one
-    if anchor_sizes is not None:
+    if anchor_sizes is None:
+        # torchvision's sizes: 8 x each level's stride (P2 32 px ... P6 512 px), for whichever levels are returned.
+        strides = [2 ** (i + 1) for i in returned_layers]
+        anchor_sizes = [8 * s for s in strides] + [16 * strides[-1]]
+    else:
         if len(anchor_sizes) != levels:
             raise ValueError(
                 f"anchor_sizes needs one size per pyramid level ({levels} for returned_layers={tuple(returned_layers)}), "
                 f"got {tuple(anchor_sizes)}"
             )
-        kwargs["rpn_anchor_generator"] = AnchorGenerator(
-            tuple((int(s),) for s in anchor_sizes), ((0.5, 1.0, 2.0),) * levels
-        )
+        if not all(isinstance(s, int) and s > 0 for s in anchor_sizes):
+            raise ValueError(f"anchor_sizes must be positive ints (pixels), got {tuple(anchor_sizes)}")
+    kwargs.setdefault(
+        "rpn_anchor_generator", AnchorGenerator(tuple((s,) for s in anchor_sizes), ((0.5, 1.0, 2.0),) * levels)
+    )
     if not isinstance(roi_sampling_ratio, int) or roi_sampling_ratio < 1:
         raise ValueError(f"roi_sampling_ratio must be a positive int, got {roi_sampling_ratio!r}")
     if roi_sampling_ratio != 2:

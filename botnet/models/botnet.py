@@ -61,16 +61,19 @@ class BoTNet(nn.Module):
 
         # c1, the stem.
         stem_width = config.stem_width
+        # Registered in the order they run: torchvision's IntermediateLayerGetter (the FPN backbone) calls
+        # the children in registration order.
         if config.small_stem:
             self.conv1 = nn.Conv2d(in_chans, stem_width, kernel_size=3, stride=1, padding=1, bias=False)
-            self.maxpool: nn.Module = nn.Identity()
             stem_stride, reduction = 1, 1
         else:
             self.conv1 = nn.Conv2d(in_chans, stem_width, kernel_size=7, stride=2, padding=3, bias=False)
-            self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
             stem_stride, reduction = 2, 4
         self.bn1 = nn.BatchNorm2d(stem_width)
         self.act1 = act_layer()
+        self.maxpool: nn.Module = (
+            nn.Identity() if config.small_stem else nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        )
         self.feature_info = [dict(num_chs=stem_width, reduction=stem_stride, module="act1")]
 
         # c2..c5. Track the feature size so each MHSA is built for the size it sees at img_size.
@@ -156,7 +159,7 @@ class BoTNet(nn.Module):
     def min_input_size(self) -> int:
         """The smallest height and width accepted: the network's total
         downsampling, so the last feature map has at least one pixel of image."""
-        reduction = (1 if self.config.small_stem else 4)
+        reduction = 1 if self.config.small_stem else 4
         for stage in self.config.stages[: len(self.stages)]:
             reduction *= stage.stride
         return reduction

@@ -288,8 +288,12 @@ def _check_finite(losses: dict[str, Tensor], epoch: int, step: int, run_dir: str
     if bad:
         raise TrainingDiverged(
             f"{', '.join(f'{k}={v}' for k, v in bad.items())} at epoch {epoch + 1}, step {step + 1}; training stopped. "
-            f"The last good checkpoint is kept in {os.path.join(run_dir, 'last.pt')} (end of epoch {epoch}). "
-            f"Lower --lr and start again"
+            + (
+                f"The last good checkpoint is kept in {os.path.join(run_dir, 'last.pt')} (end of epoch {epoch}). "
+                if epoch
+                else "No checkpoint was written yet. "
+            )
+            + "Lower --lr and start again"
         )
 
 
@@ -353,7 +357,7 @@ def train_detector(config: DetectConfig | None = None, *, resume: str | None = N
     generator = torch.Generator().manual_seed(config.seed)
     train_loader = DataLoader(
         train_set, batch_size=config.batch_size, shuffle=True, drop_last=True, num_workers=config.workers,
-        collate_fn=_collate, generator=generator, persistent_workers=config.workers > 0,
+        collate_fn=_collate, generator=generator,  # fresh workers each epoch, seeded from the epoch's generator
     )  # fmt: skip
     groups = param_groups(model, config.weight_decay)
     if config.optimizer == "sgd":

@@ -106,11 +106,11 @@ def test_resnet50_fpn_matches_torchvision_with_the_same_weights(tmp_path):
     torch.manual_seed(0)
     reference = resnet_fpn_backbone(backbone_name="resnet50", weights=None, trainable_layers=3)
     resnet = torchvision.models.resnet50()
-    for m in resnet.modules():  # non-trivial statistics, so frozen BN matters
+    for m in resnet.modules():  # non-trivial statistics and negative gains, so norm placement matters
         if isinstance(m, nn.BatchNorm2d):
             m.running_mean.uniform_(-0.1, 0.1)
             m.running_var.uniform_(0.5, 1.5)
-            m.weight.data.uniform_(0.5, 1.5)
+            m.weight.data.uniform_(-1.5, 1.5)
     path = tmp_path / "resnet50.pth"
     torch.save(resnet.state_dict(), path)
     reference.body.load_state_dict(
@@ -128,18 +128,49 @@ def test_resnet50_fpn_matches_torchvision_with_the_same_weights(tmp_path):
     assert trainable == {"layer2", "layer3", "layer4"}  # torchvision's default of 3 trainable stages
 
 
+def test_resnet50_fpn_trains_like_torchvision():
+    """Train mode with BatchNorm2d (no pretrained weights): same outputs and the same running statistics
+    as torchvision's backbone; catches a stem whose layers run in another order than the classifier's."""
+    torch.manual_seed(0)
+    reference = resnet_fpn_backbone(
+        backbone_name="resnet50", weights=None, trainable_layers=5, norm_layer=nn.BatchNorm2d
+    )
+    ours = botnet_fpn_backbone("resnet50")
+    for m in reference.body.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.weight.data.uniform_(-1.5, 1.5)
+    ours.body.load_state_dict(reference.body.state_dict())
+    ours.fpn.load_state_dict(reference.fpn.state_dict())
+    x = torch.rand(2, 3, 96, 128, dtype=torch.float64)
+    expected, got = reference.double().train()(x), ours.double().train()(x)
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(ours.body.bn1.running_mean, reference.body.bn1.running_mean)
+    assert [n for n, _ in ours.body.named_children()][:4] == ["conv1", "bn1", "act1", "maxpool"]
+
+
 def test_botnet_backbone_weights_fill_resnet_parts_and_keep_bot_blocks_trainable(tmp_path):
     resnet = torchvision.models.resnet50()
     path = tmp_path / "r50.pth"
     torch.save(resnet.state_dict(), path)
     fpn = botnet_fpn_backbone("botnet50", backbone_weights=path, trainable_layers=1)
     torch.testing.assert_close(fpn.body.layer3[0].conv1.weight, resnet.layer3[0].conv1.weight)
+    # Pretrained parts get frozen norms; the BoT blocks start from scratch and keep trainable BatchNorm2d.
+    assert isinstance(fpn.body.layer3[0].bn1, FrozenBatchNorm2d)
+    bot = fpn.body.layer4[0]
+    assert isinstance(bot, BoTBlock) and type(bot.bn3) is nn.BatchNorm2d
+    fpn.train()
+    out = fpn(torch.rand(2, 3, 128, 96))
+    sum(o.sum() for o in out.values()).backward()
+    assert bot.bn3.weight.grad.abs().sum() > 0  # starts at zero (zero_init_last) and can leave it
     assert all(p.requires_grad for p in fpn.body.layer4.parameters())
     assert not any(p.requires_grad for p in fpn.body.layer3.parameters())
     with pytest.raises(ValueError, match="layer4 of botnet50, which holds BoT blocks"):
         botnet_fpn_backbone("botnet50", backbone_weights=path, trainable_layers=0)
     with pytest.raises(ValueError, match="trainable_layers must be an int in 0..5, got 6"):
         botnet_fpn_backbone("botnet50", trainable_layers=6)
+    with pytest.raises(ValueError, match="trainable_layers=3 freezes randomly initialised stages"):
+        botnet_fpn_backbone("botnet50", trainable_layers=3)
     with pytest.raises(ValueError, match=r"returned_layers .* got \(0, 2\)"):
         botnet_fpn_backbone("botnet50", returned_layers=(0, 2))
 
@@ -153,6 +184,18 @@ def test_create_detector_errors_name_the_bad_value():
         create_detector("maskrcnn", "botnet_mini", 3, anchor_sizes=(8, 16))
     with pytest.raises(ValueError, match="unknown model"):
         create_detector("maskrcnn", "botnet51", 3)
+    with pytest.raises(ValueError, match=r"positive ints \(pixels\), got \(8, 0, 32, 64, 128\)"):
+        create_detector("maskrcnn", "botnet_mini", 3, anchor_sizes=(8, 0, 32, 64, 128))
+
+
+def test_returned_layers_get_matching_default_anchors():
+    model = create_detector(
+        "fasterrcnn", "botnet_mini", 3, returned_layers=(2, 3, 4), img_size=128, min_size=128, max_size=160
+    )
+    assert model.rpn.anchor_generator.sizes == ((64,), (128,), (256,), (512,))  # 8 x stride, torchvision's rule
+    model.eval()
+    with torch.no_grad():
+        assert len(model([torch.rand(3, 128, 150)])) == 1
 
 
 def _gt() -> dict:
@@ -209,3 +252,22 @@ def test_coco_metrics_perfect_empty_and_wrong_class():
     # One of the two objects found: AP 50 (each class is averaged separately, one class scores 100).
     half = {k: v[:1] for k, v in perfect.items()}
     assert coco_metrics(gt, detections_to_coco(half, 1, [7, 9]), ("bbox",))["bbox_AP"] == pytest.approx(50.0)
+
+
+def test_mask_ap_by_size_uses_mask_area():
+    """A thin L-shaped false positive: small by mask area (156 px), medium by box (60 x 40). Ranked first,
+    it halves class 7's precision among small masks: segm_APs = (50 + 100) / 2; it does not count among
+    small boxes, so bbox_APs stays 100."""
+    gt, masks = _gt()
+    wrong = torch.zeros(1, 40, 60)
+    wrong[0, 0:2, :] = 1
+    wrong[0, :, 0:2] = 1
+    detections = dict(
+        boxes=torch.tensor([[10.0, 5.0, 30.0, 20.0], [30.0, 22.0, 58.0, 38.0], [0.0, 0.0, 60.0, 40.0]]),
+        scores=torch.tensor([0.9, 0.8, 0.95]),
+        labels=torch.tensor([1, 2, 1]),
+        masks=torch.cat([masks[:, None].float(), wrong[None]]),
+    )
+    metrics = coco_metrics(gt, detections_to_coco(detections, 1, [7, 9]))
+    assert metrics["segm_APs"] == pytest.approx(75.0)
+    assert metrics["bbox_APs"] == pytest.approx(100.0)

@@ -175,12 +175,16 @@ def test_backbone_weights_train_with_frozen_norms_and_reload(tmp_path):
     torch.testing.assert_close(body.conv1.weight, source.conv1.weight)
     torch.testing.assert_close(body.layer1[0].conv2.weight, source.layer1[0].conv2.weight)
     assert not torch.equal(body.layer3[0].conv2.weight, source.layer3[0].conv2.weight)
+    assert not torch.equal(body.layer4[0].mhsa.qkv.weight, source.layer4[0].mhsa.qkv.weight)  # BoT blocks train
     assert (body.layer3[0].conv2.weight - source.layer3[0].conv2.weight).abs().max() < 0.1
 
 
 def test_nan_loss_stops_with_the_checkpoint_named():
+    losses = {"loss_classifier": torch.tensor(0.5), "loss_mask": torch.tensor(float("nan"))}
     with pytest.raises(TrainingDiverged, match=r"loss_mask=nan at epoch 3, step 5.*last.pt \(end of epoch 2\)"):
-        _check_finite({"loss_classifier": torch.tensor(0.5), "loss_mask": torch.tensor(float("nan"))}, 2, 4, "RUN")
+        _check_finite(losses, 2, 4, "RUN")
+    with pytest.raises(TrainingDiverged, match="at epoch 1, step 1.*No checkpoint was written yet"):
+        _check_finite(losses, 0, 0, "RUN")
 
 
 def _broken_copy(tmp_path, change) -> str:
