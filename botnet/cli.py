@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -217,11 +218,12 @@ def _cmd_detect_predict(args: argparse.Namespace) -> int:
 def _cmd_detect_make_data(args: argparse.Namespace) -> int:
     from .data.shapes import ShapesSpec, write_shapes_dataset
 
-    if args.train_images < 1 or args.val_images < 1:
+    counts = {k: v for k, v in (("train_images", args.train_images), ("val_images", args.val_images)) if v is not None}
+    spec = dataclasses.replace(ShapesSpec(seed=args.seed), **counts)
+    if spec.train_images < 1 or spec.val_images < 1:
         raise ValueError("--train-images and --val-images must be at least 1")
     if os.path.exists(os.path.join(args.root, "train", "annotations.json")):
         raise ValueError(f"{args.root} already holds a dataset; choose another folder")
-    spec = ShapesSpec(train_images=args.train_images, val_images=args.val_images, seed=args.seed)
     splits = write_shapes_dataset(args.root, spec)
     for split, (image_dir, ann_file) in splits.items():
         print(f"{split}: {image_dir} + {ann_file}")
@@ -293,8 +295,8 @@ def _add_detect_parser(commands) -> None:
 
     p = sub.add_parser("make-data", help="write the synthetic shapes dataset (COCO format) to a folder")
     p.add_argument("root", metavar="DIR")
-    p.add_argument("--train-images", type=int, default=640)
-    p.add_argument("--val-images", type=int, default=160)
+    p.add_argument("--train-images", type=int, help="default: as `botnet detect train` generates")
+    p.add_argument("--val-images", type=int, help="default: as `botnet detect train` generates")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_detect_make_data)
 

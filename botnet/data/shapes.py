@@ -32,7 +32,7 @@ MIN_VISIBLE = 0.35  # a shape hidden below this share of its own area is not ann
 class ShapesSpec:
     """How much data and of what size; the defaults are the bundled demo's."""
 
-    train_images: int = 640
+    train_images: int = 1536
     val_images: int = 160
     height: int = 128
     min_width: int = 112
