@@ -123,15 +123,26 @@ BIAS_BLOCK_BYTES = 64 * 2**20
 def _attend_with_bias(q: Tensor, k: Tensor, v: Tensor, rel: Tensor, height: int) -> Tensor:
     """softmax(q k^T + bias) v without gradients: the (row, column) relative logits become an additive
     bias for a block of query rows at a time, so the fused kernel runs at head dim d (no padding)
-    and memory stays bounded; the result equals the one-call path."""
+    and memory stays bounded; the result equals the one-call path.
+
+    One bias buffer serves every block: a fresh allocation of this size is new memory from the
+    operating system each time, and its page faults cost about ten times the writes themselves."""
     batch, heads, tokens, _ = q.shape
+    width = rel.shape[-1] - height
     rows = max(1, min(tokens, BIAS_BLOCK_BYTES // (batch * heads * tokens * q.element_size())))
-    out = []
+    if rows == tokens:
+        bias = (rel[..., :height, None] + rel[..., None, height:]).flatten(-2)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=1.0)
+    buffer = q.new_empty(batch, heads, rows, height, width)
+    out = q.new_empty(batch, heads, tokens, v.shape[-1])
     for start in range(0, tokens, rows):
-        block = rel[:, :, start : start + rows]
-        bias = (block[..., :height, None] + block[..., None, height:]).flatten(-2)
-        out.append(F.scaled_dot_product_attention(q[:, :, start : start + rows], k, v, attn_mask=bias, scale=1.0))
-    return out[0] if len(out) == 1 else torch.cat(out, dim=2)
+        stop = min(start + rows, tokens)
+        block, bias = rel[:, :, start:stop], buffer[:, :, : stop - start]
+        torch.add(block[..., :height, None], block[..., None, height:], out=bias)
+        out[:, :, start:stop] = F.scaled_dot_product_attention(
+            q[:, :, start:stop], k, v, attn_mask=bias.flatten(-2), scale=1.0
+        )
+    return out
 
 
 class MHSA(nn.Module):
