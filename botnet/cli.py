@@ -74,18 +74,23 @@ _TRAIN_FLAGS = (
 )  # fmt: skip
 
 
+def _start_or_resume(args: argparse.Namespace, flags: Sequence[str], config_class, train) -> int:
+    """A new run from the given flags, or ``--resume`` of a saved one (which takes no setting flags)."""
+    given = {name: getattr(args, name) for name in flags if getattr(args, name) is not None}
+    if args.resume:
+        if given:
+            names = ", ".join("--" + name.replace("_", "-") for name in given)
+            raise ValueError(f"--resume continues a run with its saved settings; drop {names}")
+        train(resume=args.resume)
+    else:
+        train(config_class(**given))
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from .tasks import TrainConfig, train
 
-    given = {name: getattr(args, name) for name in _TRAIN_FLAGS if getattr(args, name) is not None}
-    if args.resume:
-        if given:
-            flags = ", ".join("--" + name.replace("_", "-") for name in given)
-            raise ValueError(f"--resume continues a run with its saved settings; drop {flags}")
-        train(resume=args.resume)
-    else:
-        train(TrainConfig(**given))
-    return 0
+    return _start_or_resume(args, _TRAIN_FLAGS, TrainConfig, train)
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -166,15 +171,7 @@ _DETECT_FLAGS = (
 def _cmd_detect_train(args: argparse.Namespace) -> int:
     from .tasks.detection import DetectConfig, train_detector
 
-    given = {name: getattr(args, name) for name in _DETECT_FLAGS if getattr(args, name) is not None}
-    if args.resume:
-        if given:
-            flags = ", ".join("--" + name.replace("_", "-") for name in given)
-            raise ValueError(f"--resume continues a run with its saved settings; drop {flags}")
-        train_detector(resume=args.resume)
-    else:
-        train_detector(DetectConfig(**given))
-    return 0
+    return _start_or_resume(args, _DETECT_FLAGS, DetectConfig, train_detector)
 
 
 def _cmd_detect_eval(args: argparse.Namespace) -> int:

@@ -27,6 +27,7 @@ __all__ = [
     "CheckpointError",
     "TRAIN_STATE_FORMAT",
     "atomic_write",
+    "check_new_run_dir",
     "save_training_state",
     "load_training_state",
     "save_weights",
@@ -57,6 +58,15 @@ def atomic_write(path: str, write: Callable[[IO[bytes]], None]) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
         raise
+
+
+def check_new_run_dir(run_dir: str) -> None:
+    """Refuse a folder that already holds a run: nothing of it is overwritten."""
+    if any(os.path.exists(os.path.join(run_dir, f)) for f in ("last.pt", "summary.json")):
+        raise ValueError(
+            f"{run_dir} already holds a run; continue it with --resume {os.path.join(run_dir, 'last.pt')} "
+            f"or choose another --output-dir"
+        )
 
 
 def save_training_state(path: str, state: dict[str, Any]) -> None:

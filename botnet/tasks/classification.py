@@ -28,10 +28,10 @@ from ..data import DIGITS, DatasetError, eval_transform, load_classification_dat
 from ..data.digits import digits_splits
 from ..data.folder import scan_split
 from ..models import create_model, get_model_entry
-from .checkpoint import load_model, load_training_state, save_training_state, save_weights
+from .checkpoint import check_new_run_dir, load_model, load_training_state, save_training_state, save_weights
 from .distributed import DistEnv, all_reduce_sum, broadcast_buffers, init_distributed, shutdown_distributed
 from .optim import epoch_seed, param_groups, warmup_cosine
-from .recipes import RECIPES
+from .recipes import RECIPES, fill_from_recipe
 from .report import plot_confusion, plot_curves, setup_logging, write_json, write_metrics_csv
 
 __all__ = [
@@ -85,10 +85,7 @@ class TrainConfig:
         if self.recipe not in RECIPES:
             raise ValueError(f"unknown recipe {self.recipe!r}; choose one of {', '.join(RECIPES)}")
         recipe = RECIPES[self.recipe]
-        values = dataclasses.asdict(self)
-        for field in dataclasses.fields(recipe):
-            if field.name in values and values[field.name] is None:
-                values[field.name] = getattr(recipe, field.name)
+        values = fill_from_recipe(self, recipe)
         if self.lr is None and recipe.lr_reference_batch:
             values["lr"] = recipe.lr * values["batch_size"] * world_size / recipe.lr_reference_batch
         if values["img_size"] is None:
@@ -270,11 +267,8 @@ def _train(config: TrainConfig, env: DistEnv, resume: str | None) -> dict[str, A
     else:
         config = config.resolve(env.world_size)
     run_dir = config.output_dir
-    if state is None and any(os.path.exists(os.path.join(run_dir, f)) for f in ("last.pt", "summary.json")):
-        raise ValueError(
-            f"{run_dir} already holds a run; continue it with --resume {os.path.join(run_dir, 'last.pt')} "
-            f"or choose another --output-dir"
-        )
+    if state is None:
+        check_new_run_dir(run_dir)
     if env.is_main:
         os.makedirs(run_dir, exist_ok=True)
     log = setup_logging(run_dir if env.is_main else None, env.is_main)

@@ -38,6 +38,7 @@ from ..models import get_model_entry
 from .checkpoint import (
     CheckpointError,
     atomic_write,
+    check_new_run_dir,
     load_training_state,
     read_weights,
     save_training_state,
@@ -45,6 +46,7 @@ from .checkpoint import (
 )
 from .classification import TrainingDiverged
 from .optim import epoch_seed, param_groups, warmup_cosine
+from .recipes import fill_from_recipe
 from .report import setup_logging, write_json, write_metrics_csv
 
 __all__ = [
@@ -150,10 +152,7 @@ class DetectConfig:
         if self.recipe not in DETECT_RECIPES:
             raise ValueError(f"unknown recipe {self.recipe!r}; choose one of {', '.join(DETECT_RECIPES)}")
         recipe = DETECT_RECIPES[self.recipe]
-        values = dataclasses.asdict(self)
-        for field in dataclasses.fields(recipe):
-            if field.name in values and values[field.name] is None:
-                values[field.name] = getattr(recipe, field.name)
+        values = fill_from_recipe(self, recipe)
         if self.lr is None:
             values["lr"] = recipe.lr * values["batch_size"] / recipe.lr_reference_batch
         if self.data is not None:
@@ -314,11 +313,8 @@ def train_detector(config: DetectConfig | None = None, *, resume: str | None = N
     else:
         config = (config or DetectConfig()).resolve()
     run_dir = config.output_dir
-    if state is None and any(os.path.exists(os.path.join(run_dir, f)) for f in ("last.pt", "summary.json")):
-        raise ValueError(
-            f"{run_dir} already holds a run; continue it with --resume {os.path.join(run_dir, 'last.pt')} "
-            f"or choose another --output-dir"
-        )
+    if state is None:
+        check_new_run_dir(run_dir)
     os.makedirs(run_dir, exist_ok=True)
     log = setup_logging(run_dir, True)
     started = time.perf_counter()

@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["RECIPES", "Recipe"]
+__all__ = ["RECIPES", "Recipe", "fill_from_recipe"]
+
+
+def fill_from_recipe(config: Any, recipe: Any) -> dict[str, Any]:
+    """The fields of a config dataclass as a dict, each unset (None) one taken from the recipe dataclass."""
+    values = dataclasses.asdict(config)
+    for field in dataclasses.fields(recipe):
+        if field.name in values and values[field.name] is None:
+            values[field.name] = getattr(recipe, field.name)
+    return values
 
 
 @dataclass(frozen=True)
