@@ -103,8 +103,8 @@ def _position_one_hot(height: int, width: int, dtype: torch.dtype, device: torch
     return one_hot.to(dtype)
 
 
-def _attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-    """softmax(q k^T) v through the fused kernel: zero-pad q, k and v to one
+def _attend(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
+    """softmax(scale q k^T) v through the fused kernel: zero-pad q, k and v to one
     head dim (padding changes no dot product) and cut the output back."""
     value_dim = v.shape[-1]
     dim = max(q.shape[-1], value_dim)
@@ -113,34 +113,36 @@ def _attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         k = F.pad(k, (0, dim - k.shape[-1]))
     if value_dim < dim:
         v = F.pad(v, (0, dim - value_dim))
-    return F.scaled_dot_product_attention(q, k, v, scale=1.0)[..., :value_dim]
+    return F.scaled_dot_product_attention(q, k, v, scale=scale)[..., :value_dim]
 
 
 # Inference path: at most this many bytes of position bias are built at once (a block of query rows).
 BIAS_BLOCK_BYTES = 64 * 2**20
 
 
-def _attend_with_bias(q: Tensor, k: Tensor, v: Tensor, rel: Tensor, height: int) -> Tensor:
-    """softmax(q k^T + bias) v without gradients: the (row, column) relative logits become an additive
-    bias for a block of query rows at a time, so the fused kernel runs at head dim d (no padding)
-    and memory stays bounded; the result equals the one-call path.
+def _attend_with_bias(q: Tensor, k: Tensor, v: Tensor, rel: Tensor, height: int, scale: float) -> Tensor:
+    """softmax(scale q k^T + bias) v without gradients: the (row, column) relative logits become an
+    additive bias for a block of query rows at a time, so the fused kernel runs at head dim d (no
+    padding) and memory stays bounded; the result equals the one-call path.
 
     One bias buffer serves every block: a fresh allocation of this size is new memory from the
-    operating system each time, and its page faults cost about ten times the writes themselves."""
+    operating system each time, and its page faults cost about ten times the writes themselves.
+    The output is laid out (B, N, heads, d), the layout the kernel itself returns, so that merging
+    the heads afterwards is a view."""
     batch, heads, tokens, _ = q.shape
     width = rel.shape[-1] - height
     rows = max(1, min(tokens, BIAS_BLOCK_BYTES // (batch * heads * tokens * q.element_size())))
     if rows == tokens:
         bias = (rel[..., :height, None] + rel[..., None, height:]).flatten(-2)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=1.0)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
     buffer = q.new_empty(batch, heads, rows, height, width)
-    out = q.new_empty(batch, heads, tokens, v.shape[-1])
+    out = q.new_empty(batch, tokens, heads, v.shape[-1]).transpose(1, 2)
     for start in range(0, tokens, rows):
         stop = min(start + rows, tokens)
         block, bias = rel[:, :, start:stop], buffer[:, :, : stop - start]
         torch.add(block[..., :height, None], block[..., None, height:], out=bias)
         out[:, :, start:stop] = F.scaled_dot_product_attention(
-            q[:, :, start:stop], k, v, attn_mask=bias.flatten(-2), scale=1.0
+            q[:, :, start:stop], k, v, attn_mask=bias.flatten(-2), scale=scale
         )
     return out
 
@@ -239,27 +241,29 @@ class MHSA(nn.Module):
         elif self.position_encoding == "absolute":
             abs_h = resize_position_table(self.abs_h, height).to(q.dtype)
             abs_w = resize_position_table(self.abs_w, width).to(q.dtype)
-            pos = (abs_h[:, None, :] + abs_w[None, :, :]).reshape(tokens, self.head_dim)
-            if self.scale_position:
-                out = F.scaled_dot_product_attention(q, k + pos, v, scale=scale)
-            else:
-                out = F.scaled_dot_product_attention(q, k * scale + pos, v, scale=1.0)
+            # s q.k + s' q.a = s q.(k + (s' / s) a): the position folds into the keys.
+            factor = 1.0 if self.scale_position else 1.0 / scale
+            pos = (abs_h[:, None, :] + abs_w[None, :, :]).reshape(tokens, self.head_dim) * factor
+            out = F.scaled_dot_product_attention(q, k + pos, v, scale=scale)
         else:
-            rel_h = resize_position_table(self.rel_h, 2 * height - 1)
-            rel_w = resize_position_table(self.rel_w, 2 * width - 1)
-            q_content = q * scale
-            q_pos = q_content if self.scale_position else q
-            rel = relative_logits(q_pos.unflatten(-2, (height, width)), rel_h, rel_w)
+            # The kernel scales q.k by s itself; the position logits s' q.r reach it through tables
+            # multiplied by s' (as a bias, added after scaling) or s' / s (appended to q, scaled with it).
             needs_grad = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
-            if self.position_encoding == "relative" and not needs_grad:
-                out = _attend_with_bias(q_content, k, v, rel, height)
+            use_bias = self.position_encoding == "relative" and not needs_grad
+            position_scale = scale if self.scale_position else 1.0
+            factor = position_scale if use_bias else position_scale / scale
+            rel_h = resize_position_table(self.rel_h, 2 * height - 1) * factor
+            rel_w = resize_position_table(self.rel_w, 2 * width - 1) * factor
+            rel = relative_logits(q.unflatten(-2, (height, width)), rel_h, rel_w)
+            if use_bias:
+                out = _attend_with_bias(q, k, v, rel, height, scale)
             else:  # one call whose backward also gives the relative logits' gradient
                 one_hot = _position_one_hot(height, width, q.dtype, q.device).expand(batch, self.heads, -1, -1)
                 if self.position_encoding == "relative":
-                    q, k = torch.cat([q_content, rel], dim=-1), torch.cat([k, one_hot], dim=-1)
+                    q, k = torch.cat([q, rel], dim=-1), torch.cat([k, one_hot], dim=-1)
                 else:
                     q, k = rel, one_hot
-                out = _attend(q, k, v)
+                out = _attend(q, k, v, scale)
         # (B, heads, N, d) -> (B, H, W, dim), returned as an NCHW view (channels_last memory).
         out = out.transpose(1, 2).reshape(batch, height, width, self.dim).permute(0, 3, 1, 2)
         return out if channels_last else out.contiguous()
