@@ -4,5 +4,13 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 device="${1:-cpu}"
+out="$here/results-$device"
+# MHSA against timm and lucidrains, BoTNet-50 against ResNet-50, throughput against resolution.
 botnet bench --device "$device" --suite mhsa models resolution --memory --repeats 7 \
-    --json "$here/results-$device.json" --csv "$here/results-$device.csv" --plot "$here/throughput-$device.png"
+    --json "$out.json" --csv "$out.csv" --plot "$here/throughput-$device.png"
+# Detection sizes (2048 px; BoT blocks in c4 at 1024 px), with peak memory.
+botnet bench --device "$device" --suite large --memory --repeats 3 --warmup 1 --json "$out-large.json"
+if [ "$device" = cuda ]; then  # batch 32 and 64, fp32 and bf16 autocast
+    botnet bench --device cuda --suite gpu --memory --json "$out-gpu.json"
+    botnet bench --device cuda --suite gpu mhsa --bf16 --memory --json "$out-gpu-bf16.json"
+fi

@@ -90,6 +90,12 @@ def _torchvision_resnet50() -> nn.Module:
     return torchvision.models.resnet50(weights=None)
 
 
+def _torchvision_resnet50_channels_last() -> nn.Module:
+    """ResNet-50 with the weight layout our models keep (oneDNN then runs every convolution NHWC):
+    the like-for-like baseline, where the plain one is what a torchvision user gets by default."""
+    return _torchvision_resnet50().to(memory_format=torch.channels_last)
+
+
 def mhsa_suite() -> list[Case]:
     """Issue targets: MHSA (dim 512, 4 heads) against timm's BottleneckAttn and lucidrains' Attention."""
     cases = []
@@ -106,14 +112,29 @@ def mhsa_suite() -> list[Case]:
 
 
 def models_suite() -> list[Case]:
-    """BoTNet-50 against torchvision's ResNet-50 at the paper's sizes."""
+    """BoTNet-50 against torchvision's ResNet-50 at the paper's sizes, as torchvision ships it and
+    with channels_last weights like ours."""
     cases = []
     for size, batch, modes in [(224, 8, ("inference", "training")), (1024, 1, ("inference",))]:
         for mode in modes:
             group = f"model {size} b{batch} {mode}"
             shape = (batch, 3, size, size)
             cases.append(Case(group, "torchvision resnet50", _torchvision_resnet50, shape, mode))
+            cases.append(Case(group, "resnet50 channels_last", _torchvision_resnet50_channels_last, shape, mode))
             cases.append(Case(group, "botnet50", lambda s=size: create_model("botnet50", img_size=s), shape, mode))
+    return cases
+
+
+def gpu_suite() -> list[Case]:
+    """The models suite's comparison at the batch sizes a GPU is used with (32 and 64, 224 px)."""
+    cases = []
+    for batch in (32, 64):
+        for mode in ("inference", "training"):
+            group = f"gpu 224 b{batch} {mode}"
+            shape = (batch, 3, 224, 224)
+            cases.append(Case(group, "torchvision resnet50", _torchvision_resnet50, shape, mode))
+            cases.append(Case(group, "resnet50 channels_last", _torchvision_resnet50_channels_last, shape, mode))
+            cases.append(Case(group, "botnet50", lambda: create_model("botnet50", img_size=224), shape, mode))
     return cases
 
 
@@ -147,6 +168,7 @@ SUITES: dict[str, Callable[[], list[Case]]] = {
     "models": models_suite,
     "resolution": resolution_suite,
     "large": large_suite,
+    "gpu": gpu_suite,
 }
 
 

@@ -355,7 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_eval)
 
     p = commands.add_parser("bench", help="speed and memory side by side: MHSA vs timm, BoTNet-50 vs ResNet-50")
-    p.add_argument("--suite", nargs="+", choices=["mhsa", "models", "resolution", "large"], default=["mhsa", "models"])
+    suites = ["mhsa", "models", "resolution", "large", "gpu"]  # bench.SUITES, named here to keep startup light
+    p.add_argument("--suite", nargs="+", choices=suites, default=["mhsa", "models"])
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--repeats", type=int, default=7, help="interleaved timed calls per case (median reported)")
     p.add_argument("--warmup", type=int, default=2)

@@ -38,7 +38,7 @@ def test_interleaved_groups_and_ratios():
 def test_suites_name_the_issue_cases():
     groups = {c.group for c in bench.mhsa_suite()}
     assert {"mhsa 14x14 b8 inference", "mhsa 32x32 b8 training", "mhsa 64x64 b2 inference"} <= groups
-    assert {c.name for c in bench.models_suite()} == {"torchvision resnet50", "botnet50"}
+    assert {c.name for c in bench.models_suite()} == {"torchvision resnet50", "resnet50 channels_last", "botnet50"}
 
 
 def test_peak_memory_sees_attention_buffers():
@@ -46,3 +46,12 @@ def test_peak_memory_sees_attention_buffers():
     peak = bench.peak_memory_mb(case, bench.BenchSettings())
     # The qkv projection alone is 8 x 1536 x 14 x 14 floats = 9.6 MB.
     assert peak is not None and peak > 9
+
+
+def test_cli_offers_every_suite():
+    from botnet.cli import build_parser
+
+    parser = build_parser()
+    for suite in bench.SUITES:
+        assert parser.parse_args(["bench", "--suite", suite]).suite == [suite]
+    assert {c.input_shape[0] for c in bench.gpu_suite()} == {32, 64}, "the issue's GPU batch sizes"

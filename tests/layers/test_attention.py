@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from botnet.layers import MHSA, POSITION_ENCODINGS, attention, resize_position_table
+from botnet.layers.attention import _attend
 
 SIZES = [(4, 4), (5, 7), (7, 3), (1, 6)]
 
@@ -85,6 +86,63 @@ def test_inference_path_matches_brute_force(built, run, block_bytes, monkeypatch
         out = layer(x)
     torch.testing.assert_close(out.double(), brute_force(layer, x), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(out, layer(x).detach(), atol=1e-5, rtol=1e-5)  # the training path agrees
+
+
+def dense_reference(layer: MHSA, x: torch.Tensor) -> torch.Tensor:
+    """The relative-position layer as full N x N logits in float64, differentiable in x and in every
+    parameter: the autograd reference for the training paths."""
+    batch, _, height, width = x.shape
+    heads, d = layer.heads, layer.head_dim
+    s = d**-0.5
+    s_pos = s if layer.scale_position else 1.0
+    qkv = torch.nn.functional.conv2d(x.double(), layer.qkv.weight.double())
+    q, k, v = qkv.reshape(batch, 3, heads, d, height * width).transpose(-1, -2).unbind(1)  # (B, heads, N, d)
+    rows, cols = torch.arange(height), torch.arange(width)
+    r_h = resize_position_table(layer.rel_h, 2 * height - 1).double()[rows[None, :] - rows[:, None] + height - 1]
+    r_w = resize_position_table(layer.rel_w, 2 * width - 1).double()[cols[None, :] - cols[:, None] + width - 1]
+    pos = r_h[:, None, :, None, :] + r_w[None, :, None, :, :]  # (i, j, k, l, d)
+    pos = pos.reshape(height * width, height * width, d)
+    logits = s_pos * torch.einsum("bhnd,nmd->bhnm", q, pos)
+    if layer.position_encoding == "relative":
+        logits = logits + s * q @ k.transpose(-1, -2)
+    out = logits.softmax(-1) @ v
+    return out.transpose(-1, -2).reshape(batch, heads * d, height, width)
+
+
+@pytest.mark.parametrize(
+    ("encoding", "path"),
+    [("relative", "probs"), ("relative", "probs in blocks"), ("relative", "one call"), ("relative_only", "one call")],
+)
+@pytest.mark.parametrize("scale_position", [True, False])
+@pytest.mark.parametrize(("built", "run"), [((5, 7), (5, 7)), ((4, 4), (7, 3)), ((3, 6), (1, 5))])
+def test_training_paths_match_dense_reference_with_gradients(encoding, path, scale_position, built, run, monkeypatch):
+    """Outputs and the gradients of the input and of every parameter, for each way the training
+    forward can go: probabilities kept (in one block or several), or one fused call."""
+    if path == "probs in blocks":
+        monkeypatch.setattr(attention, "BIAS_BLOCK_BYTES", 3000)  # backward in blocks of a few query rows
+    if path == "one call":
+        monkeypatch.setattr(attention, "SAVED_PROBS_BYTES", 0)
+    fused_calls = []
+    monkeypatch.setattr(attention, "_attend", lambda *a: fused_calls.append(1) or _attend(*a))
+    torch.manual_seed(11)
+    layer = MHSA(16, built, heads=4, position_encoding=encoding, scale_position=scale_position)
+    x = torch.randn(2, 16, *run, requires_grad=True)
+    weight = torch.randn(2, 16, *run)
+
+    out = layer(x)
+    (out * weight).sum().backward()
+    grads = [x.grad] + [p.grad for p in layer.parameters()]
+    assert bool(fused_calls) == (path == "one call")
+
+    x_ref = x.detach().double().requires_grad_()
+    layer.zero_grad()
+    expected = dense_reference(layer, x_ref)
+    (expected * weight.double()).sum().backward()
+    expected_grads = [x_ref.grad] + [p.grad for p in layer.parameters()]
+
+    torch.testing.assert_close(out.double(), expected, atol=1e-5, rtol=1e-5)
+    for got, want in zip(grads, expected_grads):
+        torch.testing.assert_close(got.double(), want.double(), atol=1e-5, rtol=1e-5)
 
 
 def test_memory_format_follows_input():
