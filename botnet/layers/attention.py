@@ -29,16 +29,23 @@ Any input size
 
 How it is computed
     No N x N tensor (N = H*W) is built for the position term over the whole
-    map. The relative term is, per query, H row logits q.r_h[k - i] and W
-    column logits q.r_w[l - j] (O(N (H + W) d) work). When gradients are
-    needed, they are appended to q and matching one-hot (row, column)
-    indicators to k, so a single dot product gives content plus position
-    logit and one call to ``F.scaled_dot_product_attention`` computes the
-    layer, its backward included; v is zero-padded to the same head dim
-    because PyTorch's fused CPU kernel needs equal head dims. Without
-    gradients, they become an additive bias for a block of query rows at a
-    time, and the fused kernel runs at head dim d. The absolute term folds
-    into the keys: q.k + q.a = q.(k + a).
+    map at once. The relative term is, per query, H row logits q.r_h[k - i]
+    and W column logits q.r_w[l - j] (O(N (H + W) d) work); they reach the
+    attention in one of three ways:
+
+    * Inference: an additive bias for ``F.scaled_dot_product_attention``,
+      built a block at a time (``bias_blocks``; on CPU a block small enough
+      to be read back from cache), so the fused kernel runs at head dim d.
+    * Training on CPU in fp32: batched matrix products that keep the
+      attention probabilities for the backward (``_RelativeAttention``),
+      while they fit in ``SAVED_PROBS_BYTES``.
+    * Otherwise (GPU, bf16, larger maps, ``relative_only``, compilation):
+      the row and column logits are appended to q and matching one-hot
+      (row, column) indicators to k, so one fused attention call computes
+      content plus position logit, its backward included; v is zero-padded
+      to the same head dim because the fused kernels need equal head dims.
+
+    The absolute term folds into the keys: q.k + q.a = q.(k + a).
 """
 
 from __future__ import annotations
@@ -108,6 +115,8 @@ def _attend(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
     head dim (padding changes no dot product) and cut the output back."""
     value_dim = v.shape[-1]
     dim = max(q.shape[-1], value_dim)
+    if q.device.type != "cpu":  # the GPU kernels want head dims in multiples of 8 (else the O(N^2) math path)
+        dim = -(-dim // 8) * 8
     if q.shape[-1] < dim:
         q = F.pad(q, (0, dim - q.shape[-1]))
         k = F.pad(k, (0, dim - k.shape[-1]))
@@ -116,14 +125,39 @@ def _attend(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
     return F.scaled_dot_product_attention(q, k, v, scale=scale)[..., :value_dim]
 
 
-# Inference path: at most this many bytes of position bias are built at once (a block of query rows).
-BIAS_BLOCK_BYTES = 64 * 2**20
+# Inference path, how much position bias one kernel call gets. On CPU the bias of a call should
+# still be in the last-level cache when the kernel reads it (measured: 25% faster at 32x32 than
+# 64 MB blocks); a head whose bias alone is larger goes in blocks of query rows, a multiple of 256
+# (the CPU kernel's largest query split, which it uses for 768 rows and more). Elsewhere (CUDA) one
+# call is best, as long as the bias stays within a memory bound.
+CPU_BIAS_CALL_BYTES = 6 * 2**20
+CPU_BIAS_ROWS = 1024
+BIAS_BLOCK_BYTES = 256 * 2**20
 
 
-def _attend_with_bias(q: Tensor, k: Tensor, v: Tensor, rel: Tensor, height: int, scale: float) -> Tensor:
+def bias_blocks(batch: int, heads: int, tokens: int, element_size: int, device_type: str) -> tuple[int, int, int]:
+    """(batch elements, heads, query rows) per kernel call of the inference path."""
+    head_bytes = tokens * tokens * element_size
+    if device_type != "cpu":
+        rows = max(1, min(tokens, BIAS_BLOCK_BYTES // (batch * heads * tokens * element_size)))
+        return batch, heads, rows
+    per_call = CPU_BIAS_CALL_BYTES // head_bytes  # whole heads whose bias fits
+    if per_call >= batch * heads:
+        return batch, heads, tokens
+    if per_call >= heads:
+        return per_call // heads, heads, tokens
+    if per_call >= 1:
+        return 1, per_call, tokens
+    return 1, 1, min(tokens, CPU_BIAS_ROWS)
+
+
+def _attend_with_bias(
+    q: Tensor, k: Tensor, v: Tensor, rel: Tensor, height: int, scale: float, blocks: tuple[int, int, int]
+) -> Tensor:
     """softmax(scale q k^T + bias) v without gradients: the (row, column) relative logits become an
-    additive bias for a block of query rows at a time, so the fused kernel runs at head dim d (no
-    padding) and memory stays bounded; the result equals the one-call path.
+    additive bias, built for ``blocks`` = (batch elements, heads, query rows) at a time (see
+    ``bias_blocks``), so the fused kernel runs at head dim d (no padding) and memory stays bounded;
+    the result equals the one-call path.
 
     One bias buffer serves every block: a fresh allocation of this size is new memory from the
     operating system each time, and its page faults cost about ten times the writes themselves.
@@ -131,24 +165,32 @@ def _attend_with_bias(q: Tensor, k: Tensor, v: Tensor, rel: Tensor, height: int,
     the heads afterwards is a view."""
     batch, heads, tokens, _ = q.shape
     width = rel.shape[-1] - height
-    rows = max(1, min(tokens, BIAS_BLOCK_BYTES // (batch * heads * tokens * q.element_size())))
-    if rows == tokens:
+    batch_step, head_step, rows = blocks
+    if (batch_step, head_step, rows) == (batch, heads, tokens):
         bias = (rel[..., :height, None] + rel[..., None, height:]).flatten(-2)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
-    buffer = q.new_empty(batch, heads, rows, height, width)
+    buffer = q.new_empty(batch_step, head_step, rows, height, width)
     out = q.new_empty(batch, tokens, heads, v.shape[-1]).transpose(1, 2)
-    for start in range(0, tokens, rows):
-        stop = min(start + rows, tokens)
-        block, bias = rel[:, :, start:stop], buffer[:, :, : stop - start]
-        torch.add(block[..., :height, None], block[..., None, height:], out=bias)
-        out[:, :, start:stop] = F.scaled_dot_product_attention(
-            q[:, :, start:stop], k, v, attn_mask=bias.flatten(-2), scale=scale
-        )
+    for b in range(0, batch, batch_step):
+        b_end = min(b + batch_step, batch)
+        for h in range(0, heads, head_step):
+            h_end = min(h + head_step, heads)
+            for r in range(0, tokens, rows):
+                r_end = min(r + rows, tokens)
+                block = rel[b:b_end, h:h_end, r:r_end]
+                bias = buffer[: b_end - b, : h_end - h, : r_end - r]
+                torch.add(block[..., :height, None], block[..., None, height:], out=bias)
+                out[b:b_end, h:h_end, r:r_end] = F.scaled_dot_product_attention(
+                    q[b:b_end, h:h_end, r:r_end], k[b:b_end, h:h_end], v[b:b_end, h:h_end],
+                    attn_mask=bias.flatten(-2), scale=scale,
+                )  # fmt: skip
     return out
 
 
-# Training path on CPU: attention probabilities up to this many bytes are kept for the backward.
+# Training path on CPU: attention probabilities up to this many bytes are kept for the backward,
+# whose score gradient is built for blocks of query rows of at most GRAD_BLOCK_BYTES.
 SAVED_PROBS_BYTES = 2**30
+GRAD_BLOCK_BYTES = 64 * 2**20
 
 
 class _RelativeAttention(torch.autograd.Function):
@@ -189,7 +231,7 @@ class _RelativeAttention(torch.autograd.Function):
         delta = (grad_out * out).sum(-1, keepdim=True)  # rowsum(dO * O) = rowsum(dP * P)
         grad_q, grad_k = torch.empty_like(q), torch.zeros_like(k)
         grad_rel = q.new_empty(batch * heads, tokens, height + width)
-        rows = max(1, min(tokens, BIAS_BLOCK_BYTES // (batch * heads * tokens * q.element_size())))
+        rows = max(1, min(tokens, GRAD_BLOCK_BYTES // (batch * heads * tokens * q.element_size())))
         buffer = q.new_empty(batch * heads, rows, tokens)
         for start in range(0, tokens, rows):  # blocks of query rows bound the dS buffer
             stop = min(start + rows, tokens)
@@ -328,7 +370,8 @@ class MHSA(nn.Module):
             rel_w = resize_position_table(self.rel_w, 2 * width - 1) * factor
             rel = relative_logits(q.unflatten(-2, (height, width)), rel_h, rel_w)
             if path == "bias":
-                out = _attend_with_bias(q, k, v, rel, height, scale)
+                blocks = bias_blocks(batch, self.heads, tokens, q.element_size(), q.device.type)
+                out = _attend_with_bias(q, k, v, rel, height, scale, blocks)
             elif path == "probs":
                 out = _RelativeAttention.apply(q, k, v, rel, height, scale)
             else:  # one fused call whose backward also gives the relative logits' gradient

@@ -73,19 +73,39 @@ def test_matches_brute_force_at_other_sizes(encoding, built, run):
     torch.testing.assert_close(layer(x).double(), brute_force(layer, x), atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("block_bytes", [None, 2048, 5000])  # 5000: blocks of 4 rows, a shorter last one
-@pytest.mark.parametrize(("built", "run"), [((5, 7), (5, 7)), ((4, 4), (9, 6))])
-def test_inference_path_matches_brute_force(built, run, block_bytes, monkeypatch):
-    """Without gradients the relative term is an additive bias, built a block of query rows at a time."""
-    if block_bytes:
-        monkeypatch.setattr(attention, "BIAS_BLOCK_BYTES", block_bytes)  # forces several blocks
+# Per-call bias budgets on CPU for heads of (5 * 7)^2 or (9 * 6)^2 floats: one call, whole heads
+# per call (3 of the 4, so a shorter last group), one head per call, query rows per call.
+BLOCKINGS = {"one call": None, "3 heads": 3 * 54**2 * 4, "1 head": 54**2 * 4, "rows": 1}
+
+
+@pytest.mark.parametrize("blocking", BLOCKINGS)
+@pytest.mark.parametrize(("built", "run", "batch"), [((5, 7), (5, 7), 3), ((4, 4), (9, 6), 2)])
+def test_inference_path_matches_brute_force(built, run, batch, blocking, monkeypatch):
+    """Without gradients the relative term is an additive bias, built a block at a time."""
+    if BLOCKINGS[blocking]:
+        monkeypatch.setattr(attention, "CPU_BIAS_CALL_BYTES", BLOCKINGS[blocking])
+        monkeypatch.setattr(attention, "CPU_BIAS_ROWS", 4)  # 35 or 54 rows: blocks of 4, a shorter last one
     torch.manual_seed(7)
     layer = MHSA(16, built, heads=4)
-    x = torch.randn(2, 16, *run)
+    x = torch.randn(batch, 16, *run)
     with torch.no_grad():
         out = layer(x)
     torch.testing.assert_close(out.double(), brute_force(layer, x), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(out, layer(x).detach(), atol=1e-5, rtol=1e-5)  # the training path agrees
+
+
+def test_bias_blocks_plan():
+    # CPU: 14x14, batch 8, 4 heads: 4.9 MB of bias in one call.
+    assert attention.bias_blocks(8, 4, 196, 4, "cpu") == (8, 4, 196)
+    # 32x32: 4 MB per head, one head per call; 64x64: 64 MB per head, blocks of query rows.
+    assert attention.bias_blocks(8, 4, 1024, 4, "cpu") == (1, 1, 1024)
+    assert attention.bias_blocks(2, 4, 4096, 4, "cpu") == (1, 1, attention.CPU_BIAS_ROWS)
+    # Whole batch elements per call when several fit.
+    assert attention.bias_blocks(8, 4, 256, 4, "cpu") == (attention.CPU_BIAS_CALL_BYTES // (256 * 256 * 4) // 4, 4, 256)
+    # Other devices: one call unless the bias passes BIAS_BLOCK_BYTES, then blocks of query rows.
+    assert attention.bias_blocks(64, 4, 196, 2, "cuda") == (64, 4, 196)
+    batch, heads, rows = attention.bias_blocks(4, 4, 4096, 2, "cuda")
+    assert (batch, heads) == (4, 4) and rows * 4 * 4 * 4096 * 2 <= attention.BIAS_BLOCK_BYTES < 2 * rows * 4 * 4 * 4096 * 2
 
 
 def dense_reference(layer: MHSA, x: torch.Tensor) -> torch.Tensor:
@@ -111,7 +131,12 @@ def dense_reference(layer: MHSA, x: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize(
     ("encoding", "path"),
-    [("relative", "probs"), ("relative", "probs in blocks"), ("relative", "one call"), ("relative_only", "one call")],
+    [
+        ("relative", "probs"),
+        ("relative", "probs in blocks"),
+        ("relative", "one call"),
+        ("relative_only", "one call"),
+    ],
 )
 @pytest.mark.parametrize("scale_position", [True, False])
 @pytest.mark.parametrize(("built", "run"), [((5, 7), (5, 7)), ((4, 4), (7, 3)), ((3, 6), (1, 5))])
@@ -119,7 +144,7 @@ def test_training_paths_match_dense_reference_with_gradients(encoding, path, sca
     """Outputs and the gradients of the input and of every parameter, for each way the training
     forward can go: probabilities kept (in one block or several), or one fused call."""
     if path == "probs in blocks":
-        monkeypatch.setattr(attention, "BIAS_BLOCK_BYTES", 3000)  # backward in blocks of a few query rows
+        monkeypatch.setattr(attention, "GRAD_BLOCK_BYTES", 3000)  # backward in blocks of a few query rows
     if path == "one call":
         monkeypatch.setattr(attention, "SAVED_PROBS_BYTES", 0)
     fused_calls = []
