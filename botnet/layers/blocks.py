@@ -53,7 +53,9 @@ class _Residual(nn.Module):
 
     def _finish(self, x: Tensor, branch: Tensor) -> Tensor:
         shortcut = x if self.downsample is None else self.downsample(x)
-        return self.act(self.drop_path(branch) + shortcut)
+        out = self.drop_path(branch)
+        out += shortcut  # in place, as torchvision: a fresh activation-sized tensor costs page faults
+        return self.act(out)
 
     def zero_init_last(self) -> None:
         """Start the residual branch at zero (the block starts as its shortcut),
