@@ -246,14 +246,32 @@ def test_matches_timm_bottleneck_attn(scale_position, size):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
-def test_bfloat16_autocast_close_to_float32():
+@pytest.mark.parametrize("size", [(6, 5), (3, 7)])
+def test_bfloat16_autocast_close_to_float32(size):
+    """bf16 autocast on every path: outputs within 5e-2 of fp32 (abs and rel), gradients within 5% of
+    the fp32 gradient's norm (bf16 keeps 8 bits of mantissa)."""
     torch.manual_seed(6)
     layer = MHSA(32, (6, 5), heads=4)
-    x = torch.randn(2, 32, 6, 5)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        low = layer(x)
-    assert low.dtype == torch.bfloat16
-    torch.testing.assert_close(low.float(), layer(x), atol=5e-2, rtol=5e-2)
+    x = torch.randn(2, 32, *size)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # the bias path
+        inference = layer(x)
+    assert inference.dtype == torch.bfloat16
+    torch.testing.assert_close(inference.float(), layer(x).detach(), atol=5e-2, rtol=5e-2)
+
+    weight = torch.randn(2, 32, *size)
+    x_low = x.clone().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the training path
+        low = layer(x_low)
+    (low.float() * weight).sum().backward()
+    low_grads = [x_low.grad] + [p.grad.clone() for p in layer.parameters()]
+    layer.zero_grad()
+    x_high = x.clone().requires_grad_()
+    high = layer(x_high)
+    (high * weight).sum().backward()
+    high_grads = [x_high.grad] + [p.grad for p in layer.parameters()]
+    torch.testing.assert_close(low.float(), high, atol=5e-2, rtol=5e-2)
+    for got, want in zip(low_grads, high_grads):
+        assert (got.float() - want).norm() <= 0.05 * want.norm()
 
 
 @pytest.mark.parametrize(
