@@ -54,4 +54,6 @@ def test_cli_offers_every_suite():
     parser = build_parser()
     for suite in bench.SUITES:
         assert parser.parse_args(["bench", "--suite", suite]).suite == [suite]
+    bench_parser = next(a for a in parser._actions if a.dest == "command").choices["bench"]
+    assert set(next(a for a in bench_parser._actions if a.dest == "suite").choices) == set(bench.SUITES)
     assert {c.input_shape[0] for c in bench.gpu_suite()} == {32, 64}, "the issue's GPU batch sizes"

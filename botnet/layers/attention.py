@@ -36,10 +36,11 @@ How it is computed
     * Inference: an additive bias for ``F.scaled_dot_product_attention``,
       built a block at a time (``bias_blocks``; on CPU a block small enough
       to be read back from cache), so the fused kernel runs at head dim d.
-    * Training on CPU in fp32: batched matrix products that keep the
-      attention probabilities for the backward (``_RelativeAttention``),
+    * Training on CPU in fp32 or fp64: batched matrix products that keep
+      the attention probabilities for the backward (``_RelativeAttention``),
       while they fit in ``SAVED_PROBS_BYTES``.
-    * Otherwise (GPU, bf16, larger maps, ``relative_only``, compilation):
+    * Otherwise (GPU, fp16/bf16, larger maps, ``relative_only``,
+      ``torch.compile``, ``torch.func`` transforms):
       the row and column logits are appended to q and matching one-hot
       (row, column) indicators to k, so one fused attention call computes
       content plus position logit, its backward included; v is zero-padded
@@ -187,9 +188,10 @@ def _attend_with_bias(
     return out
 
 
-# Training path on CPU: attention probabilities up to this many bytes are kept for the backward,
-# whose score gradient is built for blocks of query rows of at most GRAD_BLOCK_BYTES.
-SAVED_PROBS_BYTES = 2**30
+# Training path on CPU: attention probabilities up to this many bytes per layer are kept for the
+# backward (32x32 maps at batch 8: 128 MB), which builds the score gradient for blocks of query rows
+# of at most GRAD_BLOCK_BYTES. Larger maps take the one-call path, whose memory is O(N).
+SAVED_PROBS_BYTES = 256 * 2**20
 GRAD_BLOCK_BYTES = 64 * 2**20
 
 
@@ -213,20 +215,24 @@ class _RelativeAttention(torch.autograd.Function):
         probs = q.new_empty(batch * heads, tokens, tokens)
         torch.add(rel[..., :height, None], rel[..., None, height:], out=probs.view(-1, tokens, height, width))
         probs.baddbmm_(q, k.transpose(1, 2), alpha=scale)
-        torch.ops.aten._softmax.out(probs, -1, False, out=probs)  # in place: row by row, read before written
+        # In place: the CPU kernel reads each row before writing it (torch 2.14; the tests check it).
+        torch.ops.aten._softmax.out(probs, -1, False, out=probs)
         out = torch.bmm(probs, v)
         ctx.save_for_backward(q, k, v, probs, out)
-        ctx.height, ctx.scale = height, scale
-        return out.view(batch, heads, tokens, dim)
+        ctx.height, ctx.scale, ctx.heads = height, scale, heads
+        # (B * heads, N, d), viewed outside. With one token or one head the layer's result is a view
+        # of it; a copy then keeps the saved tensor intact if the caller edits the result in place.
+        return out if tokens > 1 and heads > 1 else out.clone()
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, ...]:
         q, k, v, probs, out = ctx.saved_tensors
-        height, scale = ctx.height, ctx.scale
-        batch, heads, tokens, dim = grad_out.shape
+        height, scale, heads = ctx.height, ctx.scale, ctx.heads
+        _, tokens, dim = grad_out.shape
+        batch = q.shape[0] // heads
         width = tokens // height
-        grad_out = grad_out.reshape(batch * heads, tokens, dim)
+        grad_out = grad_out.contiguous()
         grad_v = torch.bmm(probs.transpose(1, 2), grad_out)
         delta = (grad_out * out).sum(-1, keepdim=True)  # rowsum(dO * O) = rowsum(dP * P)
         grad_q, grad_k = torch.empty_like(q), torch.zeros_like(k)
@@ -334,10 +340,10 @@ class MHSA(nn.Module):
             return "bias"
         batch, heads, tokens, _ = q.shape
         fits = batch * heads * tokens * tokens * q.element_size() <= SAVED_PROBS_BYTES
-        cpu_fp32 = q.device.type == "cpu" and q.dtype in (torch.float32, torch.float64)
-        if fits and cpu_fp32 and not torch.compiler.is_compiling():
-            return "probs"
-        return "one_call"
+        cpu_full_precision = q.device.type == "cpu" and q.dtype in (torch.float32, torch.float64)
+        # torch.compile and torch.func transforms (grad, vmap) take the one-call path, which they trace.
+        traced = torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active()
+        return "probs" if fits and cpu_full_precision and not traced else "one_call"
 
     def forward(self, x: Tensor) -> Tensor:
         self._check_input(x)
@@ -373,7 +379,7 @@ class MHSA(nn.Module):
                 blocks = bias_blocks(batch, self.heads, tokens, q.element_size(), q.device.type)
                 out = _attend_with_bias(q, k, v, rel, height, scale, blocks)
             elif path == "probs":
-                out = _RelativeAttention.apply(q, k, v, rel, height, scale)
+                out = _RelativeAttention.apply(q, k, v, rel, height, scale).view(q.shape)
             else:  # one fused call whose backward also gives the relative logits' gradient
                 one_hot = _position_one_hot(height, width, q.dtype, q.device).expand(batch, self.heads, -1, -1)
                 if self.position_encoding == "relative":
