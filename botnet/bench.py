@@ -73,7 +73,29 @@ def _timm_attn(dim: int, size: int) -> Callable[[], nn.Module] | None:
         from timm.layers.bottleneck_attn import BottleneckAttn
     except ImportError:
         return None
-    return lambda: BottleneckAttn(dim, feat_size=(size, size), num_heads=4, scale_pos_embed=True)
+
+    def build() -> nn.Module:
+        torch.manual_seed(0)  # the same weights every time: ours copies them (see _our_attn)
+        return BottleneckAttn(dim, feat_size=(size, size), num_heads=4, scale_pos_embed=True)
+
+    return build
+
+
+def _our_attn(dim: int, size: int) -> Callable[[], nn.Module]:
+    """Our MHSA, with timm's weights when timm is installed (identical weights, identical outputs)."""
+
+    def build() -> nn.Module:
+        ours = MHSA(dim, size)
+        timm_factory = _timm_attn(dim, size)
+        if timm_factory is not None:
+            theirs = timm_factory()
+            with torch.no_grad():
+                ours.qkv.weight.copy_(theirs.qkv.weight)
+                ours.rel_h.copy_(theirs.pos_embed.height_rel)
+                ours.rel_w.copy_(theirs.pos_embed.width_rel)
+        return ours
+
+    return build
 
 
 def _lucidrains_attn(dim: int, size: int) -> Callable[[], nn.Module] | None:
@@ -107,7 +129,7 @@ def mhsa_suite() -> list[Case]:
             for name, factory in others:  # references first: ratios then read as speed relative to timm
                 if factory is not None:
                     cases.append(Case(group, name, factory, shape, mode, flops_per_image=False, input_grad=True))
-            cases.append(Case(group, "botnet MHSA", lambda s=size: MHSA(512, s), shape, mode, input_grad=True))
+            cases.append(Case(group, "botnet MHSA", _our_attn(512, size), shape, mode, input_grad=True))
     return cases
 
 

@@ -1,5 +1,6 @@
 """The benchmark's machinery (not its timings: speed lives in `botnet bench`, not in tests)."""
 
+import pytest
 import torch
 from torch import nn
 
@@ -57,3 +58,12 @@ def test_cli_offers_every_suite():
     bench_parser = next(a for a in parser._actions if a.dest == "command").choices["bench"]
     assert set(next(a for a in bench_parser._actions if a.dest == "suite").choices) == set(bench.SUITES)
     assert {c.input_shape[0] for c in bench.gpu_suite()} == {32, 64}, "the issue's GPU batch sizes"
+
+
+def test_mhsa_cases_share_timm_weights():
+    pytest.importorskip("timm")
+    cases = {c.name: c for c in bench.mhsa_suite() if c.group == "mhsa 14x14 b8 inference"}
+    theirs, ours = cases["timm BottleneckAttn"].build(), cases["botnet MHSA"].build()
+    x = torch.randn(1, 512, 14, 14)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), theirs(x), atol=1e-5, rtol=1e-5)
