@@ -133,31 +133,35 @@ def mhsa_suite() -> list[Case]:
     return cases
 
 
+def _resnet50_vs_botnet50(group: str, size: int, batch: int, mode: str) -> list[Case]:
+    """ResNet-50 as torchvision ships it, with channels_last weights like ours, and BoTNet-50."""
+    shape = (batch, 3, size, size)
+    return [
+        Case(group, "torchvision resnet50", _torchvision_resnet50, shape, mode),
+        Case(group, "resnet50 channels_last", _torchvision_resnet50_channels_last, shape, mode),
+        Case(group, "botnet50", lambda: create_model("botnet50", img_size=size), shape, mode),
+    ]
+
+
 def models_suite() -> list[Case]:
-    """BoTNet-50 against torchvision's ResNet-50 at the paper's sizes, as torchvision ships it and
-    with channels_last weights like ours."""
-    cases = []
-    for size, batch, modes in [(224, 8, ("inference", "training")), (1024, 1, ("inference",))]:
-        for mode in modes:
-            group = f"model {size} b{batch} {mode}"
-            shape = (batch, 3, size, size)
-            cases.append(Case(group, "torchvision resnet50", _torchvision_resnet50, shape, mode))
-            cases.append(Case(group, "resnet50 channels_last", _torchvision_resnet50_channels_last, shape, mode))
-            cases.append(Case(group, "botnet50", lambda s=size: create_model("botnet50", img_size=s), shape, mode))
-    return cases
+    """BoTNet-50 against torchvision's ResNet-50 at the paper's sizes."""
+    sizes = [(224, 8, ("inference", "training")), (1024, 1, ("inference",))]
+    return [
+        case
+        for size, batch, modes in sizes
+        for mode in modes
+        for case in _resnet50_vs_botnet50(f"model {size} b{batch} {mode}", size, batch, mode)
+    ]
 
 
 def gpu_suite() -> list[Case]:
     """The models suite's comparison at the batch sizes a GPU is used with (32 and 64, 224 px)."""
-    cases = []
-    for batch in (32, 64):
-        for mode in ("inference", "training"):
-            group = f"gpu 224 b{batch} {mode}"
-            shape = (batch, 3, 224, 224)
-            cases.append(Case(group, "torchvision resnet50", _torchvision_resnet50, shape, mode))
-            cases.append(Case(group, "resnet50 channels_last", _torchvision_resnet50_channels_last, shape, mode))
-            cases.append(Case(group, "botnet50", lambda: create_model("botnet50", img_size=224), shape, mode))
-    return cases
+    return [
+        case
+        for batch in (32, 64)
+        for mode in ("inference", "training")
+        for case in _resnet50_vs_botnet50(f"gpu 224 b{batch} {mode}", 224, batch, mode)
+    ]
 
 
 def resolution_suite() -> list[Case]:
