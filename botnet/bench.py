@@ -270,7 +270,14 @@ def peak_memory_mb(case: Case, settings: BenchSettings) -> float | None:
     return queue.get() if process.exitcode == 0 and not queue.empty() else None
 
 
-def run_suite(cases: list[Case], settings: BenchSettings, log: Callable[[str], None] = print) -> list[Result]:
+def run_suite(
+    cases: list[Case],
+    settings: BenchSettings,
+    log: Callable[[str], None] = print,
+    clock: Callable[[], float] = time.perf_counter,
+) -> list[Result]:
+    """Time each group's cases interleaved (after warm-up) and report medians with ratios to the group's first.
+    ``clock`` is the timer (seconds); tests pass a deterministic one."""
     results: list[Result] = []
     groups: dict[str, list[Case]] = {}
     for case in cases:
@@ -283,9 +290,9 @@ def run_suite(cases: list[Case], settings: BenchSettings, log: Callable[[str], N
         times: list[list[float]] = [[] for _ in members]
         for _ in range(settings.repeats):
             for i, (step, _, _) in enumerate(prepared):
-                start = time.perf_counter()
+                start = clock()
                 step()
-                times[i].append(time.perf_counter() - start)
+                times[i].append(clock() - start)
         medians = [statistics.median(t) for t in times]
         for case, (_, module, x), median in zip(members, prepared, medians):
             batch, _, height, width = case.input_shape

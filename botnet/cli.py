@@ -10,6 +10,8 @@ import sys
 import traceback
 from collections.abc import Sequence
 
+from .errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, BotnetError, ConfigError, describe, first_line
+
 __all__ = ["main"]
 
 
@@ -22,12 +24,24 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+_LARGEST_INFO_SIZE = 16384
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     from .models import create_model, get_model_entry, summarize
 
+    import torch
+
     entry = get_model_entry(args.model)
     img_size = tuple((args.img_size * 2)[:2]) if args.img_size else (entry.img_size, entry.img_size)
-    model = create_model(args.model, num_classes=args.num_classes)
+    with torch.device("meta"):  # shapes and FLOPs without allocating a byte: any size answers at once
+        model = create_model(args.model, num_classes=args.num_classes)
+    smallest = model.min_input_size
+    if not smallest <= min(img_size) <= max(img_size) <= _LARGEST_INFO_SIZE:
+        raise ConfigError(
+            f"--img-size {' '.join(map(str, img_size))} is outside what {args.model} takes here: at least "
+            f"{smallest} (it downsamples by {smallest}) and at most {_LARGEST_INFO_SIZE}"
+        )
     summary = summarize(model, img_size)
     if args.json:
         print(
@@ -80,7 +94,7 @@ def _start_or_resume(args: argparse.Namespace, flags: Sequence[str], config_clas
     if args.resume:
         if given:
             names = ", ".join("--" + name.replace("_", "-") for name in given)
-            raise ValueError(f"--resume continues a run with its saved settings; drop {names}")
+            raise ConfigError(f"--resume continues a run with its saved settings; drop {names}")
         train(resume=args.resume)
     else:
         train(config_class(**given))
@@ -142,10 +156,17 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     from . import bench
 
+    limit = 4 * (os.cpu_count() or 1)
+    if args.threads is not None and not 1 <= args.threads <= limit:
+        raise ConfigError(f"--threads must be between 1 and {limit} on this machine, got {args.threads}")
+    if args.repeats < 1 or args.warmup < 0:
+        raise ConfigError(f"--repeats must be at least 1 and --warmup at least 0, got {args.repeats} and {args.warmup}")
+    if args.plot and "resolution" not in args.suite:
+        raise ConfigError("--plot draws the resolution suite: add --suite resolution")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available")
+        raise ConfigError("--device cuda: no CUDA device is available")
     settings = bench.BenchSettings(
         device=args.device, channels_last=args.channels_last, bf16=args.bf16, compile=args.compile,
         repeats=args.repeats, warmup=args.warmup, memory=args.memory,
@@ -218,9 +239,9 @@ def _cmd_detect_make_data(args: argparse.Namespace) -> int:
     counts = {k: v for k, v in (("train_images", args.train_images), ("val_images", args.val_images)) if v is not None}
     spec = dataclasses.replace(ShapesSpec(seed=args.seed), **counts)
     if spec.train_images < 1 or spec.val_images < 1:
-        raise ValueError("--train-images and --val-images must be at least 1")
+        raise ConfigError("--train-images and --val-images must be at least 1")
     if os.path.exists(os.path.join(args.root, "train", "annotations.json")):
-        raise ValueError(f"{args.root} already holds a dataset; choose another folder")
+        raise ConfigError(f"{args.root} already holds a dataset; choose another folder")
     splits = write_shapes_dataset(args.root, spec)
     for split, (image_dir, ann_file) in splits.items():
         print(f"{split}: {image_dir} + {ann_file}")
@@ -235,6 +256,7 @@ def _add_detect_parser(commands) -> None:
         "COCO-format data (an image folder and an instances JSON per split).",
     )
     sub = detect.add_subparsers(dest="detect_command", required=True, metavar="SUBCOMMAND")
+    _with_debug_flag(sub)
 
     p = sub.add_parser(
         "train",
@@ -298,10 +320,38 @@ def _add_detect_parser(commands) -> None:
     p.set_defaults(func=_cmd_detect_make_data)
 
 
+class _HeightWidth(argparse.Action):
+    """``--img-size H [W]``: one or two numbers."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        if len(values) > 2:
+            parser.error(f"{option_string} takes H or H W, got {len(values)} numbers")
+        setattr(namespace, self.dest, values)
+
+
+def _with_debug_flag(subparsers) -> None:
+    """Let ``--debug`` follow any (sub)command too, not only ``botnet`` itself."""
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    add_parser = subparsers.add_parser
+
+    def add_parser_with_debug(*args, **kwargs):
+        kwargs["parents"] = [*kwargs.get("parents", []), debug]
+        return add_parser(*args, **kwargs)
+
+    subparsers.add_parser = add_parser_with_debug
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="botnet", description="Bottleneck Transformers (BoTNet) for PyTorch.")
-    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    parser = argparse.ArgumentParser(
+        prog="botnet",
+        description="Bottleneck Transformers (BoTNet) for PyTorch.",
+        epilog="Exit status: 0 done, 1 a run that failed mid-way (its last.pt resumes it) or an internal error, "
+        "2 bad flags, data or files (nothing was trained), 130 interrupted by Ctrl-C (a resumable last.pt is saved).",
+    )
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors (in any position)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _with_debug_flag(commands)
 
     p = commands.add_parser("list", help="list the registered models")
     p.add_argument("pattern", nargs="?", default="", help="only names containing this")
@@ -310,8 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("info", help="parameters, FLOPs and stage output shapes of a model")
     p.add_argument("model", help="a name from `botnet list`")
     p.add_argument(
-        "--img-size", type=int, nargs="+", metavar=("H", "W"), help="input height [and width]; default the model's"
-    )
+        "--img-size", type=int, nargs="+", action=_HeightWidth, metavar=("H", "W"),
+        help="input height [and width]; default the model's",
+    )  # fmt: skip
     p.add_argument("--num-classes", type=int, default=1000, help="classifier outputs (default 1000)")
     p.add_argument("--json", action="store_true", help="print JSON for machines")
     p.set_defaults(func=_cmd_info)
@@ -386,21 +437,47 @@ def _command_name(args: argparse.Namespace) -> str:
     return f"botnet {args.command}" + (f" {sub}" if sub else "")
 
 
+def _tolerate_unencodable_output() -> None:
+    """File names need not be valid UTF-8 (or the terminal's encoding); print them escaped, never crash on them."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            try:
+                reconfigure(errors="backslashreplace")
+            except (ValueError, OSError):  # a closed or detached stream
+                pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command; returns the exit status (see the parser's epilog). Expected problems print one line;
+    anything else prints one line that asks for ``--debug``, which shows the traceback."""
+    _tolerate_unencodable_output()
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "img_size", None) is not None and len(args.img_size) > 2:
-        parser.error(f"--img-size takes H or H W, got {len(args.img_size)} numbers")
-    from .tasks import TrainingDiverged
-
+    command = _command_name(args)
     try:
         return args.func(args)
-    except KeyboardInterrupt:
-        print(f"{_command_name(args)}: interrupted", file=sys.stderr)
-        return 130
-    except (ValueError, TypeError, FileNotFoundError, TrainingDiverged) as error:
+    except KeyboardInterrupt as error:
         if args.debug:
             traceback.print_exc()
-        else:
-            print(f"{_command_name(args)}: error: {error} (run with --debug for the traceback)", file=sys.stderr)
-        return 1 if isinstance(error, TrainingDiverged) else 2
+        print(f"{command}: {str(error) or 'interrupted'}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader of our output went away (`botnet list | head -1`)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_FAILED
+    except Exception as error:
+        if args.debug:
+            traceback.print_exc()
+        message = describe(error)
+        if message is None:
+            detail = first_line(error)[:300]
+            name = type(error).__name__ if detail == type(error).__name__ else f"{type(error).__name__}: {detail}"
+            print(
+                f"{command}: internal error: {name} "
+                f"(this is a bug: run with --debug for the traceback, and please report it)",
+                file=sys.stderr,
+            )
+            return EXIT_FAILED
+        print(f"{command}: error: {message}", file=sys.stderr)
+        return error.exit_code if isinstance(error, BotnetError) else EXIT_BAD_INPUT

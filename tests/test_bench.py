@@ -8,14 +8,20 @@ from botnet import bench
 
 
 class _Work(nn.Module):
-    """``rounds`` matmuls on the (B, 256, 1, 1) bench input: work proportional to ``rounds``."""
+    """``rounds`` matmuls on the (B, 256, 1, 1) bench input; each call advances a shared tick counter by
+    ``rounds`` and logs its name, so a clock reading the counter times the cases deterministically."""
 
-    def __init__(self, rounds: int) -> None:
+    ticks = 0
+    calls: list[str] = []
+
+    def __init__(self, name: str, rounds: int) -> None:
         super().__init__()
-        self.rounds = rounds
+        self.name, self.rounds = name, rounds
         self.weight = nn.Parameter(torch.randn(256, 256) / 16)
 
     def forward(self, x):
+        _Work.ticks += self.rounds
+        _Work.calls.append(self.name)
         x = x.flatten(1)
         for _ in range(self.rounds):
             x = torch.tanh(x @ self.weight)
@@ -24,16 +30,22 @@ class _Work(nn.Module):
 
 def test_interleaved_groups_and_ratios():
     cases = [
-        bench.Case("toy", "light", lambda: _Work(40), (64, 256, 1, 1), flops_per_image=False),
-        bench.Case("toy", "heavy", lambda: _Work(120), (64, 256, 1, 1), flops_per_image=False),
+        bench.Case("toy", "light", lambda: _Work("light", 4), (64, 256, 1, 1), flops_per_image=False),
+        bench.Case("toy", "heavy", lambda: _Work("heavy", 12), (64, 256, 1, 1), flops_per_image=False),
+        bench.Case("other", "alone", lambda: _Work("alone", 2), (8, 256, 1, 1), flops_per_image=False),
     ]
     lines = []
-    results = bench.run_suite(cases, bench.BenchSettings(repeats=5, warmup=1), log=lines.append)
-    assert [r.case for r in results] == ["light", "heavy"] and len(lines) == 2
-    light, heavy = results
-    assert light.ratio == 1.0 and light.batch == 64
-    assert heavy.ratio < 0.7, "three times the work should be clearly slower than the first case"
-    assert heavy.images_per_second < light.images_per_second
+    _Work.calls.clear()
+    settings = bench.BenchSettings(repeats=5, warmup=1)
+    results = bench.run_suite(cases, settings, log=lines.append, clock=lambda: float(_Work.ticks))
+    assert [r.case for r in results] == ["light", "heavy", "alone"] and len(lines) == 3
+    light, heavy, alone = results
+    assert light.ratio == 1.0 and light.batch == 64 and light.baseline == "light"
+    assert heavy.ratio == round(4 / 12, 3), "the ratio is the first case's median over this one's"
+    assert light.images_per_second == round(64 / 4, 3) and heavy.median_ms == 12_000
+    assert alone.ratio == 1.0 and alone.baseline == "alone", "each group has its own reference"
+    # warm-up once each, then the timed calls alternate between the group's cases
+    assert _Work.calls[:2 + 2 * 5] == ["light", "heavy"] * 6
 
 
 def test_suites_name_the_issue_cases():

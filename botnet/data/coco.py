@@ -18,7 +18,6 @@ import json
 import math
 import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +28,8 @@ from pycocotools import mask as mask_utils
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-from .folder import DatasetError, read_image
+from ..errors import DatasetError, MissingFileError
+from .images import check_images, read_image
 
 __all__ = ["CocoDetection", "SkippedAnnotations"]
 
@@ -96,17 +96,23 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _probe_image(path: str) -> tuple[str | None, str, tuple[int, int] | None]:
-    """(reason or None, detail, (width, height)) for one image file, without decoding its pixels."""
-    if not os.path.isfile(path):
-        return MISSING_IMAGE, "no such file", None
-    try:
-        with Image.open(path) as image:
-            size = image.size
-            image.verify()
-        return None, "", size
-    except Exception as error:  # noqa: BLE001 - any failure makes the file unusable
-        return CORRUPT_IMAGE, f"{type(error).__name__}: {error}", None
+def _probe_images(paths: list[str], folder: str) -> list[tuple[str | None, str, tuple[int, int] | None]]:
+    """(reason or None, detail, (width, height)) per image file; every file is decoded once (cached)."""
+    present = [p for p in paths if os.path.isfile(p)]
+    reasons = check_images(present, folder=folder)
+    probes = []
+    for path in paths:
+        if path not in reasons:
+            probes.append((MISSING_IMAGE, "no such file", None))
+        elif reasons[path] is not None:
+            probes.append((CORRUPT_IMAGE, reasons[path], None))
+        else:
+            try:
+                with Image.open(path) as image:
+                    probes.append((None, "", image.size))
+            except Exception as error:  # noqa: BLE001 - changed since it was checked
+                probes.append((CORRUPT_IMAGE, f"{type(error).__name__}: {error}", None))
+    return probes
 
 
 def _check_segmentation_shape(segmentation: Any) -> str | None:
@@ -129,6 +135,31 @@ def _check_segmentation_shape(segmentation: Any) -> str | None:
             return None
         return 'an RLE segmentation needs "counts" as a list of run lengths or a compressed string'
     return f"segmentation must be a list of polygons or an RLE dict, got {type(segmentation).__name__}"
+
+
+def _compressed_rle_runs(counts: str) -> list[int] | None:
+    """The run lengths in COCO's compressed RLE string (what pycocotools' rleFrString reads), or None when the
+    string is malformed. pycocotools does not check: a bad string makes it read or write out of bounds."""
+    runs: list[int] = []
+    value, shift, more = 0, 0, False
+    for char in counts:
+        code = ord(char) - 48
+        if not 0 <= code < 64 or shift > 30:  # six bits per character; a 32-bit run needs at most 7 characters
+            return None
+        value |= (code & 0x1F) << shift
+        shift += 5
+        more = bool(code & 0x20)
+        if more:
+            continue
+        if code & 0x10:
+            value -= 1 << shift  # the last character's 0x10 bit is the sign
+        if len(runs) > 2:
+            value += runs[-2]  # runs after the second are stored as differences
+        if not 0 <= value < 2**32:
+            return None
+        runs.append(value)
+        value, shift = 0, 0
+    return None if more else runs
 
 
 def _to_rle(segmentation: list | dict, height: int, width: int) -> dict:
@@ -176,13 +207,12 @@ class CocoDetection(Dataset):
         transforms: Callable | None = None,
         skip_bad: bool = False,
         with_masks: bool = True,
-        workers: int = 8,
     ) -> None:
         self.image_dir, self.ann_file = image_dir, ann_file
         self.transforms, self.with_masks = transforms, with_masks
         data = self._read_ann_file()
         if not os.path.isdir(image_dir):
-            raise FileNotFoundError(f"image folder {image_dir} does not exist (images of {ann_file} are read from it)")
+            raise MissingFileError(f"image folder {image_dir} does not exist (images of {ann_file} are read from it)")
 
         raw_categories = self._check_categories(data["categories"])
         self.categories = [{"id": c["id"], "name": c["name"]} for c in raw_categories]
@@ -194,8 +224,7 @@ class CocoDetection(Dataset):
         annotations = self._check_annotations(data["annotations"], images)
 
         paths = [os.path.join(image_dir, entry["file_name"]) for entry in images.values()]
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            probes = dict(zip(images, pool.map(_probe_image, paths)))
+        probes = dict(zip(images, _probe_images(paths, image_dir)))
         self._check_sizes(images, probes)
 
         skipped = SkippedAnnotations()
@@ -238,7 +267,7 @@ class CocoDetection(Dataset):
 
     def _read_ann_file(self) -> dict:
         if not os.path.isfile(self.ann_file):
-            raise FileNotFoundError(f"annotation file {self.ann_file} does not exist")
+            raise MissingFileError(f"annotation file {self.ann_file} does not exist")
         try:
             with open(self.ann_file, encoding="utf-8") as f:
                 data = json.load(f)
@@ -309,7 +338,7 @@ class CocoDetection(Dataset):
             if ann["id"] in seen:
                 raise DatasetError(f"{self.ann_file} has two annotations with id {ann['id']}: ids must be unique")
             seen.add(ann["id"])
-            if ann.get("image_id") not in images:
+            if not _is_int(ann.get("image_id")) or ann["image_id"] not in images:
                 raise DatasetError(
                     f'{where} is for image_id {ann.get("image_id")!r}, which is not in "images": '
                     f"the annotations do not belong to this image list"
@@ -358,7 +387,7 @@ class CocoDetection(Dataset):
         A kept non-crowd annotation is also added to ``record``'s training targets.
         """
         where = f"annotation {ann['id']} in {record.file_name}"
-        if ann.get("category_id") not in label_of:
+        if not _is_int(ann.get("category_id")) or ann["category_id"] not in label_of:
             skipped.add(UNKNOWN_CATEGORY, f"{where}: category_id {ann.get('category_id')!r}")
             return None
         bbox = ann.get("bbox")
@@ -382,11 +411,21 @@ class CocoDetection(Dataset):
                 f"but {record.file_name} is [{record.height}, {record.width}]; the mask belongs to another image size"
             )
         runs = segmentation["counts"] if isinstance(segmentation, dict) else None
+        if isinstance(runs, str):
+            runs = _compressed_rle_runs(runs)
+            if runs is None:
+                raise DatasetError(
+                    f"annotation {ann['id']} in {self.ann_file}: its compressed RLE \"counts\" string is malformed "
+                    f"(not what pycocotools' mask.encode writes)"
+                )
         if isinstance(runs, list) and sum(runs) != record.height * record.width:
             raise DatasetError(
                 f"annotation {ann['id']} in {self.ann_file}: its RLE run lengths add up to {sum(runs)} pixels, "
                 f"but {record.file_name} has {record.height}x{record.width} = {record.height * record.width}"
             )
+
+        if isinstance(segmentation, list):
+            self._check_polygon_extent(ann["id"], segmentation, record)
 
         kept = dict(ann, bbox=[x1, y1, x2 - x1, y2 - y1], iscrowd=int(ann.get("iscrowd", 0)))
         if "area" not in ann:
@@ -403,6 +442,18 @@ class CocoDetection(Dataset):
             record.areas.append(float(kept["area"]))
             record.segmentations.append(segmentation if has_mask else None)
         return kept
+
+    def _check_polygon_extent(self, ann_id: int, polygons: list, record: _ImageRecord) -> None:
+        """Polygon points may stray outside the image a little, not arbitrarily far: pycocotools rasterises every
+        edge at 5x resolution, so a point at 1e12 would take all memory."""
+        for polygon in polygons:
+            xs, ys = polygon[0::2], polygon[1::2]
+            if min(xs) < -record.width or max(xs) > 2 * record.width or min(ys) < -record.height or max(ys) > 2 * record.height:
+                raise DatasetError(
+                    f"annotation {ann_id} in {self.ann_file}: a polygon reaches ({min(xs):g}..{max(xs):g}, "
+                    f"{min(ys):g}..{max(ys):g}), far outside the {record.width}x{record.height} image "
+                    f"{record.file_name}; the polygon belongs to another image or uses another unit"
+                )
 
     # -- the dataset -------------------------------------------------------------------------------------------------
 

@@ -1,44 +1,24 @@
 """Image folders: DIR/train/CLASS/* and DIR/val/CLASS/*, checked before training starts.
 
-Every file that is not hidden must be an image PIL can read, in any format,
-grey or colour, any size. Unreadable files stop the run with their names, or
-with ``skip_bad=True`` are left out and counted.
+Every file that is not hidden must be an image PIL can decode, in any format,
+grey or colour (16-bit, palette and transparent images included), any size.
+Unreadable files stop the run with their names, or with ``skip_bad=True`` are
+left out and counted. Checking decodes every file (in parallel, remembered
+between runs; see ``botnet.data.images``).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from PIL import Image
 from torch.utils.data import Dataset
 
+from ..errors import DatasetError
+from .images import check_images, read_image
+
 __all__ = ["BadImages", "ImageFolderSplit", "DatasetError", "load_image_folder", "read_image", "scan_split"]
-
-
-class DatasetError(ValueError):
-    """The data on disk cannot be used as it is; the message says what to fix."""
-
-
-def read_image(path: str, mode: str) -> Image.Image:
-    """Open and decode an image, converted to ``mode`` ("RGB" or "L")."""
-    try:
-        with Image.open(path) as image:
-            return image.convert(mode)
-    except Exception as error:  # PIL raises many types for bad files
-        raise DatasetError(f"cannot read image {path}: {error}") from error
-
-
-def _check_image(path: str) -> str | None:
-    """None if PIL can open and verify the file, else the reason."""
-    try:
-        with Image.open(path) as image:
-            image.verify()
-        return None
-    except Exception as error:  # noqa: BLE001 - any failure makes the file unusable
-        return f"{type(error).__name__}: {error}"
 
 
 @dataclass
@@ -99,7 +79,7 @@ def scan_split(
     reference: str = "train",
     skip_bad: bool = False,
     mode: str = "RGB",
-    workers: int = 8,
+    workers: int | None = None,
 ) -> tuple[ImageFolderSplit, BadImages]:
     """Scan and check one split folder (CLASS/* inside).
 
@@ -117,8 +97,7 @@ def scan_split(
             f"{only_ref or 'none'}; only in {split_dir}: {only_here or 'none'}"
         )
     every_file = [p for paths in files.values() for p in paths]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        reasons = dict(zip(every_file, pool.map(_check_image, every_file)))
+    reasons = check_images(every_file, folder=split_dir, workers=workers)
     bad = BadImages([(p, r) for p, r in reasons.items() if r is not None])
     if bad and not skip_bad:
         raise DatasetError(

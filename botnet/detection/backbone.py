@@ -17,6 +17,7 @@ from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
+from ..errors import ConfigError
 from ..layers.blocks import BoTBlock
 from ..models import BoTNet, create_model, load_resnet_weights
 
@@ -69,6 +70,9 @@ def botnet_fpn_backbone(
 ) -> BackboneWithFPN:
     """A registered model (``botnet list``) as a torchvision ``BackboneWithFPN``.
 
+    The result also has ``feature_strides``: the stride of each pyramid level
+    (the returned stages' ``feature_info`` reductions, then the extra level's).
+
     Args:
         name: the model, e.g. "botnet50" or "resnet50".
         trainable_layers: how many stages, counted from c5 back to the stem, get
@@ -93,18 +97,18 @@ def botnet_fpn_backbone(
     """
     returned = tuple(returned_layers)
     if not returned or any(i not in (1, 2, 3, 4) for i in returned) or list(returned) != sorted(set(returned)):
-        raise ValueError(f"returned_layers must be increasing stage numbers from 1 (c2) to 4 (c5), got {returned}")
+        raise ConfigError(f"returned_layers must be increasing stage numbers from 1 (c2) to 4 (c5), got {returned}")
     if trainable_layers is not None and (not isinstance(trainable_layers, int) or not 0 <= trainable_layers <= 5):
-        raise ValueError(f"trainable_layers must be an int in 0..5, got {trainable_layers!r}")
+        raise ConfigError(f"trainable_layers must be an int in 0..5, got {trainable_layers!r}")
     if trainable_layers is None:
         trainable_layers = 3 if backbone_weights is not None else 5
     elif backbone_weights is None and trainable_layers != 5:
-        raise ValueError(
+        raise ConfigError(
             f"trainable_layers={trainable_layers} freezes randomly initialised stages; it only applies with "
             f"backbone_weights (without them every stage trains, trainable_layers=5)"
         )
     if not isinstance(out_channels, int) or out_channels < 1:
-        raise ValueError(f"out_channels must be a positive int, got {out_channels!r}")
+        raise ConfigError(f"out_channels must be a positive int, got {out_channels!r}")
 
     model = create_model(name, num_classes=0, img_size=img_size, **model_overrides)
     if backbone_weights is not None:
@@ -112,7 +116,7 @@ def botnet_fpn_backbone(
     trainable = list(TRAINABLE_ORDER[:trainable_layers]) + (["bn1"] if trainable_layers == 5 else [])
     frozen_bot = _frozen_bot_stages(model, trainable)
     if frozen_bot:
-        raise ValueError(
+        raise ConfigError(
             f"trainable_layers={trainable_layers} would freeze {', '.join(frozen_bot)} of {name}, which holds BoT "
             f"blocks that start from scratch; raise trainable_layers to at least "
             f"{TRAINABLE_ORDER.index(frozen_bot[0]) + 1}"
@@ -125,7 +129,11 @@ def botnet_fpn_backbone(
         if not param_name.startswith(tuple(trainable)):
             param.requires_grad_(False)
 
-    channels = {info["module"]: info["num_chs"] for info in model.feature_info}
+    info = {entry["module"]: entry for entry in model.feature_info}
     return_layers = {f"layer{i}": str(k) for k, i in enumerate(returned)}
-    in_channels = [channels[f"layer{i}"] for i in returned]
-    return BackboneWithFPN(model, return_layers, in_channels, out_channels, extra_blocks=LastLevelMaxPool())
+    in_channels = [info[f"layer{i}"]["num_chs"] for i in returned]
+    fpn = BackboneWithFPN(model, return_layers, in_channels, out_channels, extra_blocks=LastLevelMaxPool())
+    # The pyramid's strides, for anchor sizes: the returned stages' reductions, then the max-pooled extra level.
+    strides = [info[f"layer{i}"]["reduction"] for i in returned]
+    fpn.feature_strides = (*strides, 2 * strides[-1])
+    return fpn

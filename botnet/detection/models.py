@@ -17,6 +17,7 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.ops import MultiScaleRoIAlign
 
+from ..errors import ConfigError
 from .backbone import DETECTION_IMG_SIZE, botnet_fpn_backbone
 
 __all__ = [
@@ -66,8 +67,10 @@ def create_detector(
         backbone_overrides: model settings for the backbone (``create_model`` overrides).
         out_channels: FPN channels (torchvision: 256).
         anchor_sizes: one anchor size in pixels per pyramid level (P2.. and the
-            extra P6), each at aspect ratios 0.5, 1 and 2. Default torchvision's
-            32, 64, 128, 256, 512 (8 x each level's stride); small images need smaller ones.
+            extra P6), each at aspect ratios 0.5, 1 and 2. Default 8 x each level's
+            stride from the backbone's ``feature_info`` (torchvision's 32, 64, 128,
+            256, 512 for stride-32 models; 32, 64, 128, 128, 256 for the S1 models,
+            whose c5 keeps stride 16); small images need smaller ones.
         box_head_width: width of the two-layer box head (torchvision: 1024).
         mask_head_width: channels of the four mask-head convolutions (torchvision: 256).
         roi_sampling_ratio: bilinear samples per RoI-Align bin side (torchvision: 2). On a
@@ -76,9 +79,9 @@ def create_detector(
             max_size, rpn_anchor_generator, box_detections_per_img, ...).
     """
     if kind not in DETECTORS:
-        raise ValueError(f"unknown detector {kind!r}; choose one of {', '.join(DETECTORS)}")
+        raise ConfigError(f"unknown detector {kind!r}; choose one of {', '.join(DETECTORS)}")
     if not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(f"num_classes counts the background too, so it must be an int >= 2, got {num_classes!r}")
+        raise ConfigError(f"num_classes counts the background too, so it must be an int >= 2, got {num_classes!r}")
     fpn = botnet_fpn_backbone(
         backbone,
         trainable_layers=trainable_layers,
@@ -91,22 +94,21 @@ def create_detector(
     )
     levels = len(tuple(returned_layers)) + 1  # the FPN levels plus the max-pooled extra one
     if anchor_sizes is None:
-        # torchvision's sizes: 8 x each level's stride (P2 32 px ... P6 512 px), for whichever levels are returned.
-        strides = [2 ** (i + 1) for i in returned_layers]
-        anchor_sizes = [8 * s for s in strides] + [16 * strides[-1]]
+        # torchvision's sizes: 8 x each level's stride (P2 32 px ... P6 512 px for stride-32 c5 models).
+        anchor_sizes = [8 * stride for stride in fpn.feature_strides]
     else:
         if len(anchor_sizes) != levels:
-            raise ValueError(
+            raise ConfigError(
                 f"anchor_sizes needs one size per pyramid level ({levels} for returned_layers={tuple(returned_layers)}), "
                 f"got {tuple(anchor_sizes)}"
             )
         if not all(isinstance(s, int) and s > 0 for s in anchor_sizes):
-            raise ValueError(f"anchor_sizes must be positive ints (pixels), got {tuple(anchor_sizes)}")
+            raise ConfigError(f"anchor_sizes must be positive ints (pixels), got {tuple(anchor_sizes)}")
     kwargs.setdefault(
         "rpn_anchor_generator", AnchorGenerator(tuple((s,) for s in anchor_sizes), ((0.5, 1.0, 2.0),) * levels)
     )
     if not isinstance(roi_sampling_ratio, int) or roi_sampling_ratio < 1:
-        raise ValueError(f"roi_sampling_ratio must be a positive int, got {roi_sampling_ratio!r}")
+        raise ConfigError(f"roi_sampling_ratio must be a positive int, got {roi_sampling_ratio!r}")
     if roi_sampling_ratio != 2:
         names = [str(k) for k in range(levels - 1)]
         kwargs["box_roi_pool"] = MultiScaleRoIAlign(names, 7, roi_sampling_ratio)

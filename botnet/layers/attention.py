@@ -55,6 +55,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import ConfigError
+
 __all__ = ["MHSA", "POSITION_ENCODINGS", "resize_position_table", "relative_logits", "to_pair"]
 
 POSITION_ENCODINGS = ("relative", "relative_only", "absolute", "none")
@@ -65,7 +67,7 @@ def to_pair(size: int | tuple[int, int] | list[int], name: str) -> tuple[int, in
         size = (size, size)
     size = tuple(size)
     if len(size) != 2 or not all(isinstance(s, int) and s >= 1 for s in size):
-        raise ValueError(f"{name} must be a positive int or a pair (height, width) of positive ints, got {size!r}")
+        raise ConfigError(f"{name} must be a positive int or a pair (height, width) of positive ints, got {size!r}")
     return size  # type: ignore[return-value]
 
 
@@ -288,11 +290,11 @@ class MHSA(nn.Module):
     ) -> None:
         super().__init__()
         if not isinstance(heads, int) or heads < 1:
-            raise ValueError(f"heads must be a positive int, got {heads!r}")
+            raise ConfigError(f"heads must be a positive int, got {heads!r}")
         if not isinstance(dim, int) or dim < 1 or dim % heads:
-            raise ValueError(f"heads={heads} must divide the attention width dim={dim}; pick heads from its divisors")
+            raise ConfigError(f"heads={heads} must divide the attention width dim={dim}; pick heads from its divisors")
         if position_encoding not in POSITION_ENCODINGS:
-            raise ValueError(
+            raise ConfigError(
                 f"unknown position_encoding {position_encoding!r}; choose one of {', '.join(POSITION_ENCODINGS)}"
             )
         self.dim = dim

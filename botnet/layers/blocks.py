@@ -13,6 +13,7 @@ from collections.abc import Callable
 from torch import Tensor, nn
 from torchvision.ops import SqueezeExcitation, StochasticDepth
 
+from ..errors import ConfigError
 from .attention import MHSA
 
 __all__ = ["Bottleneck", "BoTBlock", "ACTIVATIONS", "get_activation"]
@@ -28,7 +29,7 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
 
 def get_activation(name: str) -> Callable[[], nn.Module]:
     if name not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}")
+        raise ConfigError(f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}")
     return ACTIVATIONS[name]
 
 
@@ -135,7 +136,7 @@ class BoTBlock(_Residual):
     ) -> None:
         super().__init__()
         if stride not in (1, 2):
-            raise ValueError(f"a BoT block downsamples by 1 or 2, got stride={stride}")
+            raise ConfigError(f"a BoT block downsamples by 1 or 2, got stride={stride}")
         out_channels = width * EXPANSION
         self.conv1 = nn.Conv2d(in_channels, width, kernel_size=1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)

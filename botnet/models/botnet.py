@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from ..errors import ConfigError
 from ..layers.attention import MHSA, to_pair
 from ..layers.blocks import EXPANSION, BoTBlock, Bottleneck, _Residual, get_activation
 from .config import ModelConfig
@@ -49,9 +50,9 @@ class BoTNet(nn.Module):
     ) -> None:
         super().__init__()
         if not isinstance(in_chans, int) or in_chans < 1:
-            raise ValueError(f"in_chans must be a positive int, got {in_chans!r}")
+            raise ConfigError(f"in_chans must be a positive int, got {in_chans!r}")
         if not isinstance(num_classes, int) or num_classes < 0:
-            raise ValueError(f"num_classes must be a non-negative int, got {num_classes!r}")
+            raise ConfigError(f"num_classes must be a non-negative int, got {num_classes!r}")
         self.config = config
         self.name = name
         self.in_chans = in_chans
@@ -120,7 +121,7 @@ class BoTNet(nn.Module):
         if features_only:
             self._to_feature_extractor()
         elif out_indices is not None:
-            raise ValueError("out_indices only applies with features_only=True")
+            raise ConfigError("out_indices only applies with features_only=True")
         # Convolution weights in channels_last: oneDNN (CPU) and cuDNN (GPU) then run every convolution
         # in their faster NHWC layout, whatever the input's layout (about 20% faster on CPU at 224 px).
         self.to(memory_format=torch.channels_last)
@@ -142,9 +143,9 @@ class BoTNet(nn.Module):
 
     def _to_feature_extractor(self) -> None:
         if not self.out_indices or any(i not in range(5) for i in self.out_indices):
-            raise ValueError(f"out_indices must be drawn from 0 (stem) .. 4 (c5), got {self.out_indices}")
+            raise ConfigError(f"out_indices must be drawn from 0 (stem) .. 4 (c5), got {self.out_indices}")
         if list(self.out_indices) != sorted(set(self.out_indices)):
-            raise ValueError(f"out_indices must be increasing without repeats, got {self.out_indices}")
+            raise ConfigError(f"out_indices must be increasing without repeats, got {self.out_indices}")
         last = self.out_indices[-1]
         for stage_name in STAGE_NAMES[last:]:
             delattr(self, stage_name)
@@ -159,10 +160,7 @@ class BoTNet(nn.Module):
     def min_input_size(self) -> int:
         """The smallest height and width accepted: the network's total
         downsampling, so the last feature map has at least one pixel of image."""
-        reduction = 1 if self.config.small_stem else 4
-        for stage in self.config.stages[: len(self.stages)]:
-            reduction *= stage.stride
-        return reduction
+        return self.config.reduction(len(self.stages))
 
     def _check_input(self, x: Tensor) -> None:
         if not isinstance(x, Tensor):
@@ -225,8 +223,8 @@ class BoTNet(nn.Module):
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the classifier with a new one of ``num_classes`` outputs (0: none)."""
         if self.features_only:
-            raise ValueError("a features_only model has no classifier")
+            raise ConfigError("a features_only model has no classifier")
         if not isinstance(num_classes, int) or num_classes < 0:
-            raise ValueError(f"num_classes must be a non-negative int, got {num_classes!r}")
+            raise ConfigError(f"num_classes must be a non-negative int, got {num_classes!r}")
         self.num_classes = num_classes
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()

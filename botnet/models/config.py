@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from ..errors import ConfigError
 from ..layers.attention import POSITION_ENCODINGS
 from ..layers.blocks import ACTIVATIONS
 
@@ -78,39 +79,47 @@ class ModelConfig:
     drop_path_rate: float = 0.0
     zero_init_last: bool = True
 
+    def reduction(self, stages: int = 4) -> int:
+        """The downsampling after the stem and the first ``stages`` stages; with all four, the smallest input
+        size the network accepts (its last feature map then has one pixel)."""
+        reduction = 1 if self.small_stem else 4
+        for stage in self.stages[:stages]:
+            reduction *= stage.stride
+        return reduction
+
     def __post_init__(self) -> None:
         if len(self.stages) != 4:
-            raise ValueError(f"a BoTNet has four stages (c2..c5), got {len(self.stages)}")
+            raise ConfigError(f"a BoTNet has four stages (c2..c5), got {len(self.stages)}")
         for name, stage in zip(("c2", "c3", "c4", "c5"), self.stages):
             if stage.depth < 1:
-                raise ValueError(f"stage {name} needs at least one block, got depth={stage.depth}")
+                raise ConfigError(f"stage {name} needs at least one block, got depth={stage.depth}")
             if stage.width < 1:
-                raise ValueError(f"stage {name} needs a positive width, got {stage.width}")
+                raise ConfigError(f"stage {name} needs a positive width, got {stage.width}")
             if stage.stride not in (1, 2):
-                raise ValueError(f"stage {name} stride must be 1 or 2, got {stage.stride}")
+                raise ConfigError(f"stage {name} stride must be 1 or 2, got {stage.stride}")
             if not (stage.bot_blocks == ALL_BLOCKS or 0 <= stage.bot_blocks <= stage.depth):
-                raise ValueError(
+                raise ConfigError(
                     f"stage {name} has {stage.depth} blocks, so bot_blocks must be in 0..{stage.depth} "
                     f"or -1 (all), got {stage.bot_blocks}"
                 )
         if self.position_encoding not in POSITION_ENCODINGS:
-            raise ValueError(
+            raise ConfigError(
                 f"unknown position_encoding {self.position_encoding!r}; choose one of {', '.join(POSITION_ENCODINGS)}"
             )
         if self.act_layer not in ACTIVATIONS:
-            raise ValueError(f"unknown act_layer {self.act_layer!r}; choose one of {', '.join(ACTIVATIONS)}")
+            raise ConfigError(f"unknown act_layer {self.act_layer!r}; choose one of {', '.join(ACTIVATIONS)}")
         if not isinstance(self.heads, int) or self.heads < 1:
-            raise ValueError(f"heads must be a positive int, got {self.heads!r}")
+            raise ConfigError(f"heads must be a positive int, got {self.heads!r}")
         for stage in self.stages:
             if stage.num_bot_blocks and stage.width % self.heads:
-                raise ValueError(
+                raise ConfigError(
                     f"heads={self.heads} does not divide the attention width {stage.width} of a BoT stage; "
                     f"pick heads from its divisors"
                 )
         for name in ("se_ratio", "drop_rate", "drop_path_rate"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {value}")
+                raise ConfigError(f"{name} must be in [0, 1), got {value}")
 
     @property
     def depths(self) -> tuple[int, ...]:
@@ -144,14 +153,14 @@ class ModelConfig:
             if key in overrides:
                 values = tuple(overrides.pop(key))
                 if len(values) != 4:
-                    raise ValueError(f"{key} needs one value per stage c2..c5 (four), got {values!r}")
+                    raise ConfigError(f"{key} needs one value per stage c2..c5 (four), got {values!r}")
                 stages = [dataclasses.replace(s, **{per_stage: int(v)}) for s, v in zip(stages, values)]
         if "c5_stride" in overrides:
             stages[3] = dataclasses.replace(stages[3], stride=int(overrides.pop("c5_stride")))
         if "width_multiplier" in overrides:
             mult = float(overrides.pop("width_multiplier"))
             if mult <= 0:
-                raise ValueError(f"width_multiplier must be positive, got {mult}")
+                raise ConfigError(f"width_multiplier must be positive, got {mult}")
             stages = [dataclasses.replace(s, width=max(1, round(s.width * mult))) for s in stages]
             stem_width = max(1, round(stem_width * mult))
         return dataclasses.replace(self, stages=tuple(stages), stem_width=stem_width, **overrides)

@@ -6,6 +6,7 @@ import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ..errors import ConfigError
 from .botnet import BoTNet
 from .config import ALL_BLOCKS, ModelConfig, StageConfig
 
@@ -93,7 +94,7 @@ def get_model_entry(name: str) -> ModelEntry:
     if name not in _MODELS:
         close = difflib.get_close_matches(name, list(_MODELS), n=3, cutoff=0.5)
         hint = f"; did you mean {' or '.join(close)}?" if close else ""
-        raise ValueError(f"unknown model {name!r}{hint} (botnet.list_models() lists all {len(_MODELS)})")
+        raise ConfigError(f"unknown model {name!r}{hint} (botnet.list_models() lists all {len(_MODELS)})")
     return _MODELS[name]
 
 

@@ -42,7 +42,7 @@ class ModelSummary:
 def summarize(model: nn.Module, img_size: int | tuple[int, int] | None = None) -> ModelSummary:
     """Count parameters and forward FLOPs of one image, and record each stage's output shape."""
     height, width = to_pair(img_size if img_size is not None else model.img_size, "img_size")
-    x = torch.zeros(1, model.in_chans, height, width)
+    x = torch.zeros(1, model.in_chans, height, width, device=next(model.parameters()).device)
     shapes: list[tuple[str, tuple[int, ...]]] = []
     hooks = [
         getattr(model, info["module"]).register_forward_hook(

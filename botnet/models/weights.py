@@ -13,6 +13,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
+from ..errors import CheckpointError, MissingFileError, first_line
 from ..layers.blocks import BoTBlock
 from .botnet import BoTNet
 
@@ -24,22 +25,29 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
     (``weights_only=True``: a file that holds code is refused, not run)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"no weights file at {path!r}")
+        raise MissingFileError(f"no weights file at {path!r}")
     if path.endswith(".safetensors"):
         from safetensors.torch import load_file
 
-        return load_file(path)
+        try:
+            return load_file(path)
+        except Exception as error:  # safetensors' own error type, and whatever a damaged header causes
+            if isinstance(error, PermissionError):  # the file is fine; the user may not read it
+                raise
+            raise CheckpointError(f"cannot read {path!r} as safetensors (damaged or truncated): {first_line(error)}") from error
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # pickle errors come in many types
-        raise ValueError(
-            f"cannot read {path!r} as plain weights ({type(error).__name__}: {error}); it is corrupt or holds "
+        if isinstance(error, PermissionError):  # the file is fine; the user may not read it
+            raise
+        raise CheckpointError(
+            f"cannot read {path!r} as plain weights ({type(error).__name__}: {first_line(error)}); it is corrupt or holds "
             f"more than tensors. Re-save it with torch.save(model.state_dict(), path) or as .safetensors"
         ) from error
     if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
         state = state["state_dict"]
     if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise ValueError(f"{path!r} does not hold a state dict (a mapping of names to tensors)")
+        raise CheckpointError(f"{path!r} does not hold a state dict (a mapping of names to tensors)")
     return dict(state)
 
 
@@ -73,14 +81,14 @@ def load_resnet_weights(
     }
     missing = sorted(k for k in wanted if k not in state)
     if missing:
-        raise ValueError(
+        raise CheckpointError(
             f"the checkpoint lacks {len(missing)} tensor(s) the model needs, e.g. {missing[:3]}; "
             f"is it a torchvision ResNet of the same depth?"
         )
     mismatched = [k for k, v in wanted.items() if state[k].shape != v.shape]
     if mismatched:
         k = mismatched[0]
-        raise ValueError(
+        raise CheckpointError(
             f"{len(mismatched)} tensor(s) differ in shape, e.g. {k}: checkpoint {tuple(state[k].shape)}, "
             f"model {tuple(wanted[k].shape)}"
         )

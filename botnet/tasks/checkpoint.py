@@ -1,33 +1,37 @@
 """Saving and loading runs without losing or trusting anything.
 
-- Every file is written to a temporary file in the same folder and moved into
-  place with ``os.replace``: a crash mid-write leaves the previous file intact.
+- Every file is written atomically (``botnet.files.atomic_write``): a crash or
+  a full disk mid-write leaves the previous file intact.
 - ``last.pt`` (full training state) holds only tensors and plain Python values
   and is read with ``torch.load(weights_only=True)``: a file that carries code
-  is refused, never run.
+  is refused, never run. Its fields are checked before use, so a damaged or
+  foreign file is a :class:`CheckpointError` that names it, never a crash.
 - ``model.safetensors`` holds the final weights and, as metadata, what is
   needed to rebuild the model (name, classes, input size, normalisation).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
-from collections.abc import Callable
-from typing import IO, Any
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
+from ..errors import CheckpointError, ConfigError, MissingFileError, first_line
+from ..files import atomic_write
 from ..models import BoTNet, create_model
 
 __all__ = [
     "CheckpointError",
     "TRAIN_STATE_FORMAT",
     "atomic_write",
+    "check_meta",
+    "check_metric_rows",
     "check_new_run_dir",
+    "restore_training_state",
     "save_training_state",
     "load_training_state",
     "save_weights",
@@ -37,33 +41,53 @@ __all__ = [
 
 TRAIN_STATE_FORMAT = "botnet-train-state-1"
 METADATA_KEY = "botnet"
+RUN_FILES = ("last.pt", "summary.json", "model.safetensors")  # a folder holding any of these holds a run
+
+_NUMBER = (int, float)
+# What every last.pt holds, and the type of each field.
+_STATE_FIELDS: dict[str, type | tuple[type, ...]] = dict(
+    config=dict, meta=dict, epoch=int, model=dict, optimizer=dict, scheduler=dict, metrics=list,
+    wall_seconds=_NUMBER, train_seconds=_NUMBER, train_images=int,
+)  # fmt: skip
+_OPTIONAL_FIELDS: dict[str, type | tuple[type, ...]] = dict(step=int, partial=dict, rng=dict, ema=(dict, type(None)))
+# What a classifier's metadata holds (a detector's is checked by the detection task).
+CLASSIFIER_META: dict[str, type | tuple[type, ...]] = dict(
+    model=str, num_classes=int, in_chans=int, img_size=int, classes=list, mean=list, std=list, crop=bool, dataset=str
+)
 
 
-class CheckpointError(ValueError):
-    """A checkpoint or weights file that cannot be used; the message says why."""
+def check_meta(meta: Any, path: str, fields: Mapping[str, type | tuple[type, ...]]) -> dict[str, Any]:
+    """``meta`` if it is a dict holding each of ``fields`` with its type, else a CheckpointError naming the first
+    field that is not."""
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: its metadata is a {type(meta).__name__}, not a mapping; the file is damaged")
+    for key, kind in fields.items():
+        value = meta.get(key)
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, _NUMBER)):
+            raise CheckpointError(
+                f"{path}: its metadata field {key!r} is {value!r}; the file is damaged or was not written by botnet"
+            )
+    return meta
 
 
-def atomic_write(path: str, write: Callable[[IO[bytes]], None]) -> None:
-    """Write ``path`` via a temporary file in its folder, fsync, then ``os.replace``."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-        raise
+def check_metric_rows(state: dict[str, Any], path: str, columns: Sequence[str], required: Sequence[str]) -> None:
+    """A last.pt's metrics: one row per finished epoch, each a mapping of known columns (``required`` among them)
+    to numbers."""
+    rows = state["metrics"]
+    valid = len(rows) == state["epoch"] and all(
+        isinstance(row, dict)
+        and set(required) <= set(row) <= set(columns)
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in row.values())
+        for row in rows
+    )
+    if not valid:
+        raise CheckpointError(f"{path}: its per-epoch metrics are damaged; use another checkpoint")
 
 
 def check_new_run_dir(run_dir: str) -> None:
     """Refuse a folder that already holds a run: nothing of it is overwritten."""
-    if any(os.path.exists(os.path.join(run_dir, f)) for f in ("last.pt", "summary.json")):
-        raise ValueError(
+    if any(os.path.exists(os.path.join(run_dir, f)) for f in RUN_FILES):
+        raise ConfigError(
             f"{run_dir} already holds a run; continue it with --resume {os.path.join(run_dir, 'last.pt')} "
             f"or choose another --output-dir"
         )
@@ -73,20 +97,62 @@ def save_training_state(path: str, state: dict[str, Any]) -> None:
     atomic_write(path, lambda f: torch.save({"format": TRAIN_STATE_FORMAT, **state}, f))
 
 
+def _read_file(path: str) -> None:
+    if not os.path.exists(path):
+        raise MissingFileError(f"no checkpoint at {path}")
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file; give RUN/last.pt or RUN/model.safetensors")
+
+
 def load_training_state(path: str) -> dict[str, Any]:
     """Read a ``last.pt`` safely; CheckpointError names what is wrong."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no checkpoint at {path}")
+    _read_file(path)
+    if os.path.getsize(path) == 0:
+        raise CheckpointError(f"{path} is empty (a copy or a write that did not finish); use another checkpoint")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # unpickling fails in many ways
+    except Exception as error:  # unpickling and unzipping fail in many ways
+        if isinstance(error, PermissionError):  # the file is fine; the user may not read it
+            raise
         raise CheckpointError(
             f"refusing to load {path}: it is not a plain-tensor checkpoint (corrupt, truncated, or holding "
-            f"code or objects that weights_only loading does not allow): {str(error).splitlines()[0]}"
+            f"code or objects that weights_only loading does not allow): {first_line(error)}"
         ) from error
     if not isinstance(state, dict) or state.get("format") != TRAIN_STATE_FORMAT:
         raise CheckpointError(f"{path} is not a botnet training checkpoint (expected the last.pt of a run)")
+    for key, kind in _STATE_FIELDS.items():
+        if not isinstance(state.get(key), kind):
+            raise CheckpointError(f"{path}: field {key!r} is missing or damaged; use another checkpoint")
+    for name in ("model", "ema"):
+        tensors = state.get(name)
+        if tensors is not None and not (
+            isinstance(tensors, dict) and all(isinstance(v, torch.Tensor) for v in tensors.values())
+        ):
+            raise CheckpointError(f"{path}: field {name!r} does not hold tensors; use another checkpoint")
+    for key, kind in _OPTIONAL_FIELDS.items():  # written by runs stopped mid-epoch (and older files lack them)
+        if key in state and not isinstance(state[key], kind):
+            raise CheckpointError(f"{path}: field {key!r} is damaged; use another checkpoint")
+    partial = state.get("partial", {})
+    if not all(isinstance(k, str) and isinstance(v, (int, float)) for k, v in partial.items()):
+        raise CheckpointError(f"{path}: field 'partial' is damaged; use another checkpoint")
+    if isinstance(state["epoch"], bool) or state["epoch"] < 0 or state.get("step", 0) < 0:
+        raise CheckpointError(f"{path}: epoch {state['epoch']} / step {state.get('step')} are not counts")
     return state
+
+
+def restore_training_state(state: dict[str, Any], path: str, **parts: Any) -> None:
+    """Load each part's saved state (``model=``, ``optimizer=``, ``scheduler=``, ``ema=``, ...) from ``state``;
+    a state that does not fit is a CheckpointError naming the part."""
+    for name, part in parts.items():
+        if part is None:
+            continue
+        try:
+            part.load_state_dict(state[name])
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as error:
+            raise CheckpointError(
+                f"{path}: the saved {name} state does not fit this run ({first_line(error)[:200]}); "
+                f"the file is damaged or was written by another version"
+            ) from error
 
 
 def _plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -101,27 +167,43 @@ def save_weights(path: str, model: nn.Module, metadata: dict[str, Any]) -> None:
     atomic_write(path, lambda f: f.write(data))
 
 
+def _read_safetensors(path: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(path, framework="pt") as file:
+            raw = (file.metadata() or {}).get(METADATA_KEY)
+            state = {k: file.get_tensor(k) for k in file.keys()}
+    except Exception as error:  # safetensors' own error type, and whatever a damaged header causes
+        if isinstance(error, PermissionError):  # the file is fine; the user may not read it
+            raise
+        raise CheckpointError(f"cannot read {path} as safetensors (damaged or truncated): {first_line(error)}") from error
+    if raw is None:
+        raise CheckpointError(
+            f"{path} has no botnet metadata: it was not written by `botnet train` (plain weights go in with "
+            f"botnet.load_resnet_weights or model.load_state_dict)"
+        )
+    try:
+        meta = json.loads(raw)
+    except ValueError as error:
+        raise CheckpointError(f"{path}: its botnet metadata is not JSON ({first_line(error)})") from error
+    return state, meta
+
+
 def read_weights(path: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """The weights and metadata of a run's model.safetensors or last.pt (read safely)."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no checkpoint at {path}")
+    _read_file(path)
     if path.endswith(".safetensors"):
-        from safetensors import safe_open
-
-        try:
-            with safe_open(path, framework="pt") as file:
-                raw = (file.metadata() or {}).get(METADATA_KEY)
-                state = {k: file.get_tensor(k) for k in file.keys()}
-        except Exception as error:
-            raise CheckpointError(f"cannot read {path} as safetensors: {error}") from error
-        if raw is None:
-            raise CheckpointError(f"{path} has no botnet metadata; it was not written by `botnet train`")
-        return state, json.loads(raw)
-    state = load_training_state(path)
-    if state.get("ema") is not None:  # an AveragedModel state: the model's under "module.", plus its counter
-        prefix = "module."
-        return {k[len(prefix) :]: v for k, v in state["ema"].items() if k.startswith(prefix)}, state["meta"]
-    return state["model"], state["meta"]
+        state, meta = _read_safetensors(path)
+    else:
+        training = load_training_state(path)
+        meta, state = training["meta"], training["model"]
+        if training.get("ema") is not None:  # an AveragedModel state: the model's under "module.", plus its counter
+            prefix = "module."
+            state = {k[len(prefix) :]: v for k, v in training["ema"].items() if k.startswith(prefix)}
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: its metadata is not a mapping; the file is damaged")
+    return state, meta
 
 
 def load_model(path: str) -> tuple[BoTNet, dict[str, Any]]:
@@ -129,16 +211,18 @@ def load_model(path: str) -> tuple[BoTNet, dict[str, Any]]:
 
     Returns the model in eval mode and its metadata (classes, img_size, mean,
     std, crop, dataset, ...)."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no checkpoint at {path}")
     state, meta = read_weights(path)
     if meta.get("task", "classification") != "classification":
         raise CheckpointError(f"{path} holds a {meta['task']} model; use `botnet detect eval` / `botnet detect predict`")
-    model = create_model(
-        meta["model"], num_classes=len(meta["classes"]), in_chans=meta["in_chans"], img_size=meta["img_size"]
-    )
+    check_meta(meta, path, CLASSIFIER_META)
+    numbers = [v for v in meta["mean"] + meta["std"] if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if not all(isinstance(c, str) for c in meta["classes"]) or len(numbers) != 2 * meta["in_chans"]:
+        raise CheckpointError(f"{path}: its class names or normalisation are damaged; use another checkpoint")
     try:
-        model.load_state_dict(state)
-    except RuntimeError as error:
-        raise CheckpointError(f"{path} does not fit model {meta['model']}: {str(error).splitlines()[0]}") from error
+        model = create_model(
+            meta["model"], num_classes=len(meta["classes"]), in_chans=meta["in_chans"], img_size=meta["img_size"]
+        )
+    except ConfigError as error:
+        raise CheckpointError(f"{path}: its metadata does not describe a model this version builds: {error}") from error
+    restore_training_state({"model": state}, path, model=model)
     return model.eval(), meta

@@ -24,15 +24,25 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
-from ..data import DIGITS, DatasetError, eval_transform, load_classification_data, read_image
+from ..data import DIGITS, eval_transform, load_classification_data, read_image
 from ..data.digits import digits_splits
 from ..data.folder import scan_split
+from ..errors import CheckpointError, ConfigError, DatasetError, TrainingDiverged, first_line
 from ..models import create_model, get_model_entry
-from .checkpoint import check_new_run_dir, load_model, load_training_state, save_training_state, save_weights
+from .checkpoint import (
+    check_metric_rows,
+    check_new_run_dir,
+    load_model,
+    load_training_state,
+    restore_training_state,
+    save_training_state,
+    save_weights,
+)
 from .distributed import DistEnv, all_reduce_sum, broadcast_buffers, init_distributed, shutdown_distributed
 from .optim import epoch_seed, param_groups, warmup_cosine
-from .recipes import RECIPES, fill_from_recipe
-from .report import plot_confusion, plot_curves, setup_logging, write_json, write_metrics_csv
+from .recipes import RECIPES, check_field_types, check_workers, fill_from_recipe
+from .report import METRIC_COLUMNS, plot_confusion, plot_curves, setup_logging, write_json, write_metrics_csv
+from .runs import GracefulStop, SkipSampler, failures_end_the_run, ignore_stop_signals, interrupted, open_run_dir
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -46,10 +56,6 @@ __all__ = [
 ]
 
 DEFAULT_MODEL = "botnet_tiny"
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
 @dataclass
@@ -83,7 +89,7 @@ class TrainConfig:
     def resolve(self, world_size: int) -> TrainConfig:
         """Fill every unset value from the recipe and the model; check the values."""
         if self.recipe not in RECIPES:
-            raise ValueError(f"unknown recipe {self.recipe!r}; choose one of {', '.join(RECIPES)}")
+            raise ConfigError(f"unknown recipe {self.recipe!r}; choose one of {', '.join(RECIPES)}")
         recipe = RECIPES[self.recipe]
         values = fill_from_recipe(self, recipe)
         if self.lr is None and recipe.lr_reference_batch:
@@ -102,17 +108,23 @@ class TrainConfig:
         return config
 
     def check(self) -> None:
-        get_model_entry(self.model)  # unknown names fail here, with suggestions
+        check_field_types(self)
+        entry = get_model_entry(self.model)  # unknown names fail here, with suggestions
         positive = dict(epochs=self.epochs, batch_size=self.batch_size, img_size=self.img_size, lr=self.lr)
         for name, value in positive.items():
             if value is None or value <= 0:
-                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}")
+                raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {value}")
+        if self.img_size < entry.config.reduction():
+            raise ConfigError(
+                f"--img-size {self.img_size} is too small for {self.model}, which downsamples by "
+                f"{entry.config.reduction()}: use at least that"
+            )
         if self.optimizer not in ("sgd", "adamw"):
-            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose sgd or adamw")
+            raise ConfigError(f"unknown optimizer {self.optimizer!r}; choose sgd or adamw")
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
-            raise ValueError(f"--ema-decay must be in (0, 1), got {self.ema_decay}")
-        if self.workers is not None and self.workers < 0:
-            raise ValueError(f"--workers must be 0 or more, got {self.workers}")
+            raise ConfigError(f"--ema-decay must be in (0, 1), got {self.ema_decay}")
+        if self.workers is not None:
+            check_workers(self.workers)
 
 
 @dataclass
@@ -188,16 +200,42 @@ def _build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optim
     return torch.optim.AdamW(groups, lr=config.lr)
 
 
-def _check_finite(loss: torch.Tensor, env: DistEnv, epoch: int, step: int, run_dir: str) -> None:
-    finite = torch.isfinite(loss.detach()).to(torch.float32)
+def _diverged(loss: float, epoch: int, step: int, run_dir: str) -> TrainingDiverged:
+    last_pt = os.path.join(run_dir, "last.pt")
+    kept = (
+        f"The last good checkpoint is kept in {last_pt}; "
+        if os.path.isfile(last_pt)
+        else "No checkpoint was written yet; "
+    )
+    return TrainingDiverged(
+        f"the loss became {loss} at epoch {epoch + 1}, step {step + 1}; training stopped. {kept}"
+        f"lower --lr, or drop --amp, and start again"
+    )
+
+
+def _agree(loss: torch.Tensor, stop: GracefulStop | None, env: DistEnv) -> tuple[bool, bool]:
+    """(loss finite on every rank, a stop requested on any rank): one all-reduce per step under DDP."""
+    flags = torch.stack(
+        [(~torch.isfinite(loss.detach())).to(torch.float32), torch.tensor(float(bool(stop and stop.requested)), device=loss.device)]
+    )
     if env.distributed:
-        dist.all_reduce(finite, op=dist.ReduceOp.MIN)
-    if not finite.item():
-        raise TrainingDiverged(
-            f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; training stopped. "
-            f"The last good checkpoint is kept in {os.path.join(run_dir, 'last.pt')} (end of epoch {epoch}). "
-            f"Lower --lr, or drop --amp, and start again"
-        )
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+    bad, stopping = flags.tolist()
+    return not bad, bool(stopping)
+
+
+@dataclass
+class EpochProgress:
+    """How far one epoch got, summed over all ranks."""
+
+    loss_sum: float = 0.0
+    images: int = 0
+    steps: int = 0  # steps of this epoch done, counting those before a resume
+    stopped: bool = False  # a stop was requested: the epoch is unfinished
+
+    @property
+    def mean_loss(self) -> float:
+        return self.loss_sum / max(self.images, 1)
 
 
 def train_one_epoch(
@@ -214,20 +252,26 @@ def train_one_epoch(
     epoch: int,
     epochs: int,
     run_dir: str,
-) -> tuple[float, int]:
-    """One pass over the training data; returns (mean loss, images seen) over all ranks."""
+    stop: GracefulStop | None = None,
+    first_step: int = 0,
+) -> EpochProgress:
+    """One pass over the training data from step ``first_step``; stops early after the step during which a stop
+    was requested. Returns the loss sum and images over all ranks."""
     model.train()
     device = env.device
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     images_seen = torch.zeros((), dtype=torch.float64, device=device)
     show = env.is_main and sys.stderr.isatty()
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", disable=not show, leave=False, dynamic_ncols=True)
-    for step, (images, targets) in enumerate(bar):
+    done, stopping = first_step, False
+    for step, (images, targets) in enumerate(bar, start=first_step):
         images, targets = _to_device(images, targets, device)
         with torch.autocast(device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
             logits = model(images)
         loss = criterion(logits.float(), targets)
-        _check_finite(loss, env, epoch, step, run_dir)
+        finite, stopping = _agree(loss, stop, env)
+        if not finite:
+            raise _diverged(loss.item(), epoch, step, run_dir)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -241,39 +285,70 @@ def train_one_epoch(
             ema.update_parameters(raw_model)
         loss_sum += loss.detach() * len(targets)
         images_seen += len(targets)
+        done = step + 1
         if show:
             bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+        if stopping:
+            break
+    bar.close()
     totals = all_reduce_sum(torch.stack([loss_sum, images_seen]), env)
-    return float(totals[0] / totals[1].clamp(min=1)), int(totals[1])
+    return EpochProgress(float(totals[0]), int(totals[1]), done, stopping)
 
 
 def train(config: TrainConfig | None = None, *, resume: str | None = None) -> dict[str, Any]:
     """Train a classifier; returns the summary (also written to summary.json).
 
     ``resume``: a run's last.pt; the run continues with its saved settings in its own folder.
+    Ctrl-C (or SIGTERM) stops at the end of the current step, saves last.pt and raises RunInterrupted;
+    an expected failure once training has started raises RunFailed naming the checkpoint to resume.
     """
     env = init_distributed()
     try:
-        return _train(config or TrainConfig(), env, resume)
+        state = None
+        if resume:
+            state = load_training_state(resume)
+            config = _config_from_state(state, resume)
+        else:
+            user_config = config or TrainConfig()
+            config = user_config.resolve(env.world_size)
+        return _train(config, env, state, user_config=None if resume else user_config)
     finally:
         shutdown_distributed()
 
 
-def _train(config: TrainConfig, env: DistEnv, resume: str | None) -> dict[str, Any]:
-    state = None
-    if resume:
-        state = load_training_state(resume)
-        config = dataclasses.replace(TrainConfig(**state["config"]), output_dir=os.path.dirname(os.path.abspath(resume)))
-    else:
-        config = config.resolve(env.world_size)
+def _config_from_state(state: dict[str, Any], path: str) -> TrainConfig:
+    if state["meta"].get("task", "classification") != "classification":
+        raise CheckpointError(f"{path} is a {state['meta']['task']} run's checkpoint; resume it with `botnet detect train`")
+    check_metric_rows(state, path, METRIC_COLUMNS, METRIC_COLUMNS)
+    try:
+        config = TrainConfig(**{**state["config"], "output_dir": os.path.dirname(os.path.abspath(path))})
+        complete = config.resolve(world_size=1) == config  # a saved run's settings are all filled in
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{path}: its saved settings are not valid ({first_line(error)})") from error
+    if not complete:
+        raise CheckpointError(f"{path}: its saved settings are incomplete; the file is damaged")
+    return config
+
+
+def _fit_batch_to_data(config: TrainConfig, user_config: TrainConfig | None, images: int, env: DistEnv) -> TrainConfig:
+    """A batch no larger than each process's share of the training images (at least 2, for batch norm)."""
+    per_process = images // env.world_size
+    if per_process < 2:
+        raise DatasetError(
+            f"the training split has {images} image(s), {per_process} per process; training needs at least 2 per "
+            f"process (batch norm needs two images in a batch): add images{' or use fewer processes' if env.distributed else ''}"
+        )
+    if per_process >= config.batch_size:
+        return config
+    base = user_config if user_config is not None else config
+    # resolve again, so a recipe that scales the learning rate with the batch sees the batch that is used
+    return dataclasses.replace(base, batch_size=per_process, output_dir=config.output_dir).resolve(env.world_size)
+
+
+def _train(config: TrainConfig, env: DistEnv, state: dict[str, Any] | None, user_config: TrainConfig | None = None) -> dict[str, Any]:
     run_dir = config.output_dir
     if state is None:
-        check_new_run_dir(run_dir)
-    if env.is_main:
-        os.makedirs(run_dir, exist_ok=True)
-    log = setup_logging(run_dir if env.is_main else None, env.is_main)
-    torch.manual_seed(config.seed)
-
+        check_new_run_dir(run_dir)  # before the data is checked, which may take a while
     data = load_classification_data(
         config.data,
         config.img_size,
@@ -281,19 +356,29 @@ def _train(config: TrainConfig, env: DistEnv, resume: str | None) -> dict[str, A
         crop_scale_min=config.crop_scale_min,
         skip_bad_images=config.skip_bad_images,
     )
-    if data.bad_images:
-        log.warning(f"skipped {len(data.bad_images)} unreadable file(s): {data.bad_images.summary()}")
-    per_process = len(data.train) // env.world_size
-    if per_process < config.batch_size:
-        raise DatasetError(
-            f"the training split has {len(data.train)} images ({per_process} per process), fewer than one batch "
-            f"of {config.batch_size}; lower --batch-size"
-        )
+    requested_batch = config.batch_size
+    if state is None:
+        config = _fit_batch_to_data(config, user_config, len(data.train), env)
+    with open_run_dir(run_dir, resuming=state is not None, writer=env.is_main):
+        log = setup_logging(run_dir if env.is_main else None, env.is_main)
+        if data.bad_images:
+            log.warning(f"skipped {len(data.bad_images)} unreadable file(s): {data.bad_images.summary()}")
+        if config.batch_size < requested_batch:
+            log.warning(
+                f"the training split has {len(data.train)} images: batches of {config.batch_size} per process "
+                f"instead of {requested_batch}"
+            )
+        return _fit(config, env, state, data, log)
+
+
+def _fit(config: TrainConfig, env: DistEnv, state: dict[str, Any] | None, data, log) -> dict[str, Any]:
+    run_dir, last_pt = config.output_dir, os.path.join(config.output_dir, "last.pt")
+    torch.manual_seed(config.seed)
     num_classes = len(data.classes)
     model = create_model(config.model, num_classes=num_classes, in_chans=data.in_chans, img_size=config.img_size)
     if config.sync_bn and env.distributed:
         if env.device.type != "cuda":
-            raise ValueError("--sync-bn needs GPUs (PyTorch's SyncBatchNorm runs on CUDA); drop it on CPU")
+            raise ConfigError("--sync-bn needs GPUs (PyTorch's SyncBatchNorm runs on CUDA); drop it on CPU")
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = model.to(env.device, memory_format=torch.channels_last)
     ema = (
@@ -303,32 +388,37 @@ def _train(config: TrainConfig, env: DistEnv, resume: str | None) -> dict[str, A
     )
     eval_model = ema.module if ema is not None else model
 
-    sampler = DistributedSampler(
-        data.train, num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=config.seed, drop_last=True
+    sampler = SkipSampler(
+        DistributedSampler(
+            data.train, num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=config.seed, drop_last=True
+        )
     )
-    loader_args = dict(num_workers=config.workers, pin_memory=env.device.type == "cuda")
+    generator = torch.Generator()  # the loader's own, so starting an epoch does not draw from the global one
+    loader_args = dict(num_workers=config.workers, pin_memory=env.device.type == "cuda", worker_init_fn=ignore_stop_signals)
     train_loader = DataLoader(
-        data.train, batch_size=config.batch_size, sampler=sampler, drop_last=True,
+        data.train, batch_size=config.batch_size, sampler=sampler, drop_last=True, generator=generator,
         persistent_workers=config.workers > 0, **loader_args,
     )  # fmt: skip
     val_shard = Subset(data.val, range(env.rank, len(data.val), env.world_size))
     val_loader = DataLoader(val_shard, batch_size=config.batch_size, **loader_args)
 
     optimizer = _build_optimizer(model, config)
-    steps = len(train_loader)
+    steps = len(sampler.sampler) // config.batch_size
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine(round(config.warmup_epochs * steps), config.epochs * steps)
     )
-    start_epoch, rows, previous_seconds, train_seconds, train_images = 0, [], 0.0, 0.0, 0
+    start_epoch, start_step, rows, previous_seconds, train_seconds, train_images = 0, 0, [], 0.0, 0.0, 0
+    partial = EpochProgress()
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if ema is not None:
-            ema.load_state_dict(state["ema"])
-        start_epoch, rows = state["epoch"], state["metrics"]
+        restore_training_state(state, last_pt, model=model, optimizer=optimizer, scheduler=scheduler, ema=ema)
+        start_epoch, start_step, rows = state["epoch"], state.get("step", 0), state["metrics"]
         previous_seconds, train_seconds, train_images = state["wall_seconds"], state["train_seconds"], state["train_images"]
-        log.info(f"resuming {run_dir} after epoch {start_epoch}")
+        try:
+            partial = EpochProgress(**state.get("partial", {}))
+        except TypeError as error:
+            raise CheckpointError(f"{last_pt}: field 'partial' is damaged ({first_line(error)})") from error
+        where = f"epoch {start_epoch + 1}, step {start_step + 1}" if start_step else f"epoch {start_epoch + 1}"
+        log.info(f"resuming {run_dir} at {where}")
 
     train_model: nn.Module = model
     if env.distributed:
@@ -359,84 +449,110 @@ def _train(config: TrainConfig, env: DistEnv, resume: str | None) -> dict[str, A
         )
 
     started = time.perf_counter()
-    result = None
-    for epoch in range(start_epoch, config.epochs):
-        torch.manual_seed(epoch_seed(config.seed, epoch, env.rank))
-        sampler.set_epoch(epoch)
-        epoch_start = time.perf_counter()
-        train_loss, images = train_one_epoch(
-            train_model, model, ema, train_loader, criterion, optimizer, scheduler, scaler, amp_dtype,
-            env=env, epoch=epoch, epochs=config.epochs, run_dir=run_dir,
-        )  # fmt: skip
-        train_seconds += time.perf_counter() - epoch_start
-        train_images += images
-        broadcast_buffers(eval_model, env)
-        result = evaluate(eval_model, val_loader, num_classes, env, amp_dtype)
-        row = dict(
-            epoch=epoch + 1,
-            train_loss=round(train_loss, 6),
-            val_loss=round(result.loss, 6),
-            val_top1=round(result.top1, 4),
-            val_top5=round(result.top5, 4),
-            lr=optimizer.param_groups[0]["lr"],
-            seconds=round(time.perf_counter() - epoch_start, 3),
-        )
-        rows.append(row)
-        if env.is_main:
-            write_metrics_csv(os.path.join(run_dir, "metrics.csv"), rows)
-            save_training_state(
-                os.path.join(run_dir, "last.pt"),
-                dict(
-                    config=dataclasses.asdict(config),
-                    meta=meta,
-                    epoch=epoch + 1,
-                    model=model.state_dict(),
-                    ema=ema.state_dict() if ema is not None else None,
-                    optimizer=optimizer.state_dict(),
-                    scheduler=scheduler.state_dict(),
-                    metrics=rows,
-                    wall_seconds=previous_seconds + time.perf_counter() - started,
-                    train_seconds=train_seconds,
-                    train_images=train_images,
-                ),
-            )
-        log.info(
-            f"epoch {epoch + 1}/{config.epochs}  train loss {train_loss:.4f}  val loss {result.loss:.4f}  "
-            f"top-1 {result.top1:.2f}%  top-5 {result.top5:.2f}%  {row['seconds']:.1f}s"
-        )
 
-    if result is None:  # resumed a finished run: nothing left to train
-        broadcast_buffers(eval_model, env)
-        result = evaluate(eval_model, val_loader, num_classes, env, amp_dtype)
-    wall_seconds = previous_seconds + time.perf_counter() - started
-    summary = dict(
-        model=config.model,
-        img_size=config.img_size,
-        dataset=data.name,
-        num_classes=num_classes,
-        params=params,
-        epochs=config.epochs,
-        test_top1=round(result.top1, 4),
-        test_top5=round(result.top5, 4),
-        test_loss=round(result.loss, 6),
-        test_images=result.count,
-        per_class_top1={c: round(a, 4) for c, a in zip(data.classes, result.per_class_top1)},
-        wall_seconds=round(wall_seconds, 3),
-        train_images_per_second=round(train_images / max(train_seconds, 1e-9), 2),
-        world_size=env.world_size,
-        device=env.device.type,
-        skipped_bad_images=len(data.bad_images),
-    )
-    if env.is_main:
-        save_weights(os.path.join(run_dir, "model.safetensors"), eval_model, meta)
-        plot_curves(rows, os.path.join(run_dir, "curves.png"))
-        plot_confusion(result.confusion, data.classes, os.path.join(run_dir, "confusion.png"))
-        write_json(os.path.join(run_dir, "summary.json"), summary)
-        log.info(
-            f"done: test top-1 {result.top1:.2f}%, top-5 {result.top5:.2f}% on {result.count} held-out images; "
-            f"{wall_seconds:.1f}s, {summary['train_images_per_second']:.0f} train images/s; results in {run_dir}"
+    def training_state(epoch: int, step: int = 0, progress: EpochProgress | None = None) -> dict[str, Any]:
+        return dict(
+            config=dataclasses.asdict(config), meta=meta, epoch=epoch, step=step,
+            partial=dataclasses.asdict(progress) if progress else {}, rng=_rng_state(),
+            model=model.state_dict(), ema=ema.state_dict() if ema is not None else None,
+            optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), metrics=rows,
+            wall_seconds=previous_seconds + time.perf_counter() - started, train_seconds=train_seconds,
+            train_images=train_images,
+        )  # fmt: skip
+
+    result = None
+    with GracefulStop() as stop, failures_end_the_run(last_pt, "botnet train"):
+        for epoch in range(start_epoch, config.epochs):
+            first_step = start_step if epoch == start_epoch else 0
+            torch.manual_seed(epoch_seed(config.seed, epoch, env.rank))
+            generator.manual_seed(epoch_seed(config.seed, epoch, env.rank))
+            if first_step:
+                _set_rng_state(state["rng"], last_pt)  # where the interrupted epoch was, not its start
+            sampler.set_epoch(epoch, skip=first_step * config.batch_size)
+            epoch_start = time.perf_counter()
+            progress = train_one_epoch(
+                train_model, model, ema, train_loader, criterion, optimizer, scheduler, scaler, amp_dtype,
+                env=env, epoch=epoch, epochs=config.epochs, run_dir=run_dir, stop=stop, first_step=first_step,
+            )  # fmt: skip
+            train_seconds += time.perf_counter() - epoch_start
+            train_images += progress.images
+            if first_step:  # the part of this epoch trained before the interruption
+                progress.loss_sum += partial.loss_sum
+                progress.images += partial.images
+            if progress.stopped:
+                if env.is_main:
+                    save_training_state(last_pt, training_state(epoch, progress.steps, progress))
+                raise interrupted(last_pt, "botnet train", f"at epoch {epoch + 1}, step {progress.steps} of {steps}")
+            broadcast_buffers(eval_model, env)
+            result = evaluate(eval_model, val_loader, num_classes, env, amp_dtype)
+            row = dict(
+                epoch=epoch + 1,
+                train_loss=round(progress.mean_loss, 6),
+                val_loss=round(result.loss, 6),
+                val_top1=round(result.top1, 4),
+                val_top5=round(result.top5, 4),
+                lr=optimizer.param_groups[0]["lr"],
+                seconds=round(time.perf_counter() - epoch_start, 3),
+            )
+            rows.append(row)
+            if env.is_main:
+                write_metrics_csv(os.path.join(run_dir, "metrics.csv"), rows)
+                save_training_state(last_pt, training_state(epoch + 1))
+            log.info(
+                f"epoch {epoch + 1}/{config.epochs}  train loss {progress.mean_loss:.4f}  val loss {result.loss:.4f}  "
+                f"top-1 {result.top1:.2f}%  top-5 {result.top5:.2f}%  {row['seconds']:.1f}s"
+            )
+
+        if result is None:  # resumed a finished run: nothing left to train
+            broadcast_buffers(eval_model, env)
+            result = evaluate(eval_model, val_loader, num_classes, env, amp_dtype)
+        wall_seconds = previous_seconds + time.perf_counter() - started
+        summary = dict(
+            model=config.model,
+            img_size=config.img_size,
+            dataset=data.name,
+            num_classes=num_classes,
+            params=params,
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            test_top1=round(result.top1, 4),
+            test_top5=round(result.top5, 4),
+            test_loss=round(result.loss, 6),
+            test_images=result.count,
+            per_class_top1={c: round(a, 4) for c, a in zip(data.classes, result.per_class_top1)},
+            wall_seconds=round(wall_seconds, 3),
+            train_images_per_second=round(train_images / max(train_seconds, 1e-9), 2),
+            world_size=env.world_size,
+            device=env.device.type,
+            skipped_bad_images=len(data.bad_images),
         )
+        if env.is_main:
+            save_weights(os.path.join(run_dir, "model.safetensors"), eval_model, meta)
+            plot_curves(rows, os.path.join(run_dir, "curves.png"))
+            plot_confusion(result.confusion, data.classes, os.path.join(run_dir, "confusion.png"))
+            write_json(os.path.join(run_dir, "summary.json"), summary)
+            log.info(
+                f"done: test top-1 {result.top1:.2f}%, top-5 {result.top5:.2f}% on {result.count} held-out images; "
+                f"{wall_seconds:.1f}s, {summary['train_images_per_second']:.0f} train images/s; results in {run_dir}"
+            )
     return summary
+
+
+def _rng_state() -> dict[str, Any]:
+    """The global random generators' states (CPU, and CUDA when present), for an exact mid-epoch resume."""
+    state: dict[str, Any] = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def _set_rng_state(state: Any, path: str) -> None:
+    try:
+        torch.set_rng_state(state["cpu"])
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state(state["cuda"])
+    except (KeyError, TypeError, RuntimeError) as error:
+        raise CheckpointError(f"{path}: its saved random state is damaged ({first_line(error)})") from error
 
 
 def evaluate_checkpoint(
@@ -444,6 +560,9 @@ def evaluate_checkpoint(
 ) -> tuple[EvalResult, dict[str, Any], str]:
     """Evaluate a saved model on ``data`` (an image folder: DIR/val or DIR itself, or "digits"),
     by default on the held-out split the model was trained against. Returns (result, metadata, data used)."""
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
+    check_workers(workers)
     model, meta = load_model(checkpoint)
     source = data or meta["dataset"]
     if source == DIGITS:
@@ -468,7 +587,7 @@ def evaluate_checkpoint(
 def predict(checkpoint: str, images: list[str], top_k: int = 5) -> list[dict[str, Any]]:
     """Top-k classes with probabilities for each image file."""
     if top_k < 1:
-        raise ValueError(f"--top-k must be at least 1, got {top_k}")
+        raise ConfigError(f"--top-k must be at least 1, got {top_k}")
     model, meta = load_model(checkpoint)
     transform = eval_transform(meta["img_size"], meta["mean"], meta["std"], crop=meta["crop"])
     mode = "L" if meta["in_chans"] == 1 else "RGB"

@@ -23,31 +23,34 @@ from typing import Any
 import torch
 from PIL import Image
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler
 from torchvision.ops import FrozenBatchNorm2d
 from torchvision.transforms import v2
 from tqdm import tqdm
 
 from ..data.coco import CocoDetection
-from ..data.folder import DatasetError, read_image
+from ..data.images import read_image
 from ..data.shapes import ShapesSpec, write_shapes_dataset
 from ..detection.draw import draw_detections, tile_images
 from ..detection.metrics import coco_metrics, detections_to_coco
 from ..detection.models import DETECTORS, create_detector
+from ..errors import CheckpointError, ConfigError, DatasetError, TrainingDiverged, first_line
+from ..files import atomic_write
 from ..models import get_model_entry
 from .checkpoint import (
-    CheckpointError,
-    atomic_write,
+    check_meta,
+    check_metric_rows,
     check_new_run_dir,
     load_training_state,
     read_weights,
+    restore_training_state,
     save_training_state,
     save_weights,
 )
-from .classification import TrainingDiverged
 from .optim import epoch_seed, param_groups, warmup_cosine
-from .recipes import fill_from_recipe
+from .recipes import check_field_types, check_workers, fill_from_recipe
 from .report import setup_logging, write_json, write_metrics_csv
+from .runs import GracefulStop, SkipSampler, failures_end_the_run, ignore_stop_signals, interrupted, open_run_dir
 
 __all__ = [
     "DETECT_RECIPES",
@@ -150,7 +153,7 @@ class DetectConfig:
 
     def resolve(self) -> DetectConfig:
         if self.recipe not in DETECT_RECIPES:
-            raise ValueError(f"unknown recipe {self.recipe!r}; choose one of {', '.join(DETECT_RECIPES)}")
+            raise ConfigError(f"unknown recipe {self.recipe!r}; choose one of {', '.join(DETECT_RECIPES)}")
         recipe = DETECT_RECIPES[self.recipe]
         values = fill_from_recipe(self, recipe)
         if self.lr is None:
@@ -162,7 +165,8 @@ class DetectConfig:
                     self.data, split, "annotations.json"
                 )
         if values["output_dir"] is None:
-            source = SHAPES if self.synthetic else os.path.basename(os.path.normpath(self.data or self.train_images))
+            named = self.data or self.train_images or self.train_annotations or self.val_images or self.val_annotations
+            source = SHAPES if self.synthetic else os.path.basename(os.path.normpath(named))
             values["output_dir"] = os.path.join(
                 "runs", f"detect-{source}-{values['backbone']}-{time.strftime('%Y%m%d-%H%M%S')}"
             )
@@ -180,29 +184,32 @@ class DetectConfig:
         )
 
     def check(self) -> None:
+        check_field_types(self)
         if self.detector not in DETECTORS:
-            raise ValueError(f"unknown detector {self.detector!r}; choose one of {', '.join(DETECTORS)}")
+            raise ConfigError(f"unknown detector {self.detector!r}; choose one of {', '.join(DETECTORS)}")
         get_model_entry(self.backbone)  # unknown names fail here, with suggestions
         if not self.synthetic:
             paths = dict(train_images=self.train_images, train_annotations=self.train_annotations,
                          val_images=self.val_images, val_annotations=self.val_annotations)  # fmt: skip
             unset = [f"--{name.replace('_', '-')}" for name, value in paths.items() if not value]
             if unset:
-                raise ValueError(f"COCO data needs --data ROOT or all four paths; missing {', '.join(unset)}")
+                raise ConfigError(f"COCO data needs --data ROOT or all four paths; missing {', '.join(unset)}")
         if self.optimizer not in ("sgd", "adamw"):
-            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose sgd or adamw")
+            raise ConfigError(f"unknown optimizer {self.optimizer!r}; choose sgd or adamw")
         positive = ("epochs", "batch_size", "lr", "min_size", "max_size", "fpn_channels", "eval_every",
                     "box_batch_size_per_image", "roi_sampling_ratio")  # fmt: skip
         for name in positive:
             value = getattr(self, name)
             if value is None or value <= 0:
-                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}")
+                raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {value}")
+        smallest = get_model_entry(self.backbone).config.reduction()
+        if self.min_size < smallest:
+            raise ConfigError(f"--min-size {self.min_size} is too small for {self.backbone}, which downsamples by {smallest}")
         if self.max_size < self.min_size:
-            raise ValueError(f"--max-size ({self.max_size}) must be at least --min-size ({self.min_size})")
-        if self.workers < 0:
-            raise ValueError(f"--workers must be 0 or more, got {self.workers}")
+            raise ConfigError(f"--max-size ({self.max_size}) must be at least --min-size ({self.min_size})")
+        check_workers(self.workers)
         if self.synthetic and (self.shapes_train_images < 1 or self.shapes_val_images < 1):
-            raise ValueError("the synthetic dataset needs at least one training and one held-out image")
+            raise ConfigError("the synthetic dataset needs at least one training and one held-out image")
 
     def detector_settings(self) -> dict[str, Any]:
         """What ``create_detector`` needs besides the classes (saved with the weights)."""
@@ -266,10 +273,8 @@ def evaluate_detector(
     return coco_metrics(dataset.coco_gt, results, ("bbox", "segm") if with_masks else ("bbox",))
 
 
-def _prepare_data(config: DetectConfig, run_dir: str, log) -> tuple[str, str, str, str]:
-    """The four paths of the run's data, generating the synthetic set when none is given."""
-    if not config.synthetic:
-        return config.train_images, config.train_annotations, config.val_images, config.val_annotations
+def _generate_shapes(config: DetectConfig, run_dir: str, log) -> tuple[str, str, str, str]:
+    """The four paths of the synthetic shapes dataset in the run folder, generated unless it is there."""
     root = os.path.join(run_dir, "data")
     spec = ShapesSpec(train_images=config.shapes_train_images, val_images=config.shapes_val_images)
     marker = os.path.join(root, "spec.json")
@@ -300,43 +305,73 @@ def _check_finite(losses: dict[str, Tensor], epoch: int, step: int, run_dir: str
 def train_detector(config: DetectConfig | None = None, *, resume: str | None = None) -> dict[str, Any]:
     """Train a detector; returns the summary (also written to summary.json).
 
-    ``resume``: a run's last.pt; the run continues with its saved settings in its own folder."""
+    ``resume``: a run's last.pt; the run continues with its saved settings in its own folder.
+    Ctrl-C (or SIGTERM) stops at the end of the current step, saves last.pt and raises RunInterrupted;
+    an expected failure once training has started raises RunFailed naming the checkpoint to resume."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise ValueError("`botnet detect train` runs in one process; run it without torchrun")
-    state = None
+        raise ConfigError("`botnet detect train` runs in one process; run it without torchrun")
+    state, user_config = None, config or DetectConfig()
     if resume:
         state = load_training_state(resume)
-        if state.get("meta", {}).get("task") != "detection":
-            raise CheckpointError(f"{resume} is not a detection run's checkpoint; resume it with `botnet train`")
-        saved = dict(state["config"])
-        config = DetectConfig(**{**saved, "output_dir": os.path.dirname(os.path.abspath(resume))})
+        config = _config_from_state(state, resume)
     else:
-        config = (config or DetectConfig()).resolve()
+        config = user_config.resolve()
     run_dir = config.output_dir
     if state is None:
-        check_new_run_dir(run_dir)
-    os.makedirs(run_dir, exist_ok=True)
-    log = setup_logging(run_dir, True)
-    started = time.perf_counter()
-    torch.manual_seed(config.seed)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        check_new_run_dir(run_dir)  # before the data is checked, which may take a while
+    data = None if config.synthetic else _load_datasets(config, config.train_images, config.train_annotations,
+                                                       config.val_images, config.val_annotations)  # fmt: skip
+    with open_run_dir(run_dir, resuming=state is not None, writer=True):
+        log = setup_logging(run_dir, True)
+        if data is None:
+            data = _load_datasets(config, *_generate_shapes(config, run_dir, log))
+        train_set, val_set = data
+        for name, dataset in (("training", train_set), ("held-out", val_set)):
+            if dataset.skipped.total():
+                log.warning(f"{name} data: left out {dataset.skipped.summary()}")
+        if state is None and len(train_set) < config.batch_size:
+            log.warning(f"the training split has {len(train_set)} images: batches of {len(train_set)} instead of {config.batch_size}")
+            # resolve again, so the learning rate (scaled with the batch) fits the batch that is used
+            config = dataclasses.replace(user_config, batch_size=len(train_set), output_dir=run_dir).resolve()
+        return _fit_detector(config, state, train_set, val_set, log)
 
-    train_images, train_ann, val_images, val_ann = _prepare_data(config, run_dir, log)
+
+def _config_from_state(state: dict[str, Any], path: str) -> DetectConfig:
+    if state["meta"].get("task") != "detection":
+        raise CheckpointError(f"{path} is not a detection run's checkpoint; resume it with `botnet train`")
+    check_metric_rows(state, path, METRIC_COLUMNS, ("epoch", "train_loss", "lr", "seconds"))
+    try:
+        config = DetectConfig(**{**state["config"], "output_dir": os.path.dirname(os.path.abspath(path))})
+        complete = config.resolve() == config  # a saved run's settings are all filled in
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{path}: its saved settings are not valid ({first_line(error)})") from error
+    if not complete:
+        raise CheckpointError(f"{path}: its saved settings are incomplete; the file is damaged")
+    return config
+
+
+def _load_datasets(config: DetectConfig, train_images: str, train_ann: str, val_images: str, val_ann: str):
+    """The checked training and held-out sets (same categories)."""
     with_masks = config.detector == "maskrcnn"
     flip = v2.RandomHorizontalFlip(0.5)
     train_set = CocoDetection(train_images, train_ann, transforms=flip, skip_bad=config.skip_bad, with_masks=with_masks)
     val_set = CocoDetection(val_images, val_ann, skip_bad=config.skip_bad, with_masks=with_masks)
-    for name, dataset in (("training", train_set), ("held-out", val_set)):
-        if dataset.skipped.total():
-            log.warning(f"{name} data: left out {dataset.skipped.summary()}")
     if train_set.category_ids != val_set.category_ids:
         raise DatasetError(
             f"the training and held-out annotations list different categories ({train_set.category_ids} vs "
             f"{val_set.category_ids}); both must use the same category ids"
         )
-    if len(train_set) < config.batch_size:
-        raise DatasetError(f"the training split has {len(train_set)} images, fewer than one batch; lower --batch-size")
+    return train_set, val_set
 
+
+def _fit_detector(
+    config: DetectConfig, state: dict[str, Any] | None, train_set: CocoDetection, val_set: CocoDetection, log
+) -> dict[str, Any]:
+    run_dir, last_pt = config.output_dir, os.path.join(config.output_dir, "last.pt")
+    started = time.perf_counter()
+    torch.manual_seed(config.seed)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    with_masks = config.detector == "maskrcnn"
     num_classes = len(train_set.category_ids) + 1
     settings = config.detector_settings()
     model = build_detector(
@@ -348,35 +383,37 @@ def train_detector(config: DetectConfig | None = None, *, resume: str | None = N
         num_classes=num_classes,
         class_names=train_set.class_names,
         category_ids=train_set.category_ids,
-        val_images=os.path.abspath(val_images),
-        val_annotations=os.path.abspath(val_ann),
+        val_images=os.path.abspath(val_set.image_dir),
+        val_annotations=os.path.abspath(val_set.ann_file),
     )
     generator = torch.Generator().manual_seed(config.seed)
+    sampler = SkipSampler(RandomSampler(train_set, generator=generator))
     train_loader = DataLoader(
-        train_set, batch_size=config.batch_size, shuffle=True, drop_last=True, num_workers=config.workers,
-        collate_fn=_collate, generator=generator,  # fresh workers each epoch, seeded from the epoch's generator
-    )  # fmt: skip
+        train_set, batch_size=config.batch_size, sampler=sampler, drop_last=True, num_workers=config.workers,
+        collate_fn=_collate, generator=generator, worker_init_fn=ignore_stop_signals,
+    )  # fresh workers each epoch, seeded from the epoch's generator; fmt: skip
     groups = param_groups(model, config.weight_decay)
     if config.optimizer == "sgd":
         optimizer: torch.optim.Optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
     else:
         optimizer = torch.optim.AdamW(groups, lr=config.lr)
-    steps = len(train_loader)
+    steps = len(train_set) // config.batch_size
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine(max(1, round(config.warmup_epochs * steps)), config.epochs * steps)
     )
-    start_epoch, rows, previous_seconds, train_seconds, train_images_seen = 0, [], 0.0, 0.0, 0
+    start_epoch, start_step, rows, previous_seconds, train_seconds, train_images_seen = 0, 0, [], 0.0, 0.0, 0
+    partial: dict[str, float] = {}
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start_epoch, rows = state["epoch"], state["metrics"]
+        restore_training_state(state, last_pt, model=model, optimizer=optimizer, scheduler=scheduler)
+        start_epoch, start_step, rows = state["epoch"], state.get("step", 0), state["metrics"]
         previous_seconds, train_seconds, train_images_seen = (
             state["wall_seconds"],
             state["train_seconds"],
             state["train_images"],
         )
-        log.info(f"resuming {run_dir} after epoch {start_epoch}")
+        partial = dict(state.get("partial", {}))
+        where = f"epoch {start_epoch + 1}, step {start_step + 1}" if start_step else f"epoch {start_epoch + 1}"
+        log.info(f"resuming {run_dir} at {where}")
     else:
         write_json(os.path.join(run_dir, "config.json"), dataclasses.asdict(config))
         params = sum(p.numel() for p in model.parameters())
@@ -386,84 +423,107 @@ def train_detector(config: DetectConfig | None = None, *, resume: str | None = N
             f"{config.epochs} epochs of {steps} steps, batch {config.batch_size}, lr {config.lr:g}"
         )
 
+    def training_state(epoch: int, step: int = 0, sums: dict[str, float] | None = None) -> dict[str, Any]:
+        return dict(
+            config=dataclasses.asdict(config), meta=meta, epoch=epoch, step=step, partial=sums or {},
+            rng={"cpu": torch.get_rng_state()}, model=model.state_dict(), optimizer=optimizer.state_dict(),
+            scheduler=scheduler.state_dict(), metrics=rows,
+            wall_seconds=previous_seconds + time.perf_counter() - started, train_seconds=train_seconds,
+            train_images=train_images_seen,
+        )  # fmt: skip
+
     show = sys.stderr.isatty()
     metrics: dict[str, float] = {}
-    for epoch in range(start_epoch, config.epochs):
-        epoch_start = time.perf_counter()
-        torch.manual_seed(epoch_seed(config.seed, epoch, 0))
-        generator.manual_seed(epoch_seed(config.seed, epoch, 0))
-        model.train()
-        sums: dict[str, float] = {}
-        bar = tqdm(
-            train_loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not show, leave=False, dynamic_ncols=True
-        )
-        for step, (images, targets) in enumerate(bar):
-            losses = model([_plain(im).to(device) for im in images], _targets(targets, device, with_masks))
-            _check_finite(losses, epoch, step, run_dir)
-            loss = sum(losses.values())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            for name, value in losses.items():
-                sums[name] = sums.get(name, 0.0) + value.item()
-            if show:
-                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
-        train_seconds += time.perf_counter() - epoch_start
-        train_images_seen += steps * config.batch_size
-        row: dict[str, Any] = dict(epoch=epoch + 1)
-        row.update({name: round(sums[name] / steps, 5) for name in LOSS_NAMES if name in sums})
-        row["train_loss"] = round(sum(sums.values()) / steps, 5)
-        last = epoch + 1 == config.epochs
-        if last or (epoch + 1) % config.eval_every == 0:
-            metrics = evaluate_detector(
-                model, val_set, batch_size=config.batch_size, workers=config.workers, progress=show
+    with GracefulStop() as stop, failures_end_the_run(last_pt, "botnet detect train"):
+        for epoch in range(start_epoch, config.epochs):
+            epoch_start = time.perf_counter()
+            first_step = start_step if epoch == start_epoch else 0
+            torch.manual_seed(epoch_seed(config.seed, epoch, 0))
+            generator.manual_seed(epoch_seed(config.seed, epoch, 0))
+            if first_step:
+                _restore_rng(state, last_pt)  # where the interrupted epoch was, not its start
+            sampler.set_epoch(epoch, skip=first_step * config.batch_size)
+            model.train()
+            sums: dict[str, float] = dict(partial) if first_step else {}
+            bar = tqdm(
+                train_loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not show, leave=False,
+                dynamic_ncols=True,
+            )  # fmt: skip
+            done = first_step
+            for step, (images, targets) in enumerate(bar, start=first_step):
+                losses = model([_plain(im).to(device) for im in images], _targets(targets, device, with_masks))
+                _check_finite(losses, epoch, step, run_dir)
+                loss = sum(losses.values())
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                for name, value in losses.items():
+                    sums[name] = sums.get(name, 0.0) + value.item()
+                train_images_seen += config.batch_size
+                done = step + 1
+                if show:
+                    bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+                if stop.requested:
+                    break
+            bar.close()
+            train_seconds += time.perf_counter() - epoch_start
+            if stop.requested:
+                save_training_state(last_pt, training_state(epoch, done, sums))
+                raise interrupted(last_pt, "botnet detect train", f"at epoch {epoch + 1}, step {done} of {steps}")
+            row: dict[str, Any] = dict(epoch=epoch + 1)
+            row.update({name: round(sums[name] / steps, 5) for name in LOSS_NAMES if name in sums})
+            row["train_loss"] = round(sum(sums.values()) / steps, 5)
+            last = epoch + 1 == config.epochs
+            if last or (epoch + 1) % config.eval_every == 0:
+                metrics = evaluate_detector(
+                    model, val_set, batch_size=config.batch_size, workers=config.workers, progress=show
+                )
+                row.update({k: round(v, 3) for k, v in metrics.items() if k in METRIC_COLUMNS})
+            row["lr"] = optimizer.param_groups[0]["lr"]
+            row["seconds"] = round(time.perf_counter() - epoch_start, 3)
+            rows.append(row)
+            write_metrics_csv(os.path.join(run_dir, "metrics.csv"), rows, METRIC_COLUMNS)
+            save_training_state(last_pt, training_state(epoch + 1))
+            evaluated = ", ".join(f"{k} {row[k]:.1f}" for k in ("bbox_AP", "bbox_AP50", "segm_AP") if k in row)
+            log.info(
+                f"epoch {epoch + 1}/{config.epochs}: loss {row['train_loss']:.4f}{'; ' + evaluated if evaluated else ''}"
             )
-            row.update({k: round(v, 3) for k, v in metrics.items() if k in METRIC_COLUMNS})
-        row["lr"] = optimizer.param_groups[0]["lr"]
-        row["seconds"] = round(time.perf_counter() - epoch_start, 3)
-        rows.append(row)
-        write_metrics_csv(os.path.join(run_dir, "metrics.csv"), rows, METRIC_COLUMNS)
-        save_training_state(
-            os.path.join(run_dir, "last.pt"),
-            dict(
-                config=dataclasses.asdict(config), meta=meta, epoch=epoch + 1, model=model.state_dict(),
-                optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), metrics=rows,
-                wall_seconds=previous_seconds + time.perf_counter() - started, train_seconds=train_seconds,
-                train_images=train_images_seen,
-            ),
-        )  # fmt: skip
-        evaluated = ", ".join(f"{k} {row[k]:.1f}" for k in ("bbox_AP", "bbox_AP50", "segm_AP") if k in row)
-        log.info(
-            f"epoch {epoch + 1}/{config.epochs}: loss {row['train_loss']:.4f}{'; ' + evaluated if evaluated else ''}"
-        )
 
-    if not metrics:  # a resumed run that had already finished its epochs
-        metrics = evaluate_detector(model, val_set, batch_size=config.batch_size, workers=config.workers)
-    save_weights(os.path.join(run_dir, "model.safetensors"), model, meta)
-    _save_prediction_grid(model, val_set, os.path.join(run_dir, "predictions.png"))
-    wall_seconds = previous_seconds + time.perf_counter() - started
-    summary = dict(
-        task="detection",
-        detector=config.detector,
-        backbone=config.backbone,
-        dataset=SHAPES if config.synthetic else os.path.abspath(config.train_annotations),
-        classes=train_set.class_names,
-        params=sum(p.numel() for p in model.parameters()),
-        epochs=config.epochs,
-        **{k: round(v, 3) for k, v in metrics.items()},
-        val_images=len(val_set),
-        wall_seconds=round(wall_seconds, 3),
-        train_images_per_second=round(train_images_seen / max(train_seconds, 1e-9), 2),
-        device=device.type,
-        skipped=dict(train=train_set.skipped.as_dict(), val=val_set.skipped.as_dict()),
-    )
-    write_json(os.path.join(run_dir, "summary.json"), summary)
+        if not metrics:  # a resumed run that had already finished its epochs
+            metrics = evaluate_detector(model, val_set, batch_size=config.batch_size, workers=config.workers)
+        save_weights(os.path.join(run_dir, "model.safetensors"), model, meta)
+        _save_prediction_grid(model, val_set, os.path.join(run_dir, "predictions.png"))
+        wall_seconds = previous_seconds + time.perf_counter() - started
+        summary = dict(
+            task="detection",
+            detector=config.detector,
+            backbone=config.backbone,
+            dataset=SHAPES if config.synthetic else os.path.abspath(config.train_annotations),
+            classes=train_set.class_names,
+            params=sum(p.numel() for p in model.parameters()),
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            **{k: round(v, 3) for k, v in metrics.items()},
+            val_images=len(val_set),
+            wall_seconds=round(wall_seconds, 3),
+            train_images_per_second=round(train_images_seen / max(train_seconds, 1e-9), 2),
+            device=device.type,
+            skipped=dict(train=train_set.skipped.as_dict(), val=val_set.skipped.as_dict()),
+        )
+        write_json(os.path.join(run_dir, "summary.json"), summary)
     headline = ", ".join(
         f"{k} {metrics[k]:.1f}" for k in ("bbox_AP", "bbox_AP50", "segm_AP", "segm_AP50") if k in metrics
     )
     log.info(f"done: {headline} on {len(val_set)} held-out images; {wall_seconds:.1f}s; results in {run_dir}")
     return summary
+
+
+def _restore_rng(state: dict[str, Any] | None, path: str) -> None:
+    try:
+        torch.set_rng_state(state["rng"]["cpu"])  # type: ignore[index]
+    except (KeyError, TypeError, RuntimeError) as error:
+        raise CheckpointError(f"{path}: its saved random state is damaged ({first_line(error)})") from error
 
 
 @torch.no_grad()
@@ -488,16 +548,27 @@ def _png_bytes(image: Tensor) -> bytes:
     return buffer.getvalue()
 
 
+# What a detector's metadata holds.
+DETECTOR_META: dict[str, type] = dict(
+    settings=dict, num_classes=int, class_names=list, category_ids=list, val_images=str, val_annotations=str
+)
+
+
 def load_detector(path: str) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a trained detector from a run's model.safetensors or last.pt (eval mode) with its metadata."""
     state, meta = read_weights(path)
     if meta.get("task") != "detection":
         raise CheckpointError(f"{path} holds a classifier, not a detector; use `botnet eval` / `botnet predict`")
-    model = build_detector(meta["settings"], meta["num_classes"])
+    check_meta(meta, path, DETECTOR_META)
+    if len(meta["class_names"]) != meta["num_classes"] - 1 or not all(isinstance(n, str) for n in meta["class_names"]):
+        raise CheckpointError(f"{path}: its class names do not match its {meta['num_classes']} classes; the file is damaged")
     try:
-        model.load_state_dict(state)
-    except RuntimeError as error:
-        raise CheckpointError(f"{path} does not fit its detector settings: {str(error).splitlines()[0]}") from error
+        model = build_detector(meta["settings"], meta["num_classes"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(
+            f"{path}: its detector settings are not ones this version builds ({first_line(error)})"
+        ) from error
+    restore_training_state({"model": state}, path, model=model)
     return model.eval(), meta
 
 
@@ -510,6 +581,8 @@ def evaluate_detector_checkpoint(
     skip_bad: bool = False,
 ) -> tuple[dict[str, float], dict[str, Any], CocoDetection]:
     """COCO metrics of a saved detector on COCO data (default: the held-out split it was trained against)."""  # fmt: skip
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
     model, meta = load_detector(checkpoint)
     images = images or meta["val_images"]
     annotations = annotations or meta["val_annotations"]
@@ -529,7 +602,7 @@ def predict_detections(
     """Detections (class, score, box [x0, y0, x1, y1]) scoring at least ``score_threshold`` for each
     image file; with ``output_dir``, also a PNG per image with masks, boxes, names and scores drawn on."""
     if not 0.0 <= score_threshold <= 1.0:
-        raise ValueError(f"--score-threshold must be in [0, 1], got {score_threshold}")
+        raise ConfigError(f"--score-threshold must be in [0, 1], got {score_threshold}")
     model, meta = load_detector(checkpoint)
     names = meta["class_names"]
     results = []

@@ -3,10 +3,58 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
+import types
+import typing
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["RECIPES", "Recipe", "fill_from_recipe"]
+from ..errors import ConfigError
+
+__all__ = ["RECIPES", "Recipe", "check_field_types", "check_workers", "fill_from_recipe"]
+
+
+def check_workers(workers: int) -> None:
+    """Data-loading processes: 0 (load in the main process) up to four per CPU core (at least 32)."""
+    limit = max(32, 4 * (os.cpu_count() or 1))
+    if not 0 <= workers <= limit:
+        raise ConfigError(f"--workers must be between 0 and {limit} on this machine ({os.cpu_count()} cores), got {workers}")
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if hint is str:
+        return isinstance(value, str)
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if not isinstance(value, (tuple, list)):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_matches(v, args[0]) for v in value)
+        return len(value) == len(args) and all(_matches(v, a) for v, a in zip(value, args))
+    return True
+
+
+def check_field_types(config: Any) -> None:
+    """ConfigError unless every field of the config dataclass holds a value of its annotated type
+    (floats finite; a value read from a damaged file or passed from Python may be anything)."""
+    hints = typing.get_type_hints(type(config))
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if not _matches(value, hints[field.name]):
+            expected = str(hints[field.name]).replace("typing.", "").replace("NoneType", "None")
+            raise ConfigError(f"--{field.name.replace('_', '-')} is {value!r}; it must be {expected} (finite)")
 
 
 def fill_from_recipe(config: Any, recipe: Any) -> dict[str, Any]:

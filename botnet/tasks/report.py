@@ -21,6 +21,13 @@ METRIC_COLUMNS = ["epoch", "train_loss", "val_loss", "val_top1", "val_top5", "lr
 LOGGER_NAME = "botnet"
 
 
+class _EscapingFormatter(logging.Formatter):
+    """Lines with file names that are not valid UTF-8 are written with those bytes escaped, not dropped."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return super().format(record).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def setup_logging(run_dir: str | None, enabled: bool) -> logging.Logger:
     """Plain lines to stdout and RUN/train.log on the main process; silence elsewhere."""
     logger = logging.getLogger(LOGGER_NAME)
@@ -30,10 +37,10 @@ def setup_logging(run_dir: str | None, enabled: bool) -> logging.Logger:
     logger.propagate = False
     logger.setLevel(logging.INFO if enabled else logging.WARNING)
     if enabled:
-        formatter = logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S")
+        formatter = _EscapingFormatter("%(asctime)s %(message)s", "%H:%M:%S")
         handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout)]
         if run_dir:
-            handlers.append(logging.FileHandler(os.path.join(run_dir, "train.log")))
+            handlers.append(logging.FileHandler(os.path.join(run_dir, "train.log"), encoding="utf-8"))
         for handler in handlers:
             handler.setFormatter(formatter)
             logger.addHandler(handler)

@@ -11,6 +11,7 @@ from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 from torchvision.ops import FrozenBatchNorm2d
 
 import botnet
+from botnet.models import create_model
 from botnet.detection import (
     botnet_fpn_backbone,
     coco_metrics,
@@ -271,3 +272,16 @@ def test_mask_ap_by_size_uses_mask_area():
     metrics = coco_metrics(gt, detections_to_coco(detections, 1, [7, 9]))
     assert metrics["segm_APs"] == pytest.approx(75.0)
     assert metrics["bbox_APs"] == pytest.approx(100.0)
+
+
+@pytest.mark.parametrize(
+    ("backbone", "strides"), [("botnet50", (4, 8, 16, 32, 64)), ("botnet50_s1", (4, 8, 16, 16, 32))]
+)
+def test_default_anchors_follow_the_backbones_strides(backbone, strides):
+    """Anchors are 8 x each level's stride, read from the backbone's feature_info: the S1 models keep c5 at
+    stride 16, so their c5 anchors are 128 px, not the 256 px of a stride-32 c5."""
+    model = create_detector("fasterrcnn", backbone, 3, img_size=64)
+    assert model.backbone.feature_strides == strides
+    assert model.rpn.anchor_generator.sizes == tuple((8 * s,) for s in strides)
+    entry = {i["module"]: i["reduction"] for i in create_model(backbone).feature_info}
+    assert strides[:4] == tuple(entry[f"layer{i}"] for i in (1, 2, 3, 4))

@@ -1,8 +1,10 @@
 """The classification job end to end: digits, image folders, resume, safety, DDP."""
 
+import errno
 import json
 import os
 import pickle
+import signal
 import subprocess
 import sys
 
@@ -13,8 +15,10 @@ from safetensors import safe_open
 
 from botnet.cli import main
 from botnet.data.digits import digits_splits
+from botnet.errors import DatasetError
 from botnet.tasks import TrainConfig, TrainingDiverged, evaluate_checkpoint, predict, train
 from botnet.tasks import classification
+from botnet.files import TEMP_SUFFIX
 from botnet.tasks.checkpoint import CheckpointError, load_model, load_training_state, save_training_state
 
 RUN_FILES = {
@@ -98,11 +102,31 @@ def _read_weights(path):
         return {k: f.get_tensor(k) for k in f.keys()}
 
 
-def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
-    settings = dict(epochs=3, batch_size=128, ema_decay=0.9, seed=3)
-    whole = str(tmp_path / "whole")
-    train(TrainConfig(output_dir=whole, **settings))
+RESUME_SETTINGS = dict(epochs=3, batch_size=128, ema_decay=0.9, seed=3)  # 11 steps per epoch on the digits
 
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    whole = str(tmp_path_factory.mktemp("whole") / "run")
+    train(TrainConfig(output_dir=whole, **RESUME_SETTINGS))
+    return whole
+
+
+def _assert_same_run(whole, resumed):
+    a, b = _read_weights(os.path.join(whole, "model.safetensors")), _read_weights(os.path.join(resumed, "model.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    with open(os.path.join(whole, "summary.json")) as f, open(os.path.join(resumed, "summary.json")) as g:
+        assert json.load(f)["test_top1"] == json.load(g)["test_top1"]
+    with open(os.path.join(whole, "metrics.csv")) as f, open(os.path.join(resumed, "metrics.csv")) as g:
+        expected, got = f.read().splitlines(), g.read().splitlines()
+    assert len(got) == 4  # header and all three epochs
+    for row_a, row_b in zip(expected[1:], got[1:]):  # losses and accuracy equal; seconds differ
+        assert row_a.split(",")[:6] == row_b.split(",")[:6]
+
+
+def test_resume_equals_uninterrupted(uninterrupted, tmp_path, monkeypatch):
     interrupted = str(tmp_path / "interrupted")
     real_epoch = classification.train_one_epoch
 
@@ -113,20 +137,63 @@ def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
 
     monkeypatch.setattr(classification, "train_one_epoch", stop_at_second_epoch)
     with pytest.raises(KeyboardInterrupt):
-        train(TrainConfig(output_dir=interrupted, **settings))
+        train(TrainConfig(output_dir=interrupted, **RESUME_SETTINGS))
     assert load_training_state(os.path.join(interrupted, "last.pt"))["epoch"] == 1
     assert not os.path.exists(os.path.join(interrupted, "model.safetensors"))
     monkeypatch.setattr(classification, "train_one_epoch", real_epoch)
-    summary = train(resume=os.path.join(interrupted, "last.pt"))
+    train(resume=os.path.join(interrupted, "last.pt"))
+    _assert_same_run(uninterrupted, interrupted)
 
-    a, b = _read_weights(os.path.join(whole, "model.safetensors")), _read_weights(os.path.join(interrupted, "model.safetensors"))
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
-    with open(os.path.join(whole, "summary.json")) as f:
-        assert json.load(f)["test_top1"] == summary["test_top1"]
-    with open(os.path.join(interrupted, "metrics.csv")) as f:
-        assert len(f.read().splitlines()) == 4  # header and all three epochs
+
+def test_ctrl_c_mid_epoch_saves_a_checkpoint_that_resumes_exactly(uninterrupted, tmp_path, monkeypatch, capsys):
+    run_dir = tmp_path / "run"
+    real_agree, steps = classification._agree, []
+
+    def ctrl_c_at_step_16(*args):
+        steps.append(1)
+        if len(steps) == 16:  # epoch 2, step 5
+            signal.raise_signal(signal.SIGINT)
+        return real_agree(*args)
+
+    monkeypatch.setattr(classification, "_agree", ctrl_c_at_step_16)
+    flags = ["--epochs", "3", "--batch-size", "128", "--ema-decay", "0.9", "--seed", "3"]
+    assert main(["train", *flags, "--output-dir", str(run_dir)]) == 130
+    err = capsys.readouterr().err.strip()
+    last_pt = str(run_dir / "last.pt")
+    assert err == (
+        f"botnet train: interrupted at epoch 2, step 5 of 11; {last_pt} is saved: "
+        f"continue with `botnet train --resume {last_pt}`"
+    )
+    state = load_training_state(last_pt)
+    assert (state["epoch"], state["step"]) == (1, 5) and len(steps) == 16, "the step under way was finished"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "Ctrl-C works as usual afterwards"
+
+    monkeypatch.setattr(classification, "_agree", real_agree)
+    (run_dir / f".last.pt.killed{TEMP_SUFFIX}").write_bytes(b"left by a killed writer")
+    assert main(["train", "--resume", last_pt]) == 0
+    assert not any(name.endswith(TEMP_SUFFIX) for name in os.listdir(run_dir))
+    _assert_same_run(uninterrupted, str(run_dir))
+
+
+def test_disk_full_mid_run_keeps_the_last_checkpoint(tmp_path, monkeypatch, capsys):
+    run_dir = tmp_path / "run"
+    real_save, saves = torch.save, []
+
+    def full_at_second_save(obj, f, *args, **kwargs):
+        saves.append(1)
+        if len(saves) == 2:
+            f.write(b"the first bytes of a checkpoint")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", full_at_second_save)
+    assert main(["train", "--epochs", "3", "--batch-size", "256", "--output-dir", str(run_dir)]) == 1
+    err = capsys.readouterr().err.strip()
+    last_pt = str(run_dir / "last.pt")
+    assert len(err.splitlines()) == 1
+    assert f"no space left to write {last_pt}" in err and f"--resume {last_pt}" in err, err
+    assert load_training_state(last_pt)["epoch"] == 1  # intact
+    assert sorted(os.listdir(run_dir)) == [".lock", "config.json", "last.pt", "metrics.csv", "train.log"]
 
 
 def test_existing_run_is_not_overwritten(digits_run):
@@ -166,7 +233,7 @@ def test_atomic_save_survives_interrupted_write(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         save_training_state(path, dict(epoch=2, weights=torch.zeros(4)))
     monkeypatch.setattr(torch, "save", real_save)
-    state = load_training_state(path)
+    state = torch.load(path, weights_only=True)
     assert state["epoch"] == 1 and torch.equal(state["weights"], torch.arange(4.0))
     assert os.listdir(tmp_path) == ["last.pt"]  # no temporary file left behind
 
@@ -186,6 +253,14 @@ def test_pickle_with_payload_is_refused(tmp_path, capsys):
     assert main(["predict", "--checkpoint", path, "x.png"]) == 2
     assert "refusing to load" in capsys.readouterr().err
     assert not os.path.exists(_Payload.marker)
+
+
+def _truncated_jpeg(path):
+    """A JPEG cut short: its header is intact (PIL's verify() passes it), its pixels are not all there."""
+    pixels = (torch.rand(48, 64, 3) * 255).to(torch.uint8).numpy()
+    Image.fromarray(pixels).save(path, quality=95)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
 
 
 def _image_folder(root, classes=("cat", "dog"), per_class=6):
@@ -224,6 +299,7 @@ def test_image_folder_train_eval_predict(tmp_path, capsys):
         (lambda d: _image_folder(d, classes=("owl",)) and os.rename(d / "val" / "owl", d / "owl"), r"only in train: \['owl'\]"),
         (lambda d: (d / "train" / "cat" / "broken.jpg").write_bytes(b"not a jpeg"), "broken.jpg"),
         (lambda d: (d / "val" / "dog" / "notes.txt").write_text("hello"), "notes.txt"),
+        (lambda d: _truncated_jpeg(d / "train" / "dog" / "cut.jpg"), r"cut\.jpg \(OSError: image file is truncated"),
     ],
 )
 def test_bad_image_folders_fail_before_training(tmp_path, damage, match):
@@ -238,12 +314,37 @@ def test_skip_bad_images_counts_them(tmp_path):
     data = _image_folder(tmp_path / "data")
     (data / "train" / "cat" / "broken.jpg").write_bytes(b"not a jpeg")
     (data / "val" / "dog" / "truncated.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    _truncated_jpeg(data / "train" / "dog" / "cut.jpg")
     summary = train(
         TrainConfig(data=str(data), epochs=1, batch_size=4, skip_bad_images=True, output_dir=str(tmp_path / "run"))
     )
-    assert summary["skipped_bad_images"] == 2 and summary["test_images"] == 12
+    assert summary["skipped_bad_images"] == 3 and summary["test_images"] == 12
     with open(tmp_path / "run" / "train.log") as f:
-        assert "skipped 2 unreadable file(s)" in f.read()
+        assert "skipped 3 unreadable file(s)" in f.read()
+
+
+def test_a_folder_smaller_than_a_batch_trains(tmp_path):
+    data = _image_folder(tmp_path / "data", per_class=3)
+    summary = train(TrainConfig(data=str(data), epochs=1, output_dir=str(tmp_path / "run")))  # the recipe's batch is 64
+    assert summary["batch_size"] == 6 and summary["test_images"] == 6
+    with open(tmp_path / "run" / "config.json") as f:
+        assert json.load(f)["batch_size"] == 6
+    with open(tmp_path / "run" / "train.log") as f:
+        assert "batches of 6 per process instead of 64" in f.read()
+
+
+def test_one_training_image_is_refused_before_anything_is_written(tmp_path):
+    data = _image_folder(tmp_path / "data", per_class=1, classes=("cat",))
+    with pytest.raises(DatasetError, match="1 image.*at least 2"):
+        train(TrainConfig(data=str(data), epochs=1, output_dir=str(tmp_path / "run")))
+    assert not os.path.exists(tmp_path / "run")
+
+
+def test_train_takes_img_size_from_the_command_line(tmp_path):
+    run_dir = tmp_path / "run"
+    assert main(["train", "--img-size", "32", "--epochs", "1", "--batch-size", "256", "--output-dir", str(run_dir)]) == 0
+    with open(run_dir / "summary.json") as f:
+        assert json.load(f)["img_size"] == 32
 
 
 @pytest.mark.parametrize(
@@ -277,7 +378,7 @@ def test_predict_names_unreadable_image(digits_run, tmp_path, capsys):
 def test_ddp_two_cpu_processes(tmp_path):
     run_dir = tmp_path / "ddp"
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
         "-m", "botnet", "train", "--epochs", "2", "--batch-size", "32", "--output-dir", str(run_dir),
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

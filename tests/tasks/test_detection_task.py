@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from botnet.cli import main
 from botnet.data.coco import CocoDetection
 from botnet.data.shapes import SHAPE_CLASSES, ShapesSpec, write_shapes_dataset
 from botnet.tasks.checkpoint import CheckpointError, load_training_state
+from botnet.errors import RunInterrupted
 from botnet.tasks.classification import TrainingDiverged
 from botnet.tasks.detection import (
     DetectConfig,
@@ -127,6 +129,48 @@ def test_resume_equals_an_uninterrupted_run(tmp_path, tiny_run, monkeypatch):
     uninterrupted = load_training_state(os.path.join(run_dir, "last.pt"))["model"]
     for key, value in uninterrupted.items():
         assert torch.equal(resumed[key], value), key
+
+
+def test_ctrl_c_mid_epoch_resumes_to_the_same_weights(tmp_path, tiny_run, monkeypatch, capsys):
+    """Ctrl-C during the first epoch's first step: the step finishes, last.pt is saved mid-epoch, and
+    resuming it ends with exactly the uninterrupted run's weights."""
+    run_dir, _ = tiny_run
+    first = tmp_path / "first"
+    real_check = detection._check_finite
+
+    def ctrl_c_in_first_step(losses, epoch, step, run):
+        if (epoch, step) == (0, 0):
+            signal.raise_signal(signal.SIGINT)
+        return real_check(losses, epoch, step, run)
+
+    monkeypatch.setattr(detection, "_check_finite", ctrl_c_in_first_step)
+    with pytest.raises(RunInterrupted, match=r"interrupted at epoch 1, step 1 of 2; .*detect train --resume"):
+        train_detector(DetectConfig(**TINY, output_dir=str(first)))
+    monkeypatch.undo()
+    state = load_training_state(str(first / "last.pt"))
+    assert (state["epoch"], state["step"]) == (0, 1) and not (first / "metrics.csv").exists()
+    assert main(["detect", "train", "--resume", str(first / "last.pt")]) == 0
+    resumed = load_training_state(str(first / "last.pt"))["model"]
+    uninterrupted = load_training_state(os.path.join(run_dir, "last.pt"))["model"]
+    for key, value in uninterrupted.items():
+        assert torch.equal(resumed[key], value), key
+
+
+def test_resuming_the_other_tasks_checkpoint_is_one_line(tiny_run, capsys):
+    run_dir, _ = tiny_run
+    assert main(["train", "--resume", os.path.join(run_dir, "last.pt")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "detection run's checkpoint; resume it with `botnet detect train`" in err
+
+
+def test_fewer_images_than_a_batch_train_with_a_smaller_batch(tmp_path):
+    summary = train_detector(
+        DetectConfig(shapes_train_images=3, shapes_val_images=1, epochs=1, output_dir=str(tmp_path / "run"))
+    )  # the small recipe's batch is 4
+    assert summary["batch_size"] == 3
+    with open(tmp_path / "run" / "config.json") as f:
+        config = json.load(f)
+    assert config["batch_size"] == 3 and config["lr"] == pytest.approx(1.5e-3 * 3 / 4)  # lr scaled with the batch
 
 
 def test_predict_draws_and_reports(tiny_run, tmp_path):
