@@ -28,9 +28,9 @@ _LARGEST_INFO_SIZE = 16384
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from .models import create_model, get_model_entry, summarize
-
     import torch
+
+    from .models import create_model, get_model_entry, summarize
 
     entry = get_model_entry(args.model)
     img_size = tuple((args.img_size * 2)[:2]) if args.img_size else (entry.img_size, entry.img_size)

@@ -38,14 +38,18 @@ def test_atomic_write_failure_keeps_the_old_file_and_leaves_nothing(tmp_path):
 
     with pytest.raises(OSError, match="No space"):
         files.atomic_write(path, fail_midway)
-    assert open(path, "rb").read() == b"old" and os.listdir(tmp_path) == ["summary.json"]
+    with open(path, "rb") as f:
+        assert f.read() == b"old"
+    assert os.listdir(tmp_path) == ["summary.json"]
 
 
 def test_run_lock_refuses_a_second_writer(tmp_path):
-    with files.RunLock(str(tmp_path / "run")):
-        with pytest.raises(ConfigError, match=rf"being written by a run in process {os.getpid()}"):
-            with files.RunLock(str(tmp_path / "run")):
-                pass
+    with (
+        files.RunLock(str(tmp_path / "run")),
+        pytest.raises(ConfigError, match=rf"being written by a run in process {os.getpid()}"),
+        files.RunLock(str(tmp_path / "run")),
+    ):
+        pass
     with files.RunLock(str(tmp_path / "run")):  # released on exit
         pass
 

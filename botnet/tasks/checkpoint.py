@@ -27,7 +27,6 @@ from ..models import BoTNet, create_model
 __all__ = [
     "CheckpointError",
     "TRAIN_STATE_FORMAT",
-    "atomic_write",
     "check_meta",
     "check_metric_rows",
     "check_new_run_dir",

@@ -42,7 +42,16 @@ from .distributed import DistEnv, all_reduce_sum, broadcast_buffers, init_distri
 from .optim import epoch_seed, param_groups, warmup_cosine
 from .recipes import RECIPES, check_field_types, check_workers, fill_from_recipe
 from .report import METRIC_COLUMNS, plot_confusion, plot_curves, setup_logging, write_json, write_metrics_csv
-from .runs import GracefulStop, SkipSampler, failures_end_the_run, ignore_stop_signals, interrupted, open_run_dir
+from .runs import (
+    GracefulStop,
+    SkipSampler,
+    failures_end_the_run,
+    ignore_stop_signals,
+    interrupted,
+    open_run_dir,
+    restore_rng_state,
+    rng_state,
+)
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -222,6 +231,13 @@ def _agree(loss: torch.Tensor, stop: GracefulStop | None, env: DistEnv) -> tuple
         dist.all_reduce(flags, op=dist.ReduceOp.MAX)
     bad, stopping = flags.tolist()
     return not bad, bool(stopping)
+
+
+def _stop_agreed(stop: GracefulStop, env: DistEnv) -> bool:
+    flag = torch.tensor(float(stop.requested), device=env.device)
+    if env.distributed:
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
 
 
 @dataclass
@@ -453,7 +469,7 @@ def _fit(config: TrainConfig, env: DistEnv, state: dict[str, Any] | None, data, 
     def training_state(epoch: int, step: int = 0, progress: EpochProgress | None = None) -> dict[str, Any]:
         return dict(
             config=dataclasses.asdict(config), meta=meta, epoch=epoch, step=step,
-            partial=dataclasses.asdict(progress) if progress else {}, rng=_rng_state(),
+            partial=dataclasses.asdict(progress) if progress else {}, rng=rng_state(),
             model=model.state_dict(), ema=ema.state_dict() if ema is not None else None,
             optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), metrics=rows,
             wall_seconds=previous_seconds + time.perf_counter() - started, train_seconds=train_seconds,
@@ -467,7 +483,7 @@ def _fit(config: TrainConfig, env: DistEnv, state: dict[str, Any] | None, data, 
             torch.manual_seed(epoch_seed(config.seed, epoch, env.rank))
             generator.manual_seed(epoch_seed(config.seed, epoch, env.rank))
             if first_step:
-                _set_rng_state(state["rng"], last_pt)  # where the interrupted epoch was, not its start
+                restore_rng_state(state, last_pt)  # where the interrupted epoch was, not its start
             sampler.set_epoch(epoch, skip=first_step * config.batch_size)
             epoch_start = time.perf_counter()
             progress = train_one_epoch(
@@ -502,6 +518,8 @@ def _fit(config: TrainConfig, env: DistEnv, state: dict[str, Any] | None, data, 
                 f"epoch {epoch + 1}/{config.epochs}  train loss {progress.mean_loss:.4f}  val loss {result.loss:.4f}  "
                 f"top-1 {result.top1:.2f}%  top-5 {result.top5:.2f}%  {row['seconds']:.1f}s"
             )
+            if epoch + 1 < config.epochs and _stop_agreed(stop, env):  # asked to stop during the evaluation
+                raise interrupted(last_pt, "botnet train", f"after epoch {epoch + 1}")
 
         if result is None:  # resumed a finished run: nothing left to train
             broadcast_buffers(eval_model, env)
@@ -536,23 +554,6 @@ def _fit(config: TrainConfig, env: DistEnv, state: dict[str, Any] | None, data, 
                 f"{wall_seconds:.1f}s, {summary['train_images_per_second']:.0f} train images/s; results in {run_dir}"
             )
     return summary
-
-
-def _rng_state() -> dict[str, Any]:
-    """The global random generators' states (CPU, and CUDA when present), for an exact mid-epoch resume."""
-    state: dict[str, Any] = {"cpu": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state()
-    return state
-
-
-def _set_rng_state(state: Any, path: str) -> None:
-    try:
-        torch.set_rng_state(state["cpu"])
-        if "cuda" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state(state["cuda"])
-    except (KeyError, TypeError, RuntimeError) as error:
-        raise CheckpointError(f"{path}: its saved random state is damaged ({first_line(error)})") from error
 
 
 def evaluate_checkpoint(

@@ -50,7 +50,16 @@ from .checkpoint import (
 from .optim import epoch_seed, param_groups, warmup_cosine
 from .recipes import check_field_types, check_workers, fill_from_recipe
 from .report import setup_logging, write_json, write_metrics_csv
-from .runs import GracefulStop, SkipSampler, failures_end_the_run, ignore_stop_signals, interrupted, open_run_dir
+from .runs import (
+    GracefulStop,
+    SkipSampler,
+    failures_end_the_run,
+    ignore_stop_signals,
+    interrupted,
+    open_run_dir,
+    restore_rng_state,
+    rng_state,
+)
 
 __all__ = [
     "DETECT_RECIPES",
@@ -263,7 +272,9 @@ def evaluate_detector(
     """COCO box (and, for Mask R-CNN, mask) metrics of ``model`` on ``dataset``, in percent."""
     model.eval()
     device = next(model.parameters()).device
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=_collate)
+    loader = DataLoader(
+        dataset, batch_size=batch_size, num_workers=workers, collate_fn=_collate, worker_init_fn=ignore_stop_signals
+    )
     results: list[dict[str, Any]] = []
     for images, targets in tqdm(loader, desc="evaluate", disable=not progress, leave=False, dynamic_ncols=True):
         outputs = model([_plain(im).to(device) for im in images])
@@ -426,7 +437,7 @@ def _fit_detector(
     def training_state(epoch: int, step: int = 0, sums: dict[str, float] | None = None) -> dict[str, Any]:
         return dict(
             config=dataclasses.asdict(config), meta=meta, epoch=epoch, step=step, partial=sums or {},
-            rng={"cpu": torch.get_rng_state()}, model=model.state_dict(), optimizer=optimizer.state_dict(),
+            rng=rng_state(), model=model.state_dict(), optimizer=optimizer.state_dict(),
             scheduler=scheduler.state_dict(), metrics=rows,
             wall_seconds=previous_seconds + time.perf_counter() - started, train_seconds=train_seconds,
             train_images=train_images_seen,
@@ -441,7 +452,7 @@ def _fit_detector(
             torch.manual_seed(epoch_seed(config.seed, epoch, 0))
             generator.manual_seed(epoch_seed(config.seed, epoch, 0))
             if first_step:
-                _restore_rng(state, last_pt)  # where the interrupted epoch was, not its start
+                restore_rng_state(state, last_pt)  # where the interrupted epoch was, not its start
             sampler.set_epoch(epoch, skip=first_step * config.batch_size)
             model.train()
             sums: dict[str, float] = dict(partial) if first_step else {}
@@ -489,6 +500,8 @@ def _fit_detector(
             log.info(
                 f"epoch {epoch + 1}/{config.epochs}: loss {row['train_loss']:.4f}{'; ' + evaluated if evaluated else ''}"
             )
+            if stop.requested and epoch + 1 < config.epochs:  # asked to stop during the evaluation
+                raise interrupted(last_pt, "botnet detect train", f"after epoch {epoch + 1}")
 
         if not metrics:  # a resumed run that had already finished its epochs
             metrics = evaluate_detector(model, val_set, batch_size=config.batch_size, workers=config.workers)
@@ -517,13 +530,6 @@ def _fit_detector(
     )
     log.info(f"done: {headline} on {len(val_set)} held-out images; {wall_seconds:.1f}s; results in {run_dir}")
     return summary
-
-
-def _restore_rng(state: dict[str, Any] | None, path: str) -> None:
-    try:
-        torch.set_rng_state(state["rng"]["cpu"])  # type: ignore[index]
-    except (KeyError, TypeError, RuntimeError) as error:
-        raise CheckpointError(f"{path}: its saved random state is damaged ({first_line(error)})") from error
 
 
 @torch.no_grad()

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from .checkpoint import atomic_write
+from ..files import atomic_write
 
 __all__ = ["METRIC_COLUMNS", "setup_logging", "write_json", "write_metrics_csv", "plot_curves", "plot_confusion"]
 

@@ -9,8 +9,9 @@
 - :func:`failures_end_the_run`: an expected failure once training has started
   (disk full, out of memory, a data file that changed) becomes
   :class:`RunFailed`, whose message names the cause and how to resume.
-- :class:`SkipSampler`: a resumed run starts its interrupted epoch at the
-  batch where it stopped, with the same order of samples.
+- :class:`SkipSampler`, :func:`rng_state`: a resumed run starts its
+  interrupted epoch at the batch where it stopped, with the same order of
+  samples and the same random state.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ import signal
 import threading
 from collections.abc import Iterator, Sized
 
+import torch
 from torch.utils.data import Sampler
 
-from ..errors import RunFailed, RunInterrupted, TrainingDiverged, describe
+from ..errors import CheckpointError, RunFailed, RunInterrupted, TrainingDiverged, describe, first_line
 from ..files import RunLock, remove_stale_temporaries
 from .checkpoint import check_new_run_dir
 
@@ -35,6 +37,8 @@ __all__ = [
     "ignore_stop_signals",
     "interrupted",
     "open_run_dir",
+    "restore_rng_state",
+    "rng_state",
 ]
 
 _STOP_SIGNALS = tuple(s for s in (getattr(signal, "SIGINT", None), getattr(signal, "SIGTERM", None)) if s)
@@ -110,7 +114,9 @@ def failures_end_the_run(last_pt: str, command: str) -> Iterator[None]:
         if message is None:
             raise
         if os.path.isfile(last_pt):
-            hint = f"{last_pt} holds the last saved state: fix the cause and continue with `{command} --resume {last_pt}`"
+            hint = (
+                f"{last_pt} holds the last saved state: fix the cause and continue with `{command} --resume {last_pt}`"
+            )
         else:
             hint = "nothing was saved yet: fix the cause and start again"
         raise RunFailed(f"the run stopped: {message}; {hint}") from error
@@ -133,3 +139,21 @@ class SkipSampler(Sampler[int]):
     def __len__(self) -> int:
         assert isinstance(self.sampler, Sized)
         return max(0, len(self.sampler) - self.skip)
+
+
+def rng_state() -> dict[str, torch.Tensor]:
+    """The global random generators' states (CPU, and CUDA when in use), saved with a mid-epoch stop."""
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def restore_rng_state(state: dict, path: str) -> None:
+    """Put back the random state a mid-epoch stop saved in ``state["rng"]`` (read from ``path``)."""
+    try:
+        torch.set_rng_state(state["rng"]["cpu"])
+        if "cuda" in state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state(state["rng"]["cuda"])
+    except (KeyError, TypeError, RuntimeError) as error:
+        raise CheckpointError(f"{path}: its saved random state is damaged ({first_line(error)})") from error

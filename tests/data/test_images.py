@@ -42,13 +42,17 @@ def test_sixteen_bit_and_transparent_images_convert_sensibly(tmp_path):
     rgba[0, 0] = (10, 20, 30, 0)  # fully transparent: white, not its stored colour
     rgba[0, 1] = (10, 20, 30, 255)
     Image.fromarray(rgba, "RGBA").save(tmp_path / "alpha.png")
-    assert np.asarray(images.read_image(str(tmp_path / "alpha.png"), "RGB")).tolist() == [[[255, 255, 255], [10, 20, 30]]]
+    assert np.asarray(images.read_image(str(tmp_path / "alpha.png"), "RGB")).tolist() == [
+        [[255, 255, 255], [10, 20, 30]]
+    ]
 
     palette = Image.new("P", (2, 1))
     palette.putpalette([0, 0, 0, 200, 0, 0] + [0] * 762)
     palette.putpixel((1, 0), 1)
     palette.save(tmp_path / "palette.png", transparency=0)
-    assert np.asarray(images.read_image(str(tmp_path / "palette.png"), "RGB")).tolist() == [[[255, 255, 255], [200, 0, 0]]]
+    assert np.asarray(images.read_image(str(tmp_path / "palette.png"), "RGB")).tolist() == [
+        [[255, 255, 255], [200, 0, 0]]
+    ]
 
     Image.new("CMYK", (3, 2), (0, 255, 255, 0)).save(tmp_path / "print.jpg")
     red = np.asarray(images.read_image(str(tmp_path / "print.jpg"), "RGB"))

@@ -11,7 +11,6 @@ from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 from torchvision.ops import FrozenBatchNorm2d
 
 import botnet
-from botnet.models import create_model
 from botnet.detection import (
     botnet_fpn_backbone,
     coco_metrics,
@@ -21,6 +20,7 @@ from botnet.detection import (
     maskrcnn_botnet50_fpn,
 )
 from botnet.layers.blocks import BoTBlock
+from botnet.models import create_model
 
 # Small images and few proposals keep the full botnet50 detectors fast on a CPU (torchvision keyword arguments).
 SMALL = dict(

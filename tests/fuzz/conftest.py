@@ -30,7 +30,9 @@ def real_files(tmp_path_factory):
         for name in ("cat", "dog"):
             (root / "folder" / split / name).mkdir(parents=True)
             for i in range(3):
-                Image.fromarray(rng.integers(0, 256, (12, 10, 3), dtype=np.uint8)).save(root / "folder" / split / name / f"{i}.png")
+                Image.fromarray(rng.integers(0, 256, (12, 10, 3), dtype=np.uint8)).save(
+                    root / "folder" / split / name / f"{i}.png"
+                )
     write_shapes_dataset(str(root / "coco"), ShapesSpec(train_images=3, val_images=2))
     return {
         "cls_run": str(root / "cls"),

@@ -53,7 +53,9 @@ def corruptions(draw, data: bytes, kind: str):
     changed = bytearray(data)
     if op == "flip":
         for _ in range(draw(st.integers(1, 6))):
-            changed[draw(st.integers(0, max(0, end - 1)) | st.integers(0, len(data) - 1))] ^= 1 << draw(st.integers(0, 7))
+            changed[draw(st.integers(0, max(0, end - 1)) | st.integers(0, len(data) - 1))] ^= 1 << draw(
+                st.integers(0, 7)
+            )
     else:
         patch = draw(st.binary(min_size=1, max_size=32))
         changed[position : position + len(patch)] = patch
@@ -104,7 +106,11 @@ def test_commands_on_damaged_files_print_one_line(files, tmp_path_factory, capsy
 
 
 plain_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-3, 10**6) | st.floats(allow_nan=True) | st.text(max_size=6)
+    st.none()
+    | st.booleans()
+    | st.integers(-3, 10**6)
+    | st.floats(allow_nan=True)
+    | st.text(max_size=6)
     | st.builds(torch.zeros, st.lists(st.integers(0, 3), max_size=3)),
     lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3),
     max_leaves=6,

@@ -67,7 +67,9 @@ def stand_ins(monkeypatch, real_files):
 
     def write_shapes(root, spec):
         stand.reached = "make-data"
-        return {s: (os.path.join(root, s, "images"), os.path.join(root, s, "annotations.json")) for s in ("train", "val")}
+        return {
+            s: (os.path.join(root, s, "images"), os.path.join(root, s, "annotations.json")) for s in ("train", "val")
+        }
 
     monkeypatch.setattr(classification, "_fit", fit)
     monkeypatch.setattr(detection, "_fit_detector", fit_detector)
@@ -137,7 +139,7 @@ def test_random_command_lines_end_cleanly(real_files, stand_ins, tmp_path_factor
         code = exit.code
         assert code in (0, 2), argv
         capsys.readouterr()
-        event(f"{' '.join(argv[:2 if argv[0] == 'detect' else 1])}: usage error" if code else "help")
+        event(f"{' '.join(argv[: 2 if argv[0] == 'detect' else 1])}: usage error" if code else "help")
         return
     err = capsys.readouterr().err
     assert code in (0, 2), f"{argv}: {err}"
@@ -147,4 +149,6 @@ def test_random_command_lines_end_cleanly(real_files, stand_ins, tmp_path_factor
             assert lines[-1].startswith("botnet "), f"{argv}: {err}"
         else:
             assert len(lines) == 1 and lines[0].startswith("botnet "), f"{argv}: {err}"
-    event(f"{' '.join(argv[:2 if argv[0] == 'detect' else 1])}: exit {code}{', ' + stand_ins.reached if stand_ins.reached else ''}")
+    event(
+        f"{' '.join(argv[: 2 if argv[0] == 'detect' else 1])}: exit {code}{', ' + stand_ins.reached if stand_ins.reached else ''}"
+    )

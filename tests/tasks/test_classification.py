@@ -16,9 +16,8 @@ from safetensors import safe_open
 from botnet.cli import main
 from botnet.data.digits import digits_splits
 from botnet.errors import DatasetError
-from botnet.tasks import TrainConfig, TrainingDiverged, evaluate_checkpoint, predict, train
-from botnet.tasks import classification
 from botnet.files import TEMP_SUFFIX
+from botnet.tasks import TrainConfig, TrainingDiverged, classification, evaluate_checkpoint, predict, train
 from botnet.tasks.checkpoint import CheckpointError, load_model, load_training_state, save_training_state
 
 RUN_FILES = {

@@ -16,8 +16,8 @@ import botnet.tasks.detection as detection
 from botnet.cli import main
 from botnet.data.coco import CocoDetection
 from botnet.data.shapes import SHAPE_CLASSES, ShapesSpec, write_shapes_dataset
-from botnet.tasks.checkpoint import CheckpointError, load_training_state
 from botnet.errors import RunInterrupted
+from botnet.tasks.checkpoint import CheckpointError, load_training_state
 from botnet.tasks.classification import TrainingDiverged
 from botnet.tasks.detection import (
     DetectConfig,
