@@ -5,12 +5,23 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import os
 import sys
 import traceback
 from collections.abc import Sequence
 
-from .errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, BotnetError, ConfigError, describe, first_line
+from .errors import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    BotnetError,
+    ConfigError,
+    describe,
+    first_line,
+    from_worker,
+    one_line,
+)
 
 __all__ = ["main"]
 
@@ -320,6 +331,13 @@ def _add_detect_parser(commands) -> None:
     p.set_defaults(func=_cmd_detect_make_data)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, like every other error (argparse prints the whole usage first)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
+
+
 class _HeightWidth(argparse.Action):
     """``--img-size H [W]``: one or two numbers."""
 
@@ -331,7 +349,7 @@ class _HeightWidth(argparse.Action):
 
 def _with_debug_flag(subparsers) -> None:
     """Let ``--debug`` follow any (sub)command too, not only ``botnet`` itself."""
-    debug = argparse.ArgumentParser(add_help=False)
+    debug = _Parser(add_help=False)
     debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     add_parser = subparsers.add_parser
 
@@ -343,11 +361,12 @@ def _with_debug_flag(subparsers) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="botnet",
         description="Bottleneck Transformers (BoTNet) for PyTorch.",
         epilog="Exit status: 0 done, 1 a run that failed mid-way (its last.pt resumes it) or an internal error, "
-        "2 bad flags, data or files (nothing was trained), 130 interrupted by Ctrl-C (a resumable last.pt is saved).",
+        "2 bad flags, data or files (nothing was trained), 130 interrupted by Ctrl-C (once training has started, "
+        "after saving a resumable last.pt).",
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors (in any position)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -452,6 +471,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; returns the exit status (see the parser's epilog). Expected problems print one line;
     anything else prints one line that asks for ``--debug``, which shows the traceback."""
     _tolerate_unencodable_output()
+    logging.raiseExceptions = False  # a log file on a full disk: the run's own error says so, once
     parser = build_parser()
     args = parser.parse_args(argv)
     command = _command_name(args)
@@ -460,7 +480,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as error:
         if args.debug:
             traceback.print_exc()
-        print(f"{command}: {str(error) or 'interrupted'}", file=sys.stderr)
+        print(f"{command}: {one_line(str(error)) or 'interrupted'}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # the reader of our output went away (`botnet list | head -1`)
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -471,7 +491,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         message = describe(error)
         if message is None:
-            detail = first_line(error)[:300]
+            error = from_worker(error)  # a worker's error: its own message, not "Caught X in DataLoader worker"
+            detail = one_line(first_line(error)[:300])
             name = type(error).__name__ if detail == type(error).__name__ else f"{type(error).__name__}: {detail}"
             print(
                 f"{command}: internal error: {name} "
@@ -479,5 +500,5 @@ def main(argv: Sequence[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return EXIT_FAILED
-        print(f"{command}: error: {message}", file=sys.stderr)
+        print(f"{command}: error: {one_line(message)}", file=sys.stderr)
         return error.exit_code if isinstance(error, BotnetError) else EXIT_BAD_INPUT

@@ -1,12 +1,14 @@
 """Atomic writes, the run-folder lock and leftovers of killed writers."""
 
+import errno
 import os
 import stat
 
 import pytest
+import torch
 
 from botnet import files
-from botnet.errors import ConfigError
+from botnet.errors import ConfigError, describe
 
 
 def test_atomic_write_gives_plain_permissions_and_syncs_the_folder(tmp_path, monkeypatch):
@@ -61,3 +63,48 @@ def test_stale_temporaries_are_removed(tmp_path):
     (tmp_path / ".hidden-user-file").write_bytes(b"kept")
     assert files.remove_stale_temporaries(str(tmp_path)) == [stale.name]
     assert sorted(os.listdir(tmp_path)) == [".hidden-user-file", "last.pt"]
+
+
+class _FillingDisk:
+    """A file on a disk with ``room`` bytes left: writes beyond that fail as a full disk does."""
+
+    def __init__(self, file, room: int) -> None:
+        self._file, self.room = file, room
+
+    def write(self, data) -> int:
+        size = len(memoryview(data).cast("B"))
+        if size > self.room:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.room -= size
+        return self._file.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self._file, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self._file.close()
+
+
+def test_a_full_disk_under_torch_save_is_reported_as_a_full_disk(tmp_path, monkeypatch):
+    """torch.save turns the OSError of a full disk into its own RuntimeError; atomic_write reports the cause."""
+    path = str(tmp_path / "last.pt")
+    real_fdopen = os.fdopen
+    monkeypatch.setattr(files.os, "fdopen", lambda fd, mode: _FillingDisk(real_fdopen(fd, mode), room=4096))
+    with pytest.raises(OSError) as caught:
+        files.atomic_write(path, lambda f: torch.save({"weights": torch.zeros(100_000)}, f))
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == path
+    assert describe(caught.value) == (
+        f"no space left to write {path} (No space left on device): free some space or choose another --output-dir"
+    )
+    assert os.listdir(tmp_path) == []
+
+
+def test_replaced_files_keep_their_permissions(tmp_path):
+    path = tmp_path / "summary.json"
+    files.atomic_write(str(path), lambda f: f.write(b"{}"))
+    os.chmod(path, 0o600)
+    files.atomic_write(str(path), lambda f: f.write(b"{ }"))
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600 and path.read_bytes() == b"{ }"

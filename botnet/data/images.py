@@ -3,9 +3,9 @@
 A file passes :func:`check_image` only if PIL decodes all of its pixels: a
 header check (``Image.verify``) lets truncated JPEGs through, which then stop
 a run mid-epoch. :func:`check_images` checks many files in parallel worker
-processes and remembers each result by the file's size and modification time
-(in ``$BOTNET_CACHE_DIR``, default ``~/.cache/botnet``), so a second run on
-the same 100,000-image folder starts at once.
+processes and remembers each result by the file's size, modification and
+change times (in ``$BOTNET_CACHE_DIR``, default ``~/.cache/botnet``), so a
+second run on the same 100,000-image folder starts at once.
 """
 
 from __future__ import annotations
@@ -17,22 +17,26 @@ import os
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
+import PIL
 from PIL import Image
 
 from ..errors import DatasetError
-from ..files import atomic_write
+from ..files import atomic_write, remove_stale_temporaries
+from ..interrupts import init_helper_process
 
 __all__ = ["cache_dir", "check_image", "check_images", "read_image"]
 
-_CACHE_FORMAT = 1
+# what judged a file: a new PIL, or another image-size limit, checks everything again
+_CACHE_FORMAT = f"2/pillow-{PIL.__version__}/{Image.MAX_IMAGE_PIXELS}"
 _PARALLEL_FROM = 256  # fewer files are checked in this process: starting workers costs more
 _CHUNK = 128
 
 
 def _to_mode(image: Image.Image, mode: str) -> Image.Image:
     """``image`` as "RGB" or "L"; 16- and 32-bit greys are scaled to 8 bits (PIL's convert would clip them)."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+    if image.mode.startswith("I;16") or (image.mode == "I" and image.getextrema()[1] > 255):
         image = image.convert("I").point(lambda v: v * (1 / 256)).convert("L")
     elif image.mode == "F":
         image = image.point(lambda v: v * 255).convert("L")
@@ -44,14 +48,15 @@ def _to_mode(image: Image.Image, mode: str) -> Image.Image:
     return image.convert(mode)
 
 
-def _decode(path: str, mode: str | None) -> Image.Image | tuple[int, int]:
+def _decode(path: str, mode: str | None) -> Image.Image | None:
+    """The image converted to ``mode``; with ``mode`` None only decoded (a check), and nothing returned."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # very large images are still images
         with Image.open(path) as image:
             if mode is None:  # a check: JPEGs may decode at 1/8 scale, which still reads every byte
                 image.draft("RGB", (1, 1))
                 image.load()
-                return image.size
+                return None
             image.load()
             return _to_mode(image, mode)
 
@@ -64,17 +69,28 @@ def read_image(path: str, mode: str) -> Image.Image:
         raise DatasetError(f"cannot read image {path}: {type(error).__name__}: {error}") from error
 
 
-def check_image(path: str) -> str | None:
-    """None if PIL decodes every pixel of the file, else the reason it cannot be used."""
+def _transient(error: BaseException) -> bool:
+    """A failure of the moment (no permission, too many open files, an I/O error, no memory), not of the file's
+    content: reported, but not remembered."""
+    return isinstance(error, MemoryError) or (isinstance(error, OSError) and error.errno is not None)
+
+
+def _check(path: str) -> tuple[str | None, bool]:
+    """(None, True) for a good image, else (the reason, whether the reason may be remembered)."""
     try:
         _decode(path, None)
-        return None
+        return None, True
     except Exception as error:  # noqa: BLE001 - any failure makes the file unusable
-        return f"{type(error).__name__}: {error}".strip()
+        return f"{type(error).__name__}: {error}".strip(), not _transient(error)
 
 
-def _check_chunk(paths: Sequence[str]) -> list[str | None]:
-    return [check_image(p) for p in paths]
+def check_image(path: str) -> str | None:
+    """None if PIL decodes every pixel of the file, else the reason it cannot be used."""
+    return _check(path)[0]
+
+
+def _check_chunk(paths: Sequence[str]) -> list[tuple[str | None, bool]]:
+    return [_check(p) for p in paths]
 
 
 def cache_dir() -> str | None:
@@ -113,6 +129,7 @@ def _save_cache(path: str | None, entries: dict[str, list]) -> None:
     text = json.dumps({"format": _CACHE_FORMAT, "files": entries}, separators=(",", ":"))
     try:
         atomic_write(path, lambda f: f.write(text.encode()))
+        remove_stale_temporaries(os.path.dirname(path), older_than=86400)  # left by killed checks
     except OSError:
         pass  # a read-only or full cache folder only costs the next run time
 
@@ -120,18 +137,31 @@ def _save_cache(path: str | None, entries: dict[str, list]) -> None:
 def _pool(workers: int):
     if "fork" in multiprocessing.get_all_start_methods():
         # fork: the children need nothing but PIL and start in milliseconds
-        return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+        context = multiprocessing.get_context("fork")
+        return ProcessPoolExecutor(workers, mp_context=context, initializer=init_helper_process)
     return ThreadPoolExecutor(workers)  # PIL releases the GIL while it decodes
+
+
+def _check_all(paths: list[str], workers: int) -> list[tuple[str | None, bool]]:
+    if len(paths) < _PARALLEL_FROM or workers < 2:
+        return _check_chunk(paths)
+    chunks = [paths[i : i + _CHUNK] for i in range(0, len(paths), _CHUNK)]
+    try:
+        with _pool(workers) as pool:
+            return [result for part in pool.map(_check_chunk, chunks) for result in part]
+    except BrokenProcessPool:  # a worker was killed (most likely out of memory): check in this process instead
+        return _check_chunk(paths)
 
 
 def check_images(paths: Sequence[str], *, folder: str, workers: int | None = None) -> dict[str, str | None]:
     """The reason each file cannot be used (None for a good image), checked in parallel.
 
-    Results are cached per ``folder`` by each file's size and modification time."""
+    Results are cached per ``folder`` by each file's size, modification and change times (and the PIL version
+    and image-size limit that judged it); failures of the moment (no permission, an I/O error) are not."""
     cache_path = _cache_file(folder)
     cached = _load_cache(cache_path)
     results: dict[str, str | None] = {}
-    stats: dict[str, list] = {}
+    keys: dict[str, list] = {}
     todo = []
     for path in paths:
         try:
@@ -139,20 +169,20 @@ def check_images(paths: Sequence[str], *, folder: str, workers: int | None = Non
         except OSError as error:
             results[path] = f"{type(error).__name__}: {error.strerror}"
             continue
-        stats[path] = [st.st_size, st.st_mtime_ns]
+        keys[path] = [st.st_size, st.st_mtime_ns, st.st_ctime_ns]
         hit = cached.get(path)
-        if isinstance(hit, list) and len(hit) == 3 and hit[:2] == stats[path]:
-            results[path] = hit[2]
+        if isinstance(hit, list) and len(hit) == 4 and hit[:3] == keys[path]:
+            results[path] = hit[3]
         else:
             todo.append(path)
     if todo:
         workers = workers or min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 2)
-        if len(todo) < _PARALLEL_FROM or workers < 2:
-            checked = _check_chunk(todo)
-        else:
-            chunks = [todo[i : i + _CHUNK] for i in range(0, len(todo), _CHUNK)]
-            with _pool(workers) as pool:
-                checked = [reason for part in pool.map(_check_chunk, chunks) for reason in part]
-        results.update(zip(todo, checked))
-        _save_cache(cache_path, {p: [*stats[p], results[p]] for p in stats})
+        keep = set(cached) & set(keys)
+        for path, (reason, cacheable) in zip(todo, _check_all(todo, workers)):
+            results[path] = reason
+            if cacheable:
+                keep.add(path)
+            else:
+                keep.discard(path)
+        _save_cache(cache_path, {p: [*keys[p], results[p]] for p in keys if p in keep})
     return {p: results[p] for p in paths}

@@ -30,6 +30,7 @@ __all__ = [
     "check_meta",
     "check_metric_rows",
     "check_new_run_dir",
+    "check_resumable",
     "restore_training_state",
     "save_training_state",
     "load_training_state",
@@ -48,7 +49,9 @@ _STATE_FIELDS: dict[str, type | tuple[type, ...]] = dict(
     config=dict, meta=dict, epoch=int, model=dict, optimizer=dict, scheduler=dict, metrics=list,
     wall_seconds=_NUMBER, train_seconds=_NUMBER, train_images=int,
 )  # fmt: skip
-_OPTIONAL_FIELDS: dict[str, type | tuple[type, ...]] = dict(step=int, partial=dict, rng=dict, ema=(dict, type(None)))
+_OPTIONAL_FIELDS: dict[str, type | tuple[type, ...]] = dict(
+    step=int, partial=dict, rng=list, world_size=int, ema=(dict, type(None))
+)
 # What a classifier's metadata holds (a detector's is checked by the detection task).
 CLASSIFIER_META: dict[str, type | tuple[type, ...]] = dict(
     model=str, num_classes=int, in_chans=int, img_size=int, classes=list, mean=list, std=list, crop=bool, dataset=str
@@ -131,12 +134,35 @@ def load_training_state(path: str) -> dict[str, Any]:
     for key, kind in _OPTIONAL_FIELDS.items():  # written by runs stopped mid-epoch (and older files lack them)
         if key in state and not isinstance(state[key], kind):
             raise CheckpointError(f"{path}: field {key!r} is damaged; use another checkpoint")
+    rng = state.get("rng", [])  # one entry per process: the random state at a mid-epoch stop
+    if state.get("step", 0) and not (
+        isinstance(rng, list)
+        and rng
+        and all(
+            isinstance(r, dict) and isinstance(r.get("cpu"), torch.Tensor) and r["cpu"].dtype == torch.uint8 for r in rng
+        )
+    ):
+        raise CheckpointError(f"{path}: the random state saved with its mid-epoch stop is damaged")
     partial = state.get("partial", {})
     if not all(isinstance(k, str) and isinstance(v, (int, float)) for k, v in partial.items()):
         raise CheckpointError(f"{path}: field 'partial' is damaged; use another checkpoint")
     if isinstance(state["epoch"], bool) or state["epoch"] < 0 or state.get("step", 0) < 0:
         raise CheckpointError(f"{path}: epoch {state['epoch']} / step {state.get('step')} are not counts")
     return state
+
+
+def check_resumable(state: dict[str, Any], path: str, world_size: int, steps_per_epoch: int) -> None:
+    """A checkpoint resumes only with the number of processes that wrote it (the schedule and the meaning of
+    a mid-epoch step depend on it), and its step must lie inside an epoch."""
+    saved = state.get("world_size", 1)
+    if saved != world_size:
+        raise CheckpointError(
+            f"{path} was written by a run of {saved} process(es); resume it with the same number "
+            f"(torchrun --nproc_per_node {saved}), not {world_size}"
+        )
+    step = state.get("step", 0)
+    if not 0 <= step < steps_per_epoch or (step and len(state["rng"]) != world_size):
+        raise CheckpointError(f"{path}: its mid-epoch step {step} does not fit an epoch of {steps_per_epoch} steps")
 
 
 def restore_training_state(state: dict[str, Any], path: str, **parts: Any) -> None:

@@ -9,6 +9,7 @@ the main process writes. The same code runs alone or under torchrun
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import sys
 import time
@@ -28,25 +29,35 @@ from ..data import DIGITS, eval_transform, load_classification_data, read_image
 from ..data.digits import digits_splits
 from ..data.folder import scan_split
 from ..errors import CheckpointError, ConfigError, DatasetError, TrainingDiverged, first_line
+from ..interrupts import GracefulStop, init_helper_process
 from ..models import create_model, get_model_entry
 from .checkpoint import (
     check_metric_rows,
     check_new_run_dir,
+    check_resumable,
     load_model,
     load_training_state,
     restore_training_state,
     save_training_state,
     save_weights,
 )
-from .distributed import DistEnv, all_reduce_sum, broadcast_buffers, init_distributed, shutdown_distributed
+from .distributed import (
+    DistEnv,
+    all_reduce_sum,
+    barrier,
+    broadcast_buffers,
+    gather_objects,
+    init_distributed,
+    main_process_first,
+    shutdown_distributed,
+)
 from .optim import epoch_seed, param_groups, warmup_cosine
 from .recipes import RECIPES, check_field_types, check_workers, fill_from_recipe
 from .report import METRIC_COLUMNS, plot_confusion, plot_curves, setup_logging, write_json, write_metrics_csv
 from .runs import (
-    GracefulStop,
     SkipSampler,
+    diverged,
     failures_end_the_run,
-    ignore_stop_signals,
     interrupted,
     open_run_dir,
     restore_rng_state,
@@ -97,6 +108,7 @@ class TrainConfig:
 
     def resolve(self, world_size: int) -> TrainConfig:
         """Fill every unset value from the recipe and the model; check the values."""
+        check_field_types(self)
         if self.recipe not in RECIPES:
             raise ConfigError(f"unknown recipe {self.recipe!r}; choose one of {', '.join(RECIPES)}")
         recipe = RECIPES[self.recipe]
@@ -209,19 +221,6 @@ def _build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optim
     return torch.optim.AdamW(groups, lr=config.lr)
 
 
-def _diverged(loss: float, epoch: int, step: int, run_dir: str) -> TrainingDiverged:
-    last_pt = os.path.join(run_dir, "last.pt")
-    kept = (
-        f"The last good checkpoint is kept in {last_pt}; "
-        if os.path.isfile(last_pt)
-        else "No checkpoint was written yet; "
-    )
-    return TrainingDiverged(
-        f"the loss became {loss} at epoch {epoch + 1}, step {step + 1}; training stopped. {kept}"
-        f"lower --lr, or drop --amp, and start again"
-    )
-
-
 def _agree(loss: torch.Tensor, stop: GracefulStop | None, env: DistEnv) -> tuple[bool, bool]:
     """(loss finite on every rank, a stop requested on any rank): one all-reduce per step under DDP."""
     flags = torch.stack(
@@ -287,7 +286,9 @@ def train_one_epoch(
         loss = criterion(logits.float(), targets)
         finite, stopping = _agree(loss, stop, env)
         if not finite:
-            raise _diverged(loss.item(), epoch, step, run_dir)
+            value = loss.item()
+            what = f"the loss became {value}" if not math.isfinite(value) else "the loss became NaN or infinite in another process"
+            raise diverged(what, epoch, step, run_dir)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -365,13 +366,14 @@ def _train(config: TrainConfig, env: DistEnv, state: dict[str, Any] | None, user
     run_dir = config.output_dir
     if state is None:
         check_new_run_dir(run_dir)  # before the data is checked, which may take a while
-    data = load_classification_data(
-        config.data,
-        config.img_size,
-        randaugment=config.randaugment,
-        crop_scale_min=config.crop_scale_min,
-        skip_bad_images=config.skip_bad_images,
-    )
+    with main_process_first(env):  # one rank checks the files; the others read its cached results
+        data = load_classification_data(
+            config.data,
+            config.img_size,
+            randaugment=config.randaugment,
+            crop_scale_min=config.crop_scale_min,
+            skip_bad_images=config.skip_bad_images,
+        )
     requested_batch = config.batch_size
     if state is None:
         config = _fit_batch_to_data(config, user_config, len(data.train), env)
@@ -410,7 +412,7 @@ def _fit(config: TrainConfig, env: DistEnv, state: dict[str, Any] | None, data, 
         )
     )
     generator = torch.Generator()  # the loader's own, so starting an epoch does not draw from the global one
-    loader_args = dict(num_workers=config.workers, pin_memory=env.device.type == "cuda", worker_init_fn=ignore_stop_signals)
+    loader_args = dict(num_workers=config.workers, pin_memory=env.device.type == "cuda", worker_init_fn=init_helper_process)
     train_loader = DataLoader(
         data.train, batch_size=config.batch_size, sampler=sampler, drop_last=True, generator=generator,
         persistent_workers=config.workers > 0, **loader_args,
@@ -426,6 +428,7 @@ def _fit(config: TrainConfig, env: DistEnv, state: dict[str, Any] | None, data, 
     start_epoch, start_step, rows, previous_seconds, train_seconds, train_images = 0, 0, [], 0.0, 0.0, 0
     partial = EpochProgress()
     if state is not None:
+        check_resumable(state, last_pt, env.world_size, steps)
         restore_training_state(state, last_pt, model=model, optimizer=optimizer, scheduler=scheduler, ema=ema)
         start_epoch, start_step, rows = state["epoch"], state.get("step", 0), state["metrics"]
         previous_seconds, train_seconds, train_images = state["wall_seconds"], state["train_seconds"], state["train_images"]
@@ -466,10 +469,12 @@ def _fit(config: TrainConfig, env: DistEnv, state: dict[str, Any] | None, data, 
 
     started = time.perf_counter()
 
-    def training_state(epoch: int, step: int = 0, progress: EpochProgress | None = None) -> dict[str, Any]:
+    def training_state(
+        epoch: int, step: int = 0, progress: EpochProgress | None = None, rng: list | None = None
+    ) -> dict[str, Any]:
         return dict(
-            config=dataclasses.asdict(config), meta=meta, epoch=epoch, step=step,
-            partial=dataclasses.asdict(progress) if progress else {}, rng=rng_state(),
+            config=dataclasses.asdict(config), meta=meta, epoch=epoch, step=step, world_size=env.world_size,
+            partial=dataclasses.asdict(progress) if progress else {}, rng=rng or [],
             model=model.state_dict(), ema=ema.state_dict() if ema is not None else None,
             optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), metrics=rows,
             wall_seconds=previous_seconds + time.perf_counter() - started, train_seconds=train_seconds,
@@ -483,7 +488,7 @@ def _fit(config: TrainConfig, env: DistEnv, state: dict[str, Any] | None, data, 
             torch.manual_seed(epoch_seed(config.seed, epoch, env.rank))
             generator.manual_seed(epoch_seed(config.seed, epoch, env.rank))
             if first_step:
-                restore_rng_state(state, last_pt)  # where the interrupted epoch was, not its start
+                restore_rng_state(state, env.rank)  # where the interrupted epoch was, not its start
             sampler.set_epoch(epoch, skip=first_step * config.batch_size)
             epoch_start = time.perf_counter()
             progress = train_one_epoch(
@@ -496,8 +501,10 @@ def _fit(config: TrainConfig, env: DistEnv, state: dict[str, Any] | None, data, 
                 progress.loss_sum += partial.loss_sum
                 progress.images += partial.images
             if progress.stopped:
+                rng = gather_objects(rng_state(), env)  # every rank's: each continues its own stream
                 if env.is_main:
-                    save_training_state(last_pt, training_state(epoch, progress.steps, progress))
+                    save_training_state(last_pt, training_state(epoch, progress.steps, progress, rng))
+                barrier(env)  # no rank leaves (and has torchrun stop the others) before the checkpoint is saved
                 raise interrupted(last_pt, "botnet train", f"at epoch {epoch + 1}, step {progress.steps} of {steps}")
             broadcast_buffers(eval_model, env)
             result = evaluate(eval_model, val_loader, num_classes, env, amp_dtype)

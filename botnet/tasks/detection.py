@@ -34,12 +34,14 @@ from ..data.shapes import ShapesSpec, write_shapes_dataset
 from ..detection.draw import draw_detections, tile_images
 from ..detection.metrics import coco_metrics, detections_to_coco
 from ..detection.models import DETECTORS, create_detector
-from ..errors import CheckpointError, ConfigError, DatasetError, TrainingDiverged, first_line
+from ..errors import CheckpointError, ConfigError, DatasetError, first_line
 from ..files import atomic_write
+from ..interrupts import GracefulStop, init_helper_process
 from ..models import get_model_entry
 from .checkpoint import (
     check_meta,
     check_metric_rows,
+    check_resumable,
     check_new_run_dir,
     load_training_state,
     read_weights,
@@ -51,10 +53,9 @@ from .optim import epoch_seed, param_groups, warmup_cosine
 from .recipes import check_field_types, check_workers, fill_from_recipe
 from .report import setup_logging, write_json, write_metrics_csv
 from .runs import (
-    GracefulStop,
     SkipSampler,
+    diverged,
     failures_end_the_run,
-    ignore_stop_signals,
     interrupted,
     open_run_dir,
     restore_rng_state,
@@ -161,6 +162,7 @@ class DetectConfig:
     skip_bad: bool = False
 
     def resolve(self) -> DetectConfig:
+        check_field_types(self)
         if self.recipe not in DETECT_RECIPES:
             raise ConfigError(f"unknown recipe {self.recipe!r}; choose one of {', '.join(DETECT_RECIPES)}")
         recipe = DETECT_RECIPES[self.recipe]
@@ -273,7 +275,7 @@ def evaluate_detector(
     model.eval()
     device = next(model.parameters()).device
     loader = DataLoader(
-        dataset, batch_size=batch_size, num_workers=workers, collate_fn=_collate, worker_init_fn=ignore_stop_signals
+        dataset, batch_size=batch_size, num_workers=workers, collate_fn=_collate, worker_init_fn=init_helper_process
     )
     results: list[dict[str, Any]] = []
     for images, targets in tqdm(loader, desc="evaluate", disable=not progress, leave=False, dynamic_ncols=True):
@@ -302,15 +304,7 @@ def _generate_shapes(config: DetectConfig, run_dir: str, log) -> tuple[str, str,
 def _check_finite(losses: dict[str, Tensor], epoch: int, step: int, run_dir: str) -> None:
     bad = {k: v.item() for k, v in losses.items() if not torch.isfinite(v)}
     if bad:
-        raise TrainingDiverged(
-            f"{', '.join(f'{k}={v}' for k, v in bad.items())} at epoch {epoch + 1}, step {step + 1}; training stopped. "
-            + (
-                f"The last good checkpoint is kept in {os.path.join(run_dir, 'last.pt')} (end of epoch {epoch}). "
-                if epoch
-                else "No checkpoint was written yet. "
-            )
-            + "Lower --lr and start again"
-        )
+        raise diverged(", ".join(f"{k}={v}" for k, v in bad.items()), epoch, step, run_dir)
 
 
 def train_detector(config: DetectConfig | None = None, *, resume: str | None = None) -> dict[str, Any]:
@@ -388,6 +382,8 @@ def _fit_detector(
     model = build_detector(
         settings, num_classes, backbone_weights=config.backbone_weights, trainable_layers=config.trainable_layers
     ).to(device)
+    # the anchors in use, saved as numbers: a later version's defaults must not change a trained detector
+    settings["anchor_sizes"] = [int(sizes[0]) for sizes in model.rpn.anchor_generator.sizes]
     meta = dict(
         task="detection",
         settings=settings,
@@ -401,7 +397,7 @@ def _fit_detector(
     sampler = SkipSampler(RandomSampler(train_set, generator=generator))
     train_loader = DataLoader(
         train_set, batch_size=config.batch_size, sampler=sampler, drop_last=True, num_workers=config.workers,
-        collate_fn=_collate, generator=generator, worker_init_fn=ignore_stop_signals,
+        collate_fn=_collate, generator=generator, worker_init_fn=init_helper_process,
     )  # fresh workers each epoch, seeded from the epoch's generator; fmt: skip
     groups = param_groups(model, config.weight_decay)
     if config.optimizer == "sgd":
@@ -415,6 +411,7 @@ def _fit_detector(
     start_epoch, start_step, rows, previous_seconds, train_seconds, train_images_seen = 0, 0, [], 0.0, 0.0, 0
     partial: dict[str, float] = {}
     if state is not None:
+        check_resumable(state, last_pt, 1, steps)
         restore_training_state(state, last_pt, model=model, optimizer=optimizer, scheduler=scheduler)
         start_epoch, start_step, rows = state["epoch"], state.get("step", 0), state["metrics"]
         previous_seconds, train_seconds, train_images_seen = (
@@ -437,7 +434,7 @@ def _fit_detector(
     def training_state(epoch: int, step: int = 0, sums: dict[str, float] | None = None) -> dict[str, Any]:
         return dict(
             config=dataclasses.asdict(config), meta=meta, epoch=epoch, step=step, partial=sums or {},
-            rng=rng_state(), model=model.state_dict(), optimizer=optimizer.state_dict(),
+            rng=[rng_state()] if step else [], world_size=1, model=model.state_dict(), optimizer=optimizer.state_dict(),
             scheduler=scheduler.state_dict(), metrics=rows,
             wall_seconds=previous_seconds + time.perf_counter() - started, train_seconds=train_seconds,
             train_images=train_images_seen,
@@ -452,7 +449,7 @@ def _fit_detector(
             torch.manual_seed(epoch_seed(config.seed, epoch, 0))
             generator.manual_seed(epoch_seed(config.seed, epoch, 0))
             if first_step:
-                restore_rng_state(state, last_pt)  # where the interrupted epoch was, not its start
+                restore_rng_state(state, 0)  # where the interrupted epoch was, not its start
             sampler.set_epoch(epoch, skip=first_step * config.batch_size)
             model.train()
             sums: dict[str, float] = dict(partial) if first_step else {}

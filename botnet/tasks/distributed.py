@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistEnv", "init_distributed", "shutdown_distributed", "all_reduce_sum", "broadcast_buffers"]
+__all__ = [
+    "DistEnv",
+    "main_process_first",
+    "all_reduce_sum",
+    "barrier",
+    "broadcast_buffers",
+    "gather_objects",
+    "init_distributed",
+    "shutdown_distributed",
+]
 
 
 @dataclass(frozen=True)
@@ -58,3 +69,30 @@ def broadcast_buffers(module: torch.nn.Module, env: DistEnv) -> None:
     if env.distributed:
         for buffer in module.buffers():
             dist.broadcast(buffer, src=0)
+
+
+def barrier(env: DistEnv) -> None:
+    if env.distributed:
+        dist.barrier()
+
+
+def gather_objects(value: object, env: DistEnv) -> list:
+    """Every rank's ``value`` (picklable), in rank order, on every rank."""
+    if not env.distributed:
+        return [value]
+    values: list = [None] * env.world_size
+    dist.all_gather_object(values, value)
+    return values
+
+
+@contextlib.contextmanager
+def main_process_first(env: DistEnv) -> Iterator[None]:
+    """Rank 0 runs the block first (checking a data folder, which fills the check cache); the other ranks run
+    it after, cheaply. Rank 0 releases them even when its block fails, and they then fail the same way."""
+    if not env.is_main:
+        barrier(env)
+    try:
+        yield
+    finally:
+        if env.is_main:
+            barrier(env)

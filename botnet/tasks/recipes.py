@@ -48,10 +48,13 @@ def _matches(value: Any, hint: Any) -> bool:
 
 def check_field_types(config: Any) -> None:
     """ConfigError unless every field of the config dataclass holds a value of its annotated type
-    (floats finite; a value read from a damaged file or passed from Python may be anything)."""
+    (floats finite, strings not empty; a value read from a damaged file or passed from Python may be
+    anything)."""
     hints = typing.get_type_hints(type(config))
     for field in dataclasses.fields(config):
         value = getattr(config, field.name)
+        if isinstance(value, str) and not value.strip():
+            raise ConfigError(f"--{field.name.replace('_', '-')} is empty; give a value or leave the flag out")
         if not _matches(value, hints[field.name]):
             expected = str(hints[field.name]).replace("typing.", "").replace("NoneType", "None")
             raise ConfigError(f"--{field.name.replace('_', '-')} is {value!r}; it must be {expected} (finite)")

@@ -3,9 +3,8 @@
 - :func:`open_run_dir`: a new run never writes into a folder that holds a
   run; a resumed one removes the temporary files a killed writer left; and
   a lock keeps two processes from writing into one folder.
-- :class:`GracefulStop`: the first Ctrl-C (or SIGTERM, as cluster schedulers
-  send before they kill a job) asks the loop to stop at the next step
-  boundary, where it saves a resumable ``last.pt``; a second one stops at once.
+- :func:`interrupted`: what a loop raises once ``botnet.interrupts.GracefulStop``
+  has asked it to stop and it has saved a resumable ``last.pt``.
 - :func:`failures_end_the_run`: an expected failure once training has started
   (disk full, out of memory, a data file that changed) becomes
   :class:`RunFailed`, whose message names the cause and how to resume.
@@ -19,29 +18,24 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-import signal
-import threading
 from collections.abc import Iterator, Sized
 
 import torch
 from torch.utils.data import Sampler
 
-from ..errors import CheckpointError, RunFailed, RunInterrupted, TrainingDiverged, describe, first_line
+from ..errors import RunFailed, RunInterrupted, TrainingDiverged, describe
 from ..files import RunLock, remove_stale_temporaries
 from .checkpoint import check_new_run_dir
 
 __all__ = [
-    "GracefulStop",
     "SkipSampler",
+    "diverged",
     "failures_end_the_run",
-    "ignore_stop_signals",
     "interrupted",
     "open_run_dir",
     "restore_rng_state",
     "rng_state",
 ]
-
-_STOP_SIGNALS = tuple(s for s in (getattr(signal, "SIGINT", None), getattr(signal, "SIGTERM", None)) if s)
 
 
 @contextlib.contextmanager
@@ -55,45 +49,22 @@ def open_run_dir(run_dir: str, *, resuming: bool, writer: bool) -> Iterator[None
     with RunLock(run_dir):
         if resuming:
             remove_stale_temporaries(run_dir)
+        else:
+            check_new_run_dir(run_dir)  # again: another process may have started a run here meanwhile
         yield
 
 
-class GracefulStop:
-    """Within ``with GracefulStop() as stop:``, SIGINT and SIGTERM set ``stop.requested`` instead of
-    interrupting; a second signal restores the default behaviour and re-raises it. Outside the main thread
-    (where signal handlers cannot be set) it does nothing."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: dict[int, object] = {}
-
-    def _handle(self, signum: int, frame: object) -> None:
-        if self.requested:  # asked twice: stop now
-            self._restore()
-            signal.raise_signal(signum)
-            return
-        self.requested = True
-
-    def _restore(self) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)  # type: ignore[arg-type]
-        self._previous.clear()
-
-    def __enter__(self) -> GracefulStop:
-        if threading.current_thread() is threading.main_thread():
-            for signum in _STOP_SIGNALS:
-                self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._restore()
-
-
-def ignore_stop_signals(worker_id: int = 0) -> None:
-    """DataLoader ``worker_init_fn``: workers leave Ctrl-C and SIGTERM to the main process, which stops
-    cleanly and shuts them down (a worker that died of the signal would make the main process fail)."""
-    for signum in _STOP_SIGNALS:
-        signal.signal(signum, signal.SIG_IGN)
+def diverged(what: str, epoch: int, step: int, run_dir: str) -> TrainingDiverged:
+    """The error for a loss that became NaN or infinite (``what``: which, and its value) at ``step``."""
+    last_pt = os.path.join(run_dir, "last.pt")
+    kept = (
+        f"The last good checkpoint is kept in {last_pt}; "
+        if os.path.isfile(last_pt)
+        else "No checkpoint was written yet; "
+    )
+    return TrainingDiverged(
+        f"{what} at epoch {epoch + 1}, step {step + 1}; training stopped. {kept}lower --lr, or drop --amp, and start again"
+    )
 
 
 def interrupted(last_pt: str, command: str, where: str) -> RunInterrupted:
@@ -142,18 +113,17 @@ class SkipSampler(Sampler[int]):
 
 
 def rng_state() -> dict[str, torch.Tensor]:
-    """The global random generators' states (CPU, and CUDA when in use), saved with a mid-epoch stop."""
+    """This process's global random generators' states (CPU, and CUDA when in use), for a mid-epoch stop."""
     state = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
-def restore_rng_state(state: dict, path: str) -> None:
-    """Put back the random state a mid-epoch stop saved in ``state["rng"]`` (read from ``path``)."""
-    try:
-        torch.set_rng_state(state["rng"]["cpu"])
-        if "cuda" in state["rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state(state["rng"]["cuda"])
-    except (KeyError, TypeError, RuntimeError) as error:
-        raise CheckpointError(f"{path}: its saved random state is damaged ({first_line(error)})") from error
+def restore_rng_state(state: dict, rank: int) -> None:
+    """Put back the random state rank ``rank`` saved at a mid-epoch stop (``state["rng"][rank]``, checked by
+    ``load_training_state``)."""
+    saved = state["rng"][rank]
+    torch.set_rng_state(saved["cpu"])
+    if "cuda" in saved and torch.cuda.is_available():
+        torch.cuda.set_rng_state(saved["cuda"])

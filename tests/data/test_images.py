@@ -91,8 +91,8 @@ def test_results_are_cached_by_size_and_modification_time(tmp_path, monkeypatch)
     paths = _write_pngs(tmp_path, 20)
     first = images.check_images(paths, folder=str(tmp_path))
     checked = []
-    real_check = images.check_image
-    monkeypatch.setattr(images, "check_image", lambda p: checked.append(p) or real_check(p))
+    real_check = images._check
+    monkeypatch.setattr(images, "_check", lambda p: checked.append(p) or real_check(p))
     assert images.check_images(paths, folder=str(tmp_path)) == first and checked == []
     # a file repaired since: checked again, and now good
     broken = paths[3]
@@ -105,3 +105,20 @@ def test_results_are_cached_by_size_and_modification_time(tmp_path, monkeypatch)
     checked.clear()
     images.check_images(paths, folder=str(tmp_path))
     assert len(checked) == len(paths)
+
+
+def test_failures_of_the_moment_are_not_remembered(tmp_path, monkeypatch):
+    """A file that could not be read for a passing reason (permissions since fixed, an I/O error) is checked
+    again next time, not reported bad for ever."""
+    paths = _write_pngs(tmp_path, 3)  # all good (the first bad one is the fourth)
+    real_decode = images._decode
+
+    def unreadable_now(path, mode):
+        if path == paths[1]:
+            raise PermissionError(13, "Permission denied", path)
+        return real_decode(path, mode)
+
+    monkeypatch.setattr(images, "_decode", unreadable_now)
+    assert images.check_images(paths, folder=str(tmp_path))[paths[1]].startswith("PermissionError")
+    monkeypatch.setattr(images, "_decode", real_decode)
+    assert images.check_images(paths, folder=str(tmp_path)) == dict.fromkeys(paths)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 import numpy as np
 import pytest
 import torch
@@ -10,8 +12,24 @@ from safetensors.torch import save_file
 
 from botnet.data.shapes import ShapesSpec, write_shapes_dataset
 from botnet.models import create_model
-from botnet.tasks import TrainConfig, train
+from botnet.errors import RunInterrupted
+from botnet.tasks import TrainConfig, classification, train
 from botnet.tasks.detection import DetectConfig, train_detector
+
+
+def _stopped_mid_epoch(run_dir: str) -> None:
+    """A digits run stopped by Ctrl-C at epoch 1, step 3 of 5: its last.pt holds a step and random states."""
+    real_agree, calls = classification._agree, []
+
+    def agree(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            signal.raise_signal(signal.SIGINT)
+        return real_agree(*args)
+
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(RunInterrupted):
+        patch.setattr(classification, "_agree", agree)
+        train(TrainConfig(epochs=1, batch_size=256, output_dir=run_dir))
 
 
 @pytest.fixture(scope="session")
@@ -19,6 +37,7 @@ def real_files(tmp_path_factory):
     """A one-epoch digits run, a one-epoch detection run, ResNet-layout weights, images, data folders."""
     root = tmp_path_factory.mktemp("real")
     train(TrainConfig(epochs=1, batch_size=256, output_dir=str(root / "cls")))
+    _stopped_mid_epoch(str(root / "cls_mid"))
     train_detector(DetectConfig(shapes_train_images=4, shapes_val_images=1, epochs=1, output_dir=str(root / "det")))
     weights = create_model("botnet_tiny", num_classes=10).state_dict()
     torch.save(weights, root / "resnet.pth")
@@ -37,6 +56,7 @@ def real_files(tmp_path_factory):
     return {
         "cls_run": str(root / "cls"),
         "cls_last": str(root / "cls" / "last.pt"),
+        "cls_mid_run": str(root / "cls_mid"),
         "cls_weights": str(root / "cls" / "model.safetensors"),
         "det_last": str(root / "det" / "last.pt"),
         "det_weights": str(root / "det" / "model.safetensors"),

@@ -139,11 +139,12 @@ def _paths(tree, prefix=(), depth=3):
 
 
 @fuzz_settings(12)
-@given(data=st.data())
-def test_edited_training_states_resume_or_are_refused(files, tmp_path_factory, capsys, data):
-    """A last.pt that unpickles fine but holds wrong fields (deleted, retyped, nonsense settings): resuming the
-    finished run either completes or is refused in one line."""
-    state = torch.load(files["cls_last"], weights_only=True)
+@given(base=st.sampled_from(["cls_run", "cls_mid_run"]), data=st.data())
+def test_edited_training_states_resume_or_are_refused(files, tmp_path_factory, capsys, base, data):
+    """A last.pt that unpickles fine but holds wrong fields (deleted, retyped, nonsense settings), from a
+    finished run or one stopped mid-epoch (step, random states, partial sums): resuming it either completes
+    or is refused in one line."""
+    state = torch.load(os.path.join(files[base], "last.pt"), weights_only=True)
     candidates = [p for p in _paths(state) if p[0] not in ("model", "ema") or len(p) == 1]
     for _ in range(data.draw(st.integers(1, 3))):
         path = data.draw(st.sampled_from(candidates))
@@ -152,10 +153,10 @@ def test_edited_training_states_resume_or_are_refused(files, tmp_path_factory, c
         except (KeyError, IndexError, TypeError):
             pass  # an earlier edit removed or replaced this path
     run = tmp_path_factory.mktemp("edited") / "run"
-    shutil.copytree(files["cls_run"], run)
+    shutil.copytree(files[base], run)
     torch.save(state, run / "last.pt")
     code = main(["train", "--resume", str(run / "last.pt")])
     err = capsys.readouterr().err.strip()
     assert code in (0, 2), err
     assert code == 0 or (len(err.splitlines()) == 1 and "error:" in err), err
-    event(f"exit {code}")
+    event(f"{base}: exit {code}")

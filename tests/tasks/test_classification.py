@@ -374,19 +374,67 @@ def test_predict_names_unreadable_image(digits_run, tmp_path, capsys):
     assert f"cannot read image {bad}" in capsys.readouterr().err
 
 
-def test_ddp_two_cpu_processes(tmp_path):
-    run_dir = tmp_path / "ddp"
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "botnet", "train", "--epochs", "2", "--batch-size", "32", "--output-dir", str(run_dir),
-    ]  # fmt: skip
+DDP_FLAGS = ["--epochs", "2", "--batch-size", "32"]  # 22 steps per epoch and process on the digits
+
+
+def _torchrun(*args, timeout=600):
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("ddp") / "run"
+    result = _torchrun("-m", "botnet", "train", *DDP_FLAGS, "--output-dir", str(run_dir))
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    with open(run_dir / "summary.json") as f:
+    return run_dir
+
+
+def test_ddp_two_cpu_processes(ddp_run):
+    with open(ddp_run / "summary.json") as f:
         summary = json.load(f)
     assert summary["world_size"] == 2 and summary["test_images"] == 360
     # The metrics were reduced across both ranks: a single process evaluating the saved model agrees.
-    evaluated, _, _ = evaluate_checkpoint(str(run_dir / "model.safetensors"))
+    evaluated, _, _ = evaluate_checkpoint(str(ddp_run / "model.safetensors"))
     assert evaluated.top1 == pytest.approx(summary["test_top1"], abs=1e-3)
     assert summary["test_top1"] > 25  # two short epochs: well above chance (10%)
+
+
+CTRL_C_ON_RANK_1 = """
+import os, signal, sys
+from botnet.cli import main
+from botnet.tasks import classification
+
+real_agree, calls = classification._agree, []
+
+def agree(*args):
+    calls.append(1)
+    if os.environ["RANK"] == "1" and len(calls) == 8:
+        signal.raise_signal(signal.SIGINT)  # only this rank is asked to stop
+    return real_agree(*args)
+
+classification._agree = agree
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_ddp_ranks_stop_together_and_resume_exactly(ddp_run, tmp_path, capsys):
+    """Ctrl-C reaching one rank: both stop after the same step, rank 0 saves every rank's random state, and
+    resuming under torchrun ends with the uninterrupted run's weights."""
+    script = tmp_path / "ctrl_c_on_rank_1.py"
+    script.write_text(CTRL_C_ON_RANK_1)
+    run_dir = tmp_path / "run"
+    result = _torchrun(str(script), "train", *DDP_FLAGS, "--output-dir", str(run_dir))
+    assert result.returncode != 0 and "interrupted at epoch 1, step 8 of 22" in result.stderr, result.stderr[-3000:]
+    state = load_training_state(str(run_dir / "last.pt"))
+    assert (state["epoch"], state["step"], state["world_size"], len(state["rng"])) == (0, 8, 2, 2)
+    assert not torch.equal(state["rng"][0]["cpu"], state["rng"][1]["cpu"])
+
+    assert main(["train", "--resume", str(run_dir / "last.pt")]) == 2  # one process cannot continue it
+    assert "written by a run of 2 process(es); resume it with the same number" in capsys.readouterr().err
+    result = _torchrun("-m", "botnet", "train", "--resume", str(run_dir / "last.pt"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    a, b = _read_weights(str(ddp_run / "model.safetensors")), _read_weights(str(run_dir / "model.safetensors"))
+    for key in a:
+        assert torch.equal(a[key], b[key]), key

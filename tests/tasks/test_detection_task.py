@@ -223,12 +223,13 @@ def test_backbone_weights_train_with_frozen_norms_and_reload(tmp_path):
     assert (body.layer3[0].conv2.weight - source.layer3[0].conv2.weight).abs().max() < 0.1
 
 
-def test_nan_loss_stops_with_the_checkpoint_named():
+def test_nan_loss_stops_with_the_checkpoint_named(tmp_path):
     losses = {"loss_classifier": torch.tensor(0.5), "loss_mask": torch.tensor(float("nan"))}
-    with pytest.raises(TrainingDiverged, match=r"loss_mask=nan at epoch 3, step 5.*last.pt \(end of epoch 2\)"):
-        _check_finite(losses, 2, 4, "RUN")
-    with pytest.raises(TrainingDiverged, match="at epoch 1, step 1.*No checkpoint was written yet"):
-        _check_finite(losses, 0, 0, "RUN")
+    with pytest.raises(TrainingDiverged, match="loss_mask=nan at epoch 1, step 1.*No checkpoint was written yet"):
+        _check_finite(losses, 0, 0, str(tmp_path))
+    (tmp_path / "last.pt").write_bytes(b"a checkpoint")
+    with pytest.raises(TrainingDiverged, match=r"loss_mask=nan at epoch 3, step 5.*last good checkpoint is kept in .*last\.pt"):
+        _check_finite(losses, 2, 4, str(tmp_path))
 
 
 def _broken_copy(tmp_path, change) -> str:
