@@ -41,8 +41,8 @@ from ..models import get_model_entry
 from .checkpoint import (
     check_meta,
     check_metric_rows,
-    check_resumable,
     check_new_run_dir,
+    check_resumable,
     load_training_state,
     read_weights,
     restore_training_state,

@@ -11,8 +11,8 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from botnet.data.shapes import ShapesSpec, write_shapes_dataset
-from botnet.models import create_model
 from botnet.errors import RunInterrupted
+from botnet.models import create_model
 from botnet.tasks import TrainConfig, classification, train
 from botnet.tasks.detection import DetectConfig, train_detector
 
