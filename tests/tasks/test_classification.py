@@ -262,6 +262,30 @@ def _truncated_jpeg(path):
     path.write_bytes(data[: len(data) // 2])
 
 
+def test_damaged_checkpoints_are_one_line_errors(digits_run, tmp_path, capsys):
+    """An empty last.pt, a safetensors file without our metadata, and one whose metadata lacks a field."""
+    from safetensors.torch import save_file
+
+    run_dir, _ = digits_run
+    empty = tmp_path / "last.pt"
+    empty.write_bytes(b"")
+    plain = str(tmp_path / "plain.safetensors")
+    save_file({"w": torch.zeros(2)}, plain)
+    partial = str(tmp_path / "partial.safetensors")
+    weights = _read_weights(os.path.join(run_dir, "model.safetensors"))
+    save_file(weights, partial, metadata={"botnet": json.dumps({"classes": ["a"]})})
+    cases = [
+        (["train", "--resume", str(empty)], f"{empty} is empty"),
+        (["predict", "--checkpoint", str(empty), "x.png"], f"{empty} is empty"),
+        (["eval", "--checkpoint", plain], "has no botnet metadata: it was not written by `botnet train`"),
+        (["predict", "--checkpoint", partial, "x.png"], "its metadata field 'model' is None"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err, err
+
+
 def _image_folder(root, classes=("cat", "dog"), per_class=6):
     """A small real image folder: colour and grey images of different sizes and formats."""
     colours = {"cat": (220, 40, 40), "dog": (40, 40, 220), "owl": (40, 200, 40)}
