@@ -4,8 +4,9 @@ A file passes :func:`check_image` only if PIL decodes all of its pixels: a
 header check (``Image.verify``) lets truncated JPEGs through, which then stop
 a run mid-epoch. :func:`check_images` checks many files in parallel worker
 processes and remembers each result by the file's size, modification and
-change times (in ``$BOTNET_CACHE_DIR``, default ``~/.cache/botnet``), so a
-second run on the same 100,000-image folder starts at once.
+change times (in ``$BOTNET_CACHE_DIR``, default ``~/.cache/botnet``; a
+folder's results unused for 30 days are deleted), so a second run on the
+same 100,000-image folder starts at once.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import time
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -123,13 +125,24 @@ def _load_cache(path: str | None) -> dict[str, list]:
     return {}
 
 
-def _save_cache(path: str | None, entries: dict[str, list]) -> None:
+_FORGET_AFTER_SECONDS = 30 * 86400  # a folder's results unused for a month are deleted
+
+
+def _save_cache(path: str | None, entries: dict[str, list] | None) -> None:
+    """Write a folder's results (None: only mark them used), and tidy the cache folder."""
     if path is None:
         return
-    text = json.dumps({"format": _CACHE_FORMAT, "files": entries}, separators=(",", ":"))
     try:
-        atomic_write(path, lambda f: f.write(text.encode()))
-        remove_stale_temporaries(os.path.dirname(path), older_than=86400)  # left by killed checks
+        if entries is None:
+            os.utime(path)
+        else:
+            text = json.dumps({"format": _CACHE_FORMAT, "files": entries}, separators=(",", ":"))
+            atomic_write(path, lambda f: f.write(text.encode()))
+        folder = os.path.dirname(path)
+        remove_stale_temporaries(folder, older_than=86400)  # left by killed checks
+        for entry in os.scandir(folder):
+            if entry.name.startswith("image-checks-") and time.time() - entry.stat().st_mtime > _FORGET_AFTER_SECONDS:
+                os.remove(entry.path)
     except OSError:
         pass  # a read-only or full cache folder only costs the next run time
 
@@ -185,4 +198,6 @@ def check_images(paths: Sequence[str], *, folder: str, workers: int | None = Non
             else:
                 keep.discard(path)
         _save_cache(cache_path, {p: [*keys[p], results[p]] for p in keys if p in keep})
+    elif cached:
+        _save_cache(cache_path, None)
     return {p: results[p] for p in paths}

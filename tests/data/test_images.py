@@ -122,3 +122,18 @@ def test_failures_of_the_moment_are_not_remembered(tmp_path, monkeypatch):
     assert images.check_images(paths, folder=str(tmp_path))[paths[1]].startswith("PermissionError")
     monkeypatch.setattr(images, "_decode", real_decode)
     assert images.check_images(paths, folder=str(tmp_path)) == dict.fromkeys(paths)
+
+
+def test_results_unused_for_a_month_are_forgotten(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    monkeypatch.setenv("BOTNET_CACHE_DIR", str(cache))
+    old, recent = cache / "image-checks-0123.json", cache / "image-checks-4567.json"
+    for path, days in ((old, 31), (recent, 29)):
+        path.write_text("{}")
+        stamp = time.time() - days * 86400
+        os.utime(path, (stamp, stamp))
+    folder = tmp_path / "images"
+    folder.mkdir()
+    images.check_images(_write_pngs(folder, 2), folder=str(folder))
+    assert not old.exists() and recent.exists() and len(os.listdir(cache)) == 2
