@@ -79,9 +79,8 @@ class RunFailed(BotnetError):
 class RunInterrupted(KeyboardInterrupt):
     """Ctrl-C stopped a run at a step boundary; the message names the checkpoint that resumes it.
 
-    A ``KeyboardInterrupt`` (not an ``Exception``), so generic handlers do not swallow it."""
-
-    exit_code = EXIT_INTERRUPTED
+    A ``KeyboardInterrupt`` (not an ``Exception``), so generic handlers do not swallow it; like every
+    interrupt, the command line exits with EXIT_INTERRUPTED."""
 
 
 def one_line(text: str) -> str:

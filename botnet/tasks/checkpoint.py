@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -33,6 +33,7 @@ __all__ = [
     "check_resumable",
     "restore_training_state",
     "save_training_state",
+    "saved_config",
     "load_training_state",
     "save_weights",
     "load_model",
@@ -84,6 +85,19 @@ def check_metric_rows(state: dict[str, Any], path: str, columns: Sequence[str], 
     )
     if not valid:
         raise CheckpointError(f"{path}: its per-epoch metrics are damaged; use another checkpoint")
+
+
+def saved_config(state: dict[str, Any], path: str, config_class: type, resolve: Callable[[Any], Any]) -> Any:
+    """A last.pt's settings as ``config_class``, in the checkpoint's own folder. They must be complete:
+    a fixed point of ``resolve``, which fills unset values and checks them all."""
+    try:
+        config = config_class(**{**state["config"], "output_dir": os.path.dirname(os.path.abspath(path))})
+        complete = resolve(config) == config
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{path}: its saved settings are not valid ({first_line(error)})") from error
+    if not complete:
+        raise CheckpointError(f"{path}: its saved settings are incomplete; the file is damaged")
+    return config
 
 
 def check_new_run_dir(run_dir: str) -> None:

@@ -40,6 +40,7 @@ from .checkpoint import (
     restore_training_state,
     save_training_state,
     save_weights,
+    saved_config,
 )
 from .distributed import (
     DistEnv,
@@ -221,22 +222,18 @@ def _build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optim
     return torch.optim.AdamW(groups, lr=config.lr)
 
 
+def _any_rank(env: DistEnv, *flags: bool) -> list[bool]:
+    """Each flag, true if it is true on any rank: one all-reduce under DDP."""
+    values = torch.tensor([float(flag) for flag in flags], device=env.device)
+    if env.distributed:
+        dist.all_reduce(values, op=dist.ReduceOp.MAX)
+    return [bool(v) for v in values.tolist()]
+
+
 def _agree(loss: torch.Tensor, stop: GracefulStop | None, env: DistEnv) -> tuple[bool, bool]:
-    """(loss finite on every rank, a stop requested on any rank): one all-reduce per step under DDP."""
-    flags = torch.stack(
-        [(~torch.isfinite(loss.detach())).to(torch.float32), torch.tensor(float(bool(stop and stop.requested)), device=loss.device)]
-    )
-    if env.distributed:
-        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
-    bad, stopping = flags.tolist()
-    return not bad, bool(stopping)
-
-
-def _stop_agreed(stop: GracefulStop, env: DistEnv) -> bool:
-    flag = torch.tensor(float(stop.requested), device=env.device)
-    if env.distributed:
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    return bool(flag.item())
+    """(loss finite on every rank, a stop requested on any rank), agreed once per step."""
+    bad, stopping = _any_rank(env, not torch.isfinite(loss.detach()).item(), bool(stop and stop.requested))
+    return not bad, stopping
 
 
 @dataclass
@@ -321,14 +318,13 @@ def train(config: TrainConfig | None = None, *, resume: str | None = None) -> di
     """
     env = init_distributed()
     try:
-        state = None
+        state, user_config = None, config or TrainConfig()
         if resume:
             state = load_training_state(resume)
             config = _config_from_state(state, resume)
         else:
-            user_config = config or TrainConfig()
             config = user_config.resolve(env.world_size)
-        return _train(config, env, state, user_config=None if resume else user_config)
+        return _train(config, env, state, user_config)
     finally:
         shutdown_distributed()
 
@@ -337,17 +333,10 @@ def _config_from_state(state: dict[str, Any], path: str) -> TrainConfig:
     if state["meta"].get("task", "classification") != "classification":
         raise CheckpointError(f"{path} is a {state['meta']['task']} run's checkpoint; resume it with `botnet detect train`")
     check_metric_rows(state, path, METRIC_COLUMNS, METRIC_COLUMNS)
-    try:
-        config = TrainConfig(**{**state["config"], "output_dir": os.path.dirname(os.path.abspath(path))})
-        complete = config.resolve(world_size=1) == config  # a saved run's settings are all filled in
-    except (TypeError, ValueError) as error:
-        raise CheckpointError(f"{path}: its saved settings are not valid ({first_line(error)})") from error
-    if not complete:
-        raise CheckpointError(f"{path}: its saved settings are incomplete; the file is damaged")
-    return config
+    return saved_config(state, path, TrainConfig, lambda config: config.resolve(world_size=1))
 
 
-def _fit_batch_to_data(config: TrainConfig, user_config: TrainConfig | None, images: int, env: DistEnv) -> TrainConfig:
+def _fit_batch_to_data(config: TrainConfig, user_config: TrainConfig, images: int, env: DistEnv) -> TrainConfig:
     """A batch no larger than each process's share of the training images (at least 2, for batch norm)."""
     per_process = images // env.world_size
     if per_process < 2:
@@ -357,12 +346,11 @@ def _fit_batch_to_data(config: TrainConfig, user_config: TrainConfig | None, ima
         )
     if per_process >= config.batch_size:
         return config
-    base = user_config if user_config is not None else config
     # resolve again, so a recipe that scales the learning rate with the batch sees the batch that is used
-    return dataclasses.replace(base, batch_size=per_process, output_dir=config.output_dir).resolve(env.world_size)
+    return dataclasses.replace(user_config, batch_size=per_process, output_dir=config.output_dir).resolve(env.world_size)
 
 
-def _train(config: TrainConfig, env: DistEnv, state: dict[str, Any] | None, user_config: TrainConfig | None = None) -> dict[str, Any]:
+def _train(config: TrainConfig, env: DistEnv, state: dict[str, Any] | None, user_config: TrainConfig) -> dict[str, Any]:
     run_dir = config.output_dir
     if state is None:
         check_new_run_dir(run_dir)  # before the data is checked, which may take a while
@@ -525,7 +513,7 @@ def _fit(config: TrainConfig, env: DistEnv, state: dict[str, Any] | None, data, 
                 f"epoch {epoch + 1}/{config.epochs}  train loss {progress.mean_loss:.4f}  val loss {result.loss:.4f}  "
                 f"top-1 {result.top1:.2f}%  top-5 {result.top5:.2f}%  {row['seconds']:.1f}s"
             )
-            if epoch + 1 < config.epochs and _stop_agreed(stop, env):  # asked to stop during the evaluation
+            if epoch + 1 < config.epochs and _any_rank(env, stop.requested)[0]:  # asked to stop during evaluation
                 raise interrupted(last_pt, "botnet train", f"after epoch {epoch + 1}")
 
         if result is None:  # resumed a finished run: nothing left to train

@@ -48,6 +48,7 @@ from .checkpoint import (
     restore_training_state,
     save_training_state,
     save_weights,
+    saved_config,
 )
 from .optim import epoch_seed, param_groups, warmup_cosine
 from .recipes import check_field_types, check_workers, fill_from_recipe
@@ -345,14 +346,7 @@ def _config_from_state(state: dict[str, Any], path: str) -> DetectConfig:
     if state["meta"].get("task") != "detection":
         raise CheckpointError(f"{path} is not a detection run's checkpoint; resume it with `botnet train`")
     check_metric_rows(state, path, METRIC_COLUMNS, ("epoch", "train_loss", "lr", "seconds"))
-    try:
-        config = DetectConfig(**{**state["config"], "output_dir": os.path.dirname(os.path.abspath(path))})
-        complete = config.resolve() == config  # a saved run's settings are all filled in
-    except (TypeError, ValueError) as error:
-        raise CheckpointError(f"{path}: its saved settings are not valid ({first_line(error)})") from error
-    if not complete:
-        raise CheckpointError(f"{path}: its saved settings are incomplete; the file is damaged")
-    return config
+    return saved_config(state, path, DetectConfig, DetectConfig.resolve)
 
 
 def _load_datasets(config: DetectConfig, train_images: str, train_ann: str, val_images: str, val_ann: str):

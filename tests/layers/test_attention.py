@@ -1,4 +1,4 @@
-"""MHSA against a brute-force per-position formula (SPEC.md) and against timm's BottleneckAttn."""
+"""MHSA against a brute-force per-position formula (the paper's relative attention) and against timm's BottleneckAttn."""
 
 import numpy as np
 import pytest
@@ -20,7 +20,7 @@ def interp_half_pixel(table: torch.Tensor, length: int) -> torch.Tensor:
 
 
 def brute_force(layer: MHSA, x: torch.Tensor) -> torch.Tensor:
-    """The SPEC's formula, one query position at a time, in float64."""
+    """The paper's formula (Fig. 4, relative logits), one query position at a time, in float64."""
     x = x.double()
     batch, _, height, width = x.shape
     heads, d = layer.heads, layer.head_dim
