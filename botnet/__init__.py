@@ -3,7 +3,16 @@
 from . import layers
 from .errors import BotnetError, CheckpointError, ConfigError, DatasetError, RunFailed, RunInterrupted, TrainingDiverged
 from .layers import MHSA
-from .models import BoTNet, ModelConfig, StageConfig, create_model, list_models, load_resnet_weights, summarize
+from .models import (
+    BoTNet,
+    ModelConfig,
+    StageConfig,
+    create_model,
+    list_models,
+    list_pretrained,
+    load_resnet_weights,
+    summarize,
+)
 
 __version__ = "0.1.0"
 
@@ -22,6 +31,7 @@ __all__ = [
     "create_model",
     "layers",
     "list_models",
+    "list_pretrained",
     "load_resnet_weights",
     "summarize",
 ]

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .layers import MHSA
-from .models import create_model, summarize
+from .models import convert_timm_state_dict, create_model, list_pretrained, summarize
 
 __all__ = ["BenchSettings", "Result", "run_suite", "SUITES"]
 
@@ -189,8 +189,47 @@ def large_suite() -> list[Case]:
     ]
 
 
+def _timm_model(name: str) -> Callable[[], nn.Module]:
+    def build() -> nn.Module:
+        import timm
+
+        torch.manual_seed(0)  # the same weights every time: ours loads them (see _our_model)
+        return timm.create_model(name)
+
+    return build
+
+
+def _our_model(name: str) -> Callable[[], nn.Module]:
+    """Our model with timm's weights (the same computation: see tests/models/test_pretrained.py)."""
+
+    def build() -> nn.Module:
+        model = create_model(name)
+        model.load_state_dict(convert_timm_state_dict(_timm_model(name)().state_dict()))
+        return model
+
+    return build
+
+
+def pretrained_suite() -> list[Case]:
+    """timm's BoTNets against ours with identical weights, 256 px, batch 8 (needs timm)."""
+    try:
+        import timm  # noqa: F401
+    except ImportError:
+        return []
+    return [
+        case
+        for name in list_pretrained()
+        for mode in ("inference", "training")
+        for case in (
+            Case(f"{name} 256 b8 {mode}", f"timm {name}", _timm_model(name), (8, 3, 256, 256), mode),
+            Case(f"{name} 256 b8 {mode}", f"botnet {name}", _our_model(name), (8, 3, 256, 256), mode),
+        )
+    ]
+
+
 SUITES: dict[str, Callable[[], list[Case]]] = {
     "mhsa": mhsa_suite,
+    "pretrained": pretrained_suite,
     "models": models_suite,
     "resolution": resolution_suite,
     "large": large_suite,

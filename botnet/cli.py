@@ -27,11 +27,25 @@ __all__ = ["main"]
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from .models import get_model_entry, list_models
+    from .models import get_model_entry, list_models, list_pretrained
 
-    for name in list_models(args.pattern):
+    names = list_pretrained() if args.pretrained else list_models()
+    for name in (n for n in names if args.pattern in n):
         entry = get_model_entry(name)
-        print(f"{name:<16} {entry.img_size:>4}px  {entry.description}")
+        weights = f"  [ImageNet weights: {entry.pretrained.hub_id}, top-1 {entry.pretrained.top1}%]" if entry.pretrained else ""
+        print(f"{name:<20} {entry.img_size:>4}px  {entry.description}{weights}")
+    return 0
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from .models.convert import convert_weights
+
+    meta = convert_weights(args.file or True, args.model, args.output)
+    print(
+        f"wrote {args.output}: {meta['model']} at {meta['img_size']}px, {meta['num_classes']} classes ({meta['dataset']}), "
+        f"{meta.get('interpolation', 'bilinear')} resize, crop fraction {meta.get('crop_fraction', 0.875)}; "
+        f"use it with botnet predict/eval --checkpoint, or botnet train --pretrained"
+    )
     return 0
 
 
@@ -95,7 +109,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 _TRAIN_FLAGS = (
     "data", "model", "img_size", "recipe", "epochs", "batch_size", "lr", "weight_decay", "optimizer",
     "momentum", "warmup_epochs", "label_smoothing", "randaugment", "ema_decay", "seed", "output_dir",
-    "amp", "compile", "workers", "sync_bn", "skip_bad_images",
+    "amp", "compile", "workers", "sync_bn", "skip_bad_images", "pretrained", "head_epochs",
 )  # fmt: skip
 
 
@@ -374,7 +388,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("list", help="list the registered models")
     p.add_argument("pattern", nargs="?", default="", help="only names containing this")
+    p.add_argument("--pretrained", action="store_true", help="only models with published ImageNet weights")
     p.set_defaults(func=_cmd_list)
+
+    p = commands.add_parser(
+        "convert",
+        help="a timm checkpoint to a botnet .safetensors with its metadata (classes, normalisation)",
+        description="Convert the weights of a registered model (timm's checkpoint: .safetensors, .pth or .bin) "
+        "into botnet's format. Without FILE, the model's published weights are taken from the Hugging Face Hub "
+        "(needs huggingface_hub; its cache works offline).",
+    )
+    p.add_argument("file", nargs="?", metavar="FILE", help="the weights file (default: the published weights)")
+    p.add_argument("--model", required=True, help="the model the weights are for (`botnet list --pretrained`)")
+    p.add_argument("--output", required=True, metavar="OUT.safetensors")
+    p.set_defaults(func=_cmd_convert)
 
     p = commands.add_parser("info", help="parameters, FLOPs and stage output shapes of a model")
     p.add_argument("model", help="a name from `botnet list`")
@@ -395,7 +422,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="image folder with DIR/train/CLASS/* and DIR/val/CLASS/* (default: digits)")
     p.add_argument("--model", help="a name from `botnet list` (default botnet_tiny)")
     p.add_argument("--img-size", type=int, help="input size (default: the model's)")
-    p.add_argument("--recipe", choices=["small", "paper"], help="preset of the settings below (default small)")
+    p.add_argument(
+        "--pretrained", nargs="?", const="hub", metavar="FILE",
+        help="start from a weights file of --model (timm's or botnet's), or without FILE its published weights; "
+        "every layer but the classifier is loaded",
+    )  # fmt: skip
+    p.add_argument(
+        "--recipe", choices=["small", "finetune", "paper"],
+        help="preset of the settings below (default small, or finetune with --pretrained)",
+    )  # fmt: skip
+    p.add_argument("--head-epochs", type=int, help="first epochs in which only the new classifier trains")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int, help="per process")
     p.add_argument("--lr", type=float, help="peak learning rate")
@@ -425,7 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_eval)
 
     p = commands.add_parser("bench", help="speed and memory side by side: MHSA vs timm, BoTNet-50 vs ResNet-50")
-    suites = ["mhsa", "models", "resolution", "large", "gpu"]  # bench.SUITES, named here to keep startup light
+    suites = ["mhsa", "models", "pretrained", "resolution", "large", "gpu"]  # bench.SUITES, named here to keep startup light
     p.add_argument("--suite", nargs="+", choices=suites, default=["mhsa", "models"])
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--repeats", type=int, default=7, help="interleaved timed calls per case (median reported)")

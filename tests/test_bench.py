@@ -79,3 +79,16 @@ def test_mhsa_cases_share_timm_weights():
     x = torch.randn(1, 512, 14, 14)
     with torch.no_grad():
         torch.testing.assert_close(ours(x), theirs(x), atol=1e-5, rtol=1e-5)
+
+
+def test_pretrained_cases_share_weights():
+    """Each pretrained group times timm's model against ours with the same weights: the same logits."""
+    pytest.importorskip("timm")
+    groups = {}
+    for case in bench.pretrained_suite():
+        groups.setdefault(case.group, []).append(case)
+    assert {g.split()[0] for g in groups} == {"botnet26t_256", "sebotnet33ts_256", "eca_botnext26ts_256"}
+    theirs, ours = (c.build().eval() for c in groups["botnet26t_256 256 b8 inference"])
+    x = torch.randn(1, 3, 256, 256)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), theirs(x), atol=1e-4, rtol=1e-4)

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-import torch
-from torchvision.transforms import v2
+import math
+from collections.abc import Mapping
+from typing import Any
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "train_transform", "eval_transform"]
+import torch
+from torchvision.transforms import InterpolationMode, v2
+
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "INTERPOLATIONS", "train_transform", "eval_transform", "eval_transform_for"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 EVAL_CROP_FRACTION = 0.875  # resize to img_size / 0.875, then centre-crop: the standard ImageNet evaluation
+INTERPOLATIONS = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC}
 
 
 def _to_normalized(mean, std) -> list:
@@ -39,9 +44,34 @@ def train_transform(
     return v2.Compose(steps + _to_normalized(mean, std))
 
 
-def eval_transform(img_size: int, mean, std, *, crop: bool) -> v2.Compose:
+def eval_transform(
+    img_size: int,
+    mean,
+    std,
+    *,
+    crop: bool,
+    crop_fraction: float = EVAL_CROP_FRACTION,
+    interpolation: str = "bilinear",
+) -> v2.Compose:
+    """``crop``: resize the short side to img_size / crop_fraction (rounded down, as timm does), then
+    centre-crop img_size; otherwise resize the whole image to img_size x img_size."""
+    mode = INTERPOLATIONS[interpolation]
     if crop:
-        steps = [v2.ToImage(), v2.Resize(round(img_size / EVAL_CROP_FRACTION), antialias=True), v2.CenterCrop(img_size)]
+        resize = v2.Resize(math.floor(img_size / crop_fraction), interpolation=mode, antialias=True)
+        steps = [v2.ToImage(), resize, v2.CenterCrop(img_size)]
     else:
-        steps = [v2.ToImage(), v2.Resize((img_size, img_size), antialias=True)]
+        steps = [v2.ToImage(), v2.Resize((img_size, img_size), interpolation=mode, antialias=True)]
     return v2.Compose(steps + _to_normalized(mean, std))
+
+
+def eval_transform_for(meta: Mapping[str, Any]) -> v2.Compose:
+    """The evaluation pipeline a saved model's metadata describes (its size, normalisation, crop,
+    and for published weights their crop fraction and interpolation)."""
+    return eval_transform(
+        meta["img_size"],
+        meta["mean"],
+        meta["std"],
+        crop=meta["crop"],
+        crop_fraction=meta.get("crop_fraction", EVAL_CROP_FRACTION),
+        interpolation=meta.get("interpolation", "bilinear"),
+    )

@@ -114,6 +114,8 @@ def botnet_fpn_backbone(
     if backbone_weights is not None:
         load_resnet_weights(model, backbone_weights)
     trainable = list(TRAINABLE_ORDER[:trainable_layers]) + (["bn1"] if trainable_layers == 5 else [])
+    if "layer4" in trainable:
+        trainable.append("final_conv")  # part of c5 in the models that have one
     frozen_bot = _frozen_bot_stages(model, trainable)
     if frozen_bot:
         raise ConfigError(
@@ -129,11 +131,11 @@ def botnet_fpn_backbone(
         if not param_name.startswith(tuple(trainable)):
             param.requires_grad_(False)
 
-    info = {entry["module"]: entry for entry in model.feature_info}
-    return_layers = {f"layer{i}": str(k) for k, i in enumerate(returned)}
-    in_channels = [info[f"layer{i}"]["num_chs"] for i in returned]
+    levels = [model.feature_info[i] for i in returned]  # c5's module is final_conv in the models that have one
+    return_layers = {level["module"]: str(k) for k, level in enumerate(levels)}
+    in_channels = [level["num_chs"] for level in levels]
     fpn = BackboneWithFPN(model, return_layers, in_channels, out_channels, extra_blocks=LastLevelMaxPool())
     # The pyramid's strides, for anchor sizes: the returned stages' reductions, then the max-pooled extra level.
-    strides = [info[f"layer{i}"]["reduction"] for i in returned]
+    strides = [level["reduction"] for level in levels]
     fpn.feature_strides = (*strides, 2 * strides[-1])
     return fpn

@@ -1,15 +1,18 @@
 """Building blocks: the MHSA layer and the residual blocks."""
 
 from .attention import MHSA, POSITION_ENCODINGS, relative_logits, resize_position_table
-from .blocks import ACTIVATIONS, BoTBlock, Bottleneck, get_activation
+from .blocks import ACTIVATIONS, ECA, SE_POSITIONS, BoTBlock, Bottleneck, get_activation, se_channels
 
 __all__ = [
     "ACTIVATIONS",
     "MHSA",
     "POSITION_ENCODINGS",
+    "SE_POSITIONS",
     "BoTBlock",
     "Bottleneck",
+    "ECA",
     "get_activation",
+    "se_channels",
     "relative_logits",
     "resize_position_table",
 ]

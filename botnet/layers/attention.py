@@ -215,8 +215,8 @@ class _RelativeAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q: Tensor, k: Tensor, v: Tensor, rel: Tensor, height: int, scale: float) -> Tensor:
-        batch, heads, tokens, dim = q.shape
-        q, k, v = (t.reshape(batch * heads, tokens, dim) for t in (q, k, v))
+        batch, heads, tokens, _ = q.shape
+        q, k, v = (t.reshape(batch * heads, tokens, t.shape[-1]) for t in (q, k, v))
         probs = _position_bias(rel.flatten(0, 1), height, q.new_empty(batch * heads, tokens, tokens))
         probs.baddbmm_(q, k.transpose(1, 2), alpha=scale)
         # In place: the CPU kernel reads each row before writing it (torch 2.14; the tests check it).
@@ -224,7 +224,7 @@ class _RelativeAttention(torch.autograd.Function):
         out = torch.bmm(probs, v)
         ctx.save_for_backward(q, k, v, probs, out)
         ctx.height, ctx.scale, ctx.heads = height, scale, heads
-        # (B * heads, N, d), viewed outside. With one token or one head the layer's result is a view
+        # (B * heads, N, d_v), viewed outside. With one token or one head the layer's result is a view
         # of it; a copy then keeps the saved tensor intact if the caller edits the result in place.
         return out if tokens > 1 and heads > 1 else out.clone()
 
@@ -233,7 +233,7 @@ class _RelativeAttention(torch.autograd.Function):
     def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, ...]:
         q, k, v, probs, out = ctx.saved_tensors
         height, scale, heads = ctx.height, ctx.scale, ctx.heads
-        _, tokens, dim = grad_out.shape
+        tokens = grad_out.shape[1]
         batch = q.shape[0] // heads
         width = tokens // height
         grad_out = grad_out.contiguous()
@@ -253,9 +253,9 @@ class _RelativeAttention(torch.autograd.Function):
             grid = grad_s.view(-1, stop - start, height, width)
             torch.sum(grid, -1, out=grad_rel[:, start:stop, :height])
             torch.sum(grid, -2, out=grad_rel[:, start:stop, height:])
-        shape = (batch, heads, tokens)
-        grad_q, grad_k = grad_q.mul_(scale).view(*shape, dim), grad_k.mul_(scale).view(*shape, dim)
-        return grad_q, grad_k, grad_v.view(*shape, dim), grad_rel.view(*shape, height + width), None, None
+        shape = (batch, heads, tokens, -1)
+        grad_q, grad_k = grad_q.mul_(scale).view(shape), grad_k.mul_(scale).view(shape)
+        return grad_q, grad_k, grad_v.view(shape), grad_rel.view(shape), None, None
 
 
 class MHSA(nn.Module):
@@ -272,12 +272,16 @@ class MHSA(nn.Module):
         scale_position: scale q by d^-0.5 before the position term as well
             (the reference code); False scales only the content term (timm's
             default).
+        qk_head_dim: the per-head dimension d of queries and keys (and of the
+            position tables); default the value head dim ``dim // heads``.
+            A smaller one (timm's eca_botnext26ts: 16 against 128) saves
+            compute; the scale s is then qk_head_dim ** -0.5.
 
-    Parameters: ``qkv``, a bias-free 1x1 conv whose 3*dim output channels are
-    q, k, v in that order, each with every head's channels contiguous (so a
-    timm ``BottleneckAttn.qkv`` weight maps one to one); ``rel_h`` (2H-1, d)
-    and ``rel_w`` (2W-1, d) for the relative encodings, ``abs_h`` (H, d) and
-    ``abs_w`` (W, d) for the absolute one.
+    Parameters: ``qkv``, a bias-free 1x1 conv whose output channels are q, k
+    (``heads * qk_head_dim`` each) and v (``dim``) in that order, each with
+    every head's channels contiguous (so a timm ``BottleneckAttn.qkv`` weight
+    maps one to one); ``rel_h`` (2H-1, d) and ``rel_w`` (2W-1, d) for the
+    relative encodings, ``abs_h`` (H, d) and ``abs_w`` (W, d) for the absolute one.
     """
 
     def __init__(
@@ -287,6 +291,7 @@ class MHSA(nn.Module):
         heads: int = 4,
         position_encoding: str = "relative",
         scale_position: bool = True,
+        qk_head_dim: int | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(heads, int) or heads < 1:
@@ -297,20 +302,23 @@ class MHSA(nn.Module):
             raise ConfigError(
                 f"unknown position_encoding {position_encoding!r}; choose one of {', '.join(POSITION_ENCODINGS)}"
             )
+        if qk_head_dim is not None and (not isinstance(qk_head_dim, int) or qk_head_dim < 1):
+            raise ConfigError(f"qk_head_dim must be a positive int or None, got {qk_head_dim!r}")
         self.dim = dim
         self.heads = heads
-        self.head_dim = dim // heads
+        self.head_dim = dim // heads  # of the values
+        self.qk_head_dim = qk_head_dim or self.head_dim
         self.feat_size = to_pair(feat_size, "feat_size")
         self.position_encoding = position_encoding
         self.scale_position = scale_position
-        self.qkv = nn.Conv2d(dim, 3 * dim, kernel_size=1, bias=False)
+        self.qkv = nn.Conv2d(dim, 2 * heads * self.qk_head_dim + dim, kernel_size=1, bias=False)
         height, width = self.feat_size
         if position_encoding in ("relative", "relative_only"):
-            self.rel_h = nn.Parameter(torch.empty(2 * height - 1, self.head_dim))
-            self.rel_w = nn.Parameter(torch.empty(2 * width - 1, self.head_dim))
+            self.rel_h = nn.Parameter(torch.empty(2 * height - 1, self.qk_head_dim))
+            self.rel_w = nn.Parameter(torch.empty(2 * width - 1, self.qk_head_dim))
         elif position_encoding == "absolute":
-            self.abs_h = nn.Parameter(torch.empty(height, self.head_dim))
-            self.abs_w = nn.Parameter(torch.empty(width, self.head_dim))
+            self.abs_h = nn.Parameter(torch.empty(height, self.qk_head_dim))
+            self.abs_w = nn.Parameter(torch.empty(width, self.qk_head_dim))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -318,11 +326,11 @@ class MHSA(nn.Module):
         # The paper's tables start at N(0, d^-0.5); the reference gist passes d^-0.5 as the mean by mistake.
         for name in ("rel_h", "rel_w", "abs_h", "abs_w"):
             if hasattr(self, name):
-                nn.init.normal_(getattr(self, name), std=self.head_dim**-0.5)
+                nn.init.normal_(getattr(self, name), std=self.qk_head_dim**-0.5)
 
     def extra_repr(self) -> str:
         return (
-            f"dim={self.dim}, feat_size={self.feat_size}, heads={self.heads}, "
+            f"dim={self.dim}, feat_size={self.feat_size}, heads={self.heads}, qk_head_dim={self.qk_head_dim}, "
             f"position_encoding={self.position_encoding!r}, scale_position={self.scale_position}"
         )
 
@@ -353,12 +361,16 @@ class MHSA(nn.Module):
         self._check_input(x)
         batch, _, height, width = x.shape
         tokens = height * width
-        scale = self.head_dim**-0.5
+        scale = self.qk_head_dim**-0.5
         # The projection runs channels_last (oneDNN's fast layout on CPU); its output, read as
-        # (B, N, 3, heads, d), gives q, k, v as strided (B, heads, N, d) views without a copy.
+        # (B, N, channels) and split, gives q, k, v as strided (B, heads, N, d) views without a copy.
         channels_last = x.is_contiguous(memory_format=torch.channels_last)
-        qkv = self.qkv(x.contiguous(memory_format=torch.channels_last)).permute(0, 2, 3, 1)
-        q, k, v = qkv.reshape(batch, tokens, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        qkv = self.qkv(x.contiguous(memory_format=torch.channels_last)).permute(0, 2, 3, 1).reshape(batch, tokens, -1)
+        qk_channels = self.heads * self.qk_head_dim
+        q, k, v = (
+            part.unflatten(-1, (self.heads, -1)).transpose(1, 2)
+            for part in qkv.split([qk_channels, qk_channels, self.dim], dim=-1)
+        )
 
         if self.position_encoding == "none":
             out = F.scaled_dot_product_attention(q, k, v, scale=scale)
@@ -367,7 +379,7 @@ class MHSA(nn.Module):
             abs_w = resize_position_table(self.abs_w, width).to(q.dtype)
             # s q.k + s' q.a = s q.(k + (s' / s) a): the position folds into the keys.
             factor = 1.0 if self.scale_position else 1.0 / scale
-            pos = (abs_h[:, None, :] + abs_w[None, :, :]).reshape(tokens, self.head_dim) * factor
+            pos = (abs_h[:, None, :] + abs_w[None, :, :]).reshape(tokens, self.qk_head_dim) * factor
             out = F.scaled_dot_product_attention(q, k + pos, v, scale=scale)
         else:
             # The kernel scales q.k by s itself; the position logits s' q.r reach it through tables
@@ -383,7 +395,7 @@ class MHSA(nn.Module):
                 blocks = bias_blocks(batch, self.heads, tokens, q.element_size(), q.device.type)
                 out = _attend_with_bias(q, k, v, rel, height, scale, blocks)
             elif path == "probs":
-                out = _RelativeAttention.apply(q, k, v, rel, height, scale).view(q.shape)
+                out = _RelativeAttention.apply(q, k, v, rel, height, scale).view(v.shape)
             else:  # one fused call whose backward also gives the relative logits' gradient
                 one_hot = _position_one_hot(height, width, q.dtype, q.device).expand(batch, self.heads, -1, -1)
                 if self.position_encoding == "relative":

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..layers.attention import MHSA, to_pair
-from ..layers.blocks import EXPANSION, BoTBlock, Bottleneck, _Residual, get_activation
+from ..layers.blocks import BoTBlock, Bottleneck, _Residual, get_activation
 from .config import ModelConfig
 
 __all__ = ["BoTNet"]
@@ -60,55 +60,39 @@ class BoTNet(nn.Module):
         self.features_only = features_only
         act_layer = get_activation(config.act_layer)
 
-        # c1, the stem.
-        stem_width = config.stem_width
-        # Registered in the order they run: torchvision's IntermediateLayerGetter (the FPN backbone) calls
-        # the children in registration order.
-        if config.small_stem:
-            self.conv1 = nn.Conv2d(in_chans, stem_width, kernel_size=3, stride=1, padding=1, bias=False)
-            stem_stride, reduction = 1, 1
-        else:
-            self.conv1 = nn.Conv2d(in_chans, stem_width, kernel_size=7, stride=2, padding=3, bias=False)
-            stem_stride, reduction = 2, 4
-        self.bn1 = nn.BatchNorm2d(stem_width)
+        # c1, the stem. Registered in the order they run: torchvision's IntermediateLayerGetter (the FPN
+        # backbone) calls the children in registration order.
+        self.conv1, stem_stride, reduction = self._stem_convs(config, in_chans, act_layer)
+        self.bn1 = nn.BatchNorm2d(config.stem_width)
         self.act1 = act_layer()
-        self.maxpool: nn.Module = (
-            nn.Identity() if config.small_stem else nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        )
-        self.feature_info = [dict(num_chs=stem_width, reduction=stem_stride, module="act1")]
+        pooled = config.stem in ("resnet", "tiered")
+        self.maxpool: nn.Module = nn.MaxPool2d(kernel_size=3, stride=2, padding=1) if pooled else nn.Identity()
+        self.feature_info = [dict(num_chs=config.stem_width, reduction=stem_stride, module="act1")]
 
         # c2..c5. Track the feature size so each MHSA is built for the size it sees at img_size.
         height, width = (math.ceil(s / reduction) for s in self.img_size)
-        channels = stem_width
+        channels = config.stem_width
         block_index, num_blocks = 0, config.num_blocks
         for stage_name, stage in zip(STAGE_NAMES, config.stages):
             blocks: list[nn.Module] = []
             for i in range(stage.depth):
                 stride = stage.stride if i == 0 else 1
                 drop_path = config.drop_path_rate * block_index / max(1, num_blocks - 1)
-                if stage.is_bot(i):
-                    block: nn.Module = BoTBlock(
-                        channels,
-                        stage.width,
-                        feat_size=(height, width),
-                        stride=stride,
-                        act_layer=act_layer,
-                        heads=config.heads,
-                        position_encoding=config.position_encoding,
-                        scale_position=config.scale_position,
-                        drop_path=drop_path,
-                    )
-                else:
-                    block = Bottleneck(
-                        channels, stage.width, stride, act_layer, se_ratio=config.se_ratio, drop_path=drop_path
-                    )
-                blocks.append(block)
-                channels = stage.width * EXPANSION
+                blocks.append(self._block(config, stage, i, channels, (height, width), stride, act_layer, drop_path))
+                channels = stage.out_channels
                 height, width = math.ceil(height / stride), math.ceil(width / stride)
                 block_index += 1
             reduction *= stage.stride
             setattr(self, stage_name, nn.Sequential(*blocks))
             self.feature_info.append(dict(num_chs=channels, reduction=reduction, module=stage_name))
+        if config.num_features:  # a 1x1 conv to the head's width, part of c5's feature map
+            self.final_conv = nn.Sequential(
+                nn.Conv2d(channels, config.num_features, kernel_size=1, bias=False),
+                nn.BatchNorm2d(config.num_features),
+                act_layer(),
+            )
+            channels = config.num_features
+            self.feature_info[-1] = dict(num_chs=channels, reduction=reduction, module="final_conv")
         self.num_features = channels
 
         self.avgpool = nn.AdaptiveAvgPool2d(1)
@@ -125,6 +109,61 @@ class BoTNet(nn.Module):
         # Convolution weights in channels_last: oneDNN (CPU) and cuDNN (GPU) then run every convolution
         # in their faster NHWC layout, whatever the input's layout (about 20% faster on CPU at 224 px).
         self.to(memory_format=torch.channels_last)
+
+    @staticmethod
+    def _stem_convs(config: ModelConfig, in_chans: int, act_layer) -> tuple[nn.Module, int, int]:
+        """The stem's convolutions before its last BN and activation, the stride of their output
+        and the stem's whole reduction (after any max-pool)."""
+        width = config.stem_width
+        if config.stem == "small":
+            return nn.Conv2d(in_chans, width, kernel_size=3, stride=1, padding=1, bias=False), 1, 1
+        if config.stem == "resnet":
+            return nn.Conv2d(in_chans, width, kernel_size=7, stride=2, padding=3, bias=False), 2, 4
+        # Tiered (timm's "tiered" stem): 3x3 convs of 3/8, 1/2 and all of the width; the first strides 2,
+        # the last also strides 2 when there is no max-pool.
+        first, second = 3 * width // 8, width // 2
+        last_stride = 1 if config.stem == "tiered" else 2
+        convs = nn.Sequential(
+            nn.Conv2d(in_chans, first, kernel_size=3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(first),
+            act_layer(),
+            nn.Conv2d(first, second, kernel_size=3, stride=1, padding=1, bias=False),
+            nn.BatchNorm2d(second),
+            act_layer(),
+            nn.Conv2d(second, width, kernel_size=3, stride=last_stride, padding=1, bias=False),
+        )
+        return convs, 2 * last_stride, 4
+
+    @staticmethod
+    def _block(config: ModelConfig, stage, index: int, channels: int, feat_size, stride: int, act_layer, drop_path):
+        if stage.is_bot(index):
+            return BoTBlock(
+                channels,
+                stage.width,
+                feat_size=feat_size,
+                stride=stride,
+                act_layer=act_layer,
+                heads=config.heads,
+                position_encoding=config.position_encoding,
+                scale_position=config.scale_position,
+                drop_path=drop_path,
+                out_channels=stage.out_channels,
+                qk_head_dim=config.qk_head_dim or None,
+            )
+        return Bottleneck(
+            channels,
+            stage.width,
+            stride,
+            act_layer,
+            se_ratio=config.se_ratio,
+            drop_path=drop_path,
+            out_channels=stage.out_channels,
+            group_width=config.group_width,
+            se_position=config.se_position,
+            se_act=get_activation(config.se_act) if config.se_act else None,
+            se_divisor=config.se_divisor,
+            eca=config.eca,
+        )
 
     def _init_weights(self) -> None:
         # torchvision's ResNet initialisation for the convolutions and norms ...
@@ -149,6 +188,8 @@ class BoTNet(nn.Module):
         last = self.out_indices[-1]
         for stage_name in STAGE_NAMES[last:]:
             delattr(self, stage_name)
+        if last < 4 and hasattr(self, "final_conv"):
+            del self.final_conv
         del self.avgpool, self.head_drop, self.fc
         self.feature_info = [self.feature_info[i] for i in self.out_indices]
 
@@ -196,7 +237,10 @@ class BoTNet(nn.Module):
         x = self.maxpool(self.forward_stem(x))
         for stage in self.stages:
             x = stage(x)
-        return x
+        return self._final_conv(x)
+
+    def _final_conv(self, x: Tensor) -> Tensor:
+        return self.final_conv(x) if hasattr(self, "final_conv") else x
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         """Feature map to logits; ``pre_logits`` stops at the pooled features."""
@@ -211,6 +255,8 @@ class BoTNet(nn.Module):
         x = self.maxpool(x)
         for index, stage in enumerate(self.stages, start=1):
             x = stage(x)
+            if index == 4:
+                x = self._final_conv(x)
             if index in self.out_indices:
                 features.append(x)
         return features

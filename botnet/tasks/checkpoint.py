@@ -12,17 +12,17 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
-from torch import nn
 
+from ..data.transforms import INTERPOLATIONS
 from ..errors import CheckpointError, ConfigError, MissingFileError, first_line
 from ..files import atomic_write
 from ..models import BoTNet, create_model
+from ..models.weights import read_metadata, read_state_dict, save_weights
 
 __all__ = [
     "CheckpointError",
@@ -41,7 +41,6 @@ __all__ = [
 ]
 
 TRAIN_STATE_FORMAT = "botnet-train-state-1"
-METADATA_KEY = "botnet"
 RUN_FILES = ("last.pt", "summary.json", "model.safetensors")  # a folder holding any of these holds a run
 
 _NUMBER = (int, float)
@@ -88,16 +87,17 @@ def check_metric_rows(state: dict[str, Any], path: str, columns: Sequence[str], 
 
 
 def saved_config(state: dict[str, Any], path: str, config_class: type, resolve: Callable[[Any], Any]) -> Any:
-    """A last.pt's settings as ``config_class``, in the checkpoint's own folder. They must be complete:
-    a fixed point of ``resolve``, which fills unset values and checks them all."""
+    """A last.pt's settings as ``config_class``, in the checkpoint's own folder. Those saved must be
+    complete: unchanged by ``resolve``, which fills unset values and checks them all."""
     try:
         config = config_class(**{**state["config"], "output_dir": os.path.dirname(os.path.abspath(path))})
-        complete = resolve(config) == config
+        resolved = resolve(config)
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"{path}: its saved settings are not valid ({first_line(error)})") from error
-    if not complete:
+    # Settings added since the file was written take their defaults; those it has must already be final.
+    if any(getattr(resolved, name) != getattr(config, name) for name in state["config"]):
         raise CheckpointError(f"{path}: its saved settings are incomplete; the file is damaged")
-    return config
+    return resolved
 
 
 def check_new_run_dir(run_dir: str) -> None:
@@ -185,8 +185,11 @@ def restore_training_state(state: dict[str, Any], path: str, **parts: Any) -> No
     for name, part in parts.items():
         if part is None:
             continue
+        fresh = part.state_dict() if isinstance(part, torch.optim.lr_scheduler.LRScheduler) else None
         try:
             part.load_state_dict(state[name])
+            if fresh is not None:
+                _check_like(part.state_dict(), fresh)
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as error:
             raise CheckpointError(
                 f"{path}: the saved {name} state does not fit this run ({first_line(error)[:200]}); "
@@ -194,39 +197,30 @@ def restore_training_state(state: dict[str, Any], path: str, **parts: Any) -> No
             ) from error
 
 
-def _plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    # safetensors stores contiguous tensors (channels_last weights are not).
-    return {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+def _kind(value: Any) -> type:
+    return float if isinstance(value, (int, float)) and not isinstance(value, bool) else type(value)
 
 
-def save_weights(path: str, model: nn.Module, metadata: dict[str, Any]) -> None:
-    from safetensors.torch import save
-
-    data = save(_plain_state_dict(model), metadata={METADATA_KEY: json.dumps(metadata)})
-    atomic_write(path, lambda f: f.write(data))
+def _check_like(loaded: dict[str, Any], fresh: dict[str, Any]) -> None:
+    """A scheduler's loaded state has the fields, types and list lengths of a fresh one (its
+    load_state_dict takes any values, and the first step would then fail, naming no file)."""
+    for key, expected in fresh.items():
+        value = loaded.get(key)
+        same = _kind(value) is _kind(expected)
+        if same and isinstance(expected, list):
+            same = len(value) == len(expected) and all(_kind(a) is _kind(b) for a, b in zip(value, expected))
+        if not same:
+            raise ValueError(f"{key} is {value!r}")
 
 
 def _read_safetensors(path: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    from safetensors import safe_open
-
-    try:
-        with safe_open(path, framework="pt") as file:
-            raw = (file.metadata() or {}).get(METADATA_KEY)
-            state = {k: file.get_tensor(k) for k in file.keys()}
-    except Exception as error:  # safetensors' own error type, and whatever a damaged header causes
-        if isinstance(error, PermissionError):  # the file is fine; the user may not read it
-            raise
-        raise CheckpointError(f"cannot read {path} as safetensors (damaged or truncated): {first_line(error)}") from error
-    if raw is None:
+    meta = read_metadata(path)
+    if meta is None:
         raise CheckpointError(
             f"{path} has no botnet metadata: it was not written by `botnet train` (plain weights go in with "
-            f"botnet.load_resnet_weights or model.load_state_dict)"
+            f"botnet.load_resnet_weights or model.load_state_dict; timm's with create_model(NAME, pretrained=PATH))"
         )
-    try:
-        meta = json.loads(raw)
-    except ValueError as error:
-        raise CheckpointError(f"{path}: its botnet metadata is not JSON ({first_line(error)})") from error
-    return state, meta
+    return read_state_dict(path), meta
 
 
 def read_weights(path: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -257,6 +251,11 @@ def load_model(path: str) -> tuple[BoTNet, dict[str, Any]]:
     numbers = [v for v in meta["mean"] + meta["std"] if isinstance(v, (int, float)) and not isinstance(v, bool)]
     if not all(isinstance(c, str) for c in meta["classes"]) or len(numbers) != 2 * meta["in_chans"]:
         raise CheckpointError(f"{path}: its class names or normalisation are damaged; use another checkpoint")
+    fraction = meta.get("crop_fraction", 0.875)
+    if meta.get("interpolation", "bilinear") not in INTERPOLATIONS or not (
+        isinstance(fraction, float) and 0.0 < fraction <= 1.0
+    ):
+        raise CheckpointError(f"{path}: its interpolation or crop fraction is damaged; use another checkpoint")
     try:
         model = create_model(
             meta["model"], num_classes=len(meta["classes"]), in_chans=meta["in_chans"], img_size=meta["img_size"]

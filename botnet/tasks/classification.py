@@ -25,10 +25,11 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
-from ..data import DIGITS, eval_transform, load_classification_data, read_image
+from ..data import DIGITS, load_classification_data, read_image
+from ..data.transforms import eval_transform_for
 from ..data.digits import digits_splits
 from ..data.folder import scan_split
-from ..errors import CheckpointError, ConfigError, DatasetError, TrainingDiverged, first_line
+from ..errors import CheckpointError, ConfigError, DatasetError, MissingFileError, TrainingDiverged, first_line
 from ..interrupts import GracefulStop, init_helper_process
 from ..models import create_model, get_model_entry
 from .checkpoint import (
@@ -52,7 +53,7 @@ from .distributed import (
     main_process_first,
     shutdown_distributed,
 )
-from .optim import epoch_seed, param_groups, warmup_cosine
+from .optim import epoch_seed, head_first, param_groups, warmup_cosine
 from .recipes import RECIPES, check_field_types, check_workers, fill_from_recipe
 from .report import METRIC_COLUMNS, plot_confusion, plot_curves, setup_logging, write_json, write_metrics_csv
 from .runs import (
@@ -77,6 +78,7 @@ __all__ = [
 ]
 
 DEFAULT_MODEL = "botnet_tiny"
+PUBLISHED_WEIGHTS = "hub"  # --pretrained without a file: the model's published weights
 
 
 @dataclass
@@ -87,7 +89,8 @@ class TrainConfig:
     data: str | None = None  # an image folder with train/ and val/; None: the bundled digits
     model: str = DEFAULT_MODEL
     img_size: int | None = None
-    recipe: str = "small"
+    pretrained: str | None = None  # a weights file of the model, or "hub": its published weights
+    recipe: str | None = None  # default "finetune" with pretrained weights, else "small"
     epochs: int | None = None
     batch_size: int | None = None  # per process
     lr: float | None = None
@@ -99,6 +102,7 @@ class TrainConfig:
     randaugment: bool | None = None
     ema_decay: float | None = None
     crop_scale_min: float | None = None
+    head_epochs: int | None = None  # first epochs in which only the classifier trains
     seed: int = 0
     output_dir: str | None = None  # default runs/DATASET-MODEL-TIME
     amp: bool = False
@@ -110,10 +114,14 @@ class TrainConfig:
     def resolve(self, world_size: int) -> TrainConfig:
         """Fill every unset value from the recipe and the model; check the values."""
         check_field_types(self)
-        if self.recipe not in RECIPES:
-            raise ConfigError(f"unknown recipe {self.recipe!r}; choose one of {', '.join(RECIPES)}")
-        recipe = RECIPES[self.recipe]
+        recipe_name = self.recipe or ("finetune" if self.pretrained else "small")
+        if recipe_name not in RECIPES:
+            raise ConfigError(f"unknown recipe {recipe_name!r}; choose one of {', '.join(RECIPES)}")
+        recipe = RECIPES[recipe_name]
         values = fill_from_recipe(self, recipe)
+        values["recipe"] = recipe_name
+        if self.pretrained not in (None, PUBLISHED_WEIGHTS):
+            values["pretrained"] = os.path.abspath(self.pretrained)
         if self.lr is None and recipe.lr_reference_batch:
             values["lr"] = recipe.lr * values["batch_size"] * world_size / recipe.lr_reference_batch
         if values["img_size"] is None:
@@ -147,6 +155,12 @@ class TrainConfig:
             raise ConfigError(f"--ema-decay must be in (0, 1), got {self.ema_decay}")
         if self.workers is not None:
             check_workers(self.workers)
+        if self.head_epochs is not None and not 0 <= self.head_epochs < self.epochs:
+            raise ConfigError(f"--head-epochs must be in 0..{self.epochs - 1} (fewer than --epochs), got {self.head_epochs}")
+        if self.pretrained == PUBLISHED_WEIGHTS and entry.pretrained is None:
+            raise ConfigError(f"{self.model} has no published weights; give --pretrained FILE, or a model from `botnet list --pretrained`")
+        if self.pretrained not in (None, PUBLISHED_WEIGHTS) and not os.path.isfile(self.pretrained):
+            raise MissingFileError(f"--pretrained {self.pretrained}: no such file")
 
 
 @dataclass
@@ -215,11 +229,19 @@ def evaluate(
     )
 
 
-def _build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    groups = param_groups(model, config.weight_decay)
+def _build_optimizer(model: nn.Module, config: TrainConfig, steps: int):
+    """The optimizer and its per-step schedule: warm-up and cosine, and with ``head_epochs`` the
+    classifier alone first (the rest's rate held at zero, then its own warm-up and cosine)."""
+    groups = param_groups(model, config.weight_decay, head="fc" if config.head_epochs else None)
     if config.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
-    return torch.optim.AdamW(groups, lr=config.lr)
+        optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
+    else:
+        optimizer = torch.optim.AdamW(groups, lr=config.lr)
+    total, head_steps = config.epochs * steps, config.head_epochs * steps
+    warmup = round(config.warmup_epochs * steps)
+    whole, rest = warmup_cosine(warmup, total), head_first(warmup_cosine(warmup, total - head_steps), head_steps)
+    factors = [whole if group.get("head", True) else rest for group in groups]
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factors)
 
 
 def _any_rank(env: DistEnv, *flags: bool) -> list[bool]:
@@ -301,7 +323,7 @@ def train_one_epoch(
         images_seen += len(targets)
         done = step + 1
         if show:
-            bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+            bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{max(g['lr'] for g in optimizer.param_groups):.2e}")
         if stopping:
             break
     bar.close()
@@ -381,7 +403,17 @@ def _fit(config: TrainConfig, env: DistEnv, state: dict[str, Any] | None, data, 
     run_dir, last_pt = config.output_dir, os.path.join(config.output_dir, "last.pt")
     torch.manual_seed(config.seed)
     num_classes = len(data.classes)
-    model = create_model(config.model, num_classes=num_classes, in_chans=data.in_chans, img_size=config.img_size)
+    weights = None if state is not None or config.pretrained is None else config.pretrained
+    model = create_model(
+        config.model, num_classes=num_classes, in_chans=data.in_chans, img_size=config.img_size,
+        **({} if weights is None else dict(pretrained=True if weights == PUBLISHED_WEIGHTS else weights)),
+    )  # fmt: skip
+    loaded = state["meta"].get("pretrained") if state is not None else _loaded_record(model)
+    if loaded and state is None:
+        log.info(
+            f"loaded {loaded['tensors']} tensors from {loaded['source']}; classifier {loaded['classifier']}"
+            + "".join(f"; {note}" for note in loaded["notes"])
+        )
     if config.sync_bn and env.distributed:
         if env.device.type != "cuda":
             raise ConfigError("--sync-bn needs GPUs (PyTorch's SyncBatchNorm runs on CUDA); drop it on CPU")
@@ -408,11 +440,8 @@ def _fit(config: TrainConfig, env: DistEnv, state: dict[str, Any] | None, data, 
     val_shard = Subset(data.val, range(env.rank, len(data.val), env.world_size))
     val_loader = DataLoader(val_shard, batch_size=config.batch_size, **loader_args)
 
-    optimizer = _build_optimizer(model, config)
     steps = len(sampler.sampler) // config.batch_size
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_cosine(round(config.warmup_epochs * steps), config.epochs * steps)
-    )
+    optimizer, scheduler = _build_optimizer(model, config, steps)
     start_epoch, start_step, rows, previous_seconds, train_seconds, train_images = 0, 0, [], 0.0, 0.0, 0
     partial = EpochProgress()
     if state is not None:
@@ -445,6 +474,7 @@ def _fit(config: TrainConfig, env: DistEnv, state: dict[str, Any] | None, data, 
         std=list(data.std),
         crop=data.crop,
         dataset=data.name if data.name == DIGITS else os.path.abspath(data.name),
+        **({"pretrained": loaded} if loaded else {}),
     )
     params = sum(p.numel() for p in model.parameters())
     if env.is_main and state is None:
@@ -502,7 +532,7 @@ def _fit(config: TrainConfig, env: DistEnv, state: dict[str, Any] | None, data, 
                 val_loss=round(result.loss, 6),
                 val_top1=round(result.top1, 4),
                 val_top5=round(result.top5, 4),
-                lr=optimizer.param_groups[0]["lr"],
+                lr=max(group["lr"] for group in optimizer.param_groups),
                 seconds=round(time.perf_counter() - epoch_start, 3),
             )
             rows.append(row)
@@ -538,6 +568,7 @@ def _fit(config: TrainConfig, env: DistEnv, state: dict[str, Any] | None, data, 
             world_size=env.world_size,
             device=env.device.type,
             skipped_bad_images=len(data.bad_images),
+            pretrained=loaded,
         )
         if env.is_main:
             save_weights(os.path.join(run_dir, "model.safetensors"), eval_model, meta)
@@ -549,6 +580,15 @@ def _fit(config: TrainConfig, env: DistEnv, state: dict[str, Any] | None, data, 
                 f"{wall_seconds:.1f}s, {summary['train_images_per_second']:.0f} train images/s; results in {run_dir}"
             )
     return summary
+
+
+def _loaded_record(model: nn.Module) -> dict[str, Any] | None:
+    """What ``create_model(..., pretrained=)`` loaded, for the run's records (None: nothing)."""
+    cfg = getattr(model, "pretrained_cfg", None)
+    if cfg is None:
+        return None
+    keys = ("source", "tensors", "classifier", "notes")
+    return {k: cfg[k] for k in keys if k in cfg}
 
 
 def evaluate_checkpoint(
@@ -573,7 +613,7 @@ def evaluate_checkpoint(
             split_dir, classes=meta["classes"], reference="the model's classes", mode="L" if meta["in_chans"] == 1 else "RGB"
         )
         source = split_dir
-    split.transform = eval_transform(meta["img_size"], meta["mean"], meta["std"], crop=meta["crop"])
+    split.transform = eval_transform_for(meta)
     loader = DataLoader(split, batch_size=batch_size, num_workers=workers)
     model = model.to(memory_format=torch.channels_last)
     return evaluate(model, loader, len(meta["classes"])), meta, source
@@ -585,7 +625,7 @@ def predict(checkpoint: str, images: list[str], top_k: int = 5) -> list[dict[str
     if top_k < 1:
         raise ConfigError(f"--top-k must be at least 1, got {top_k}")
     model, meta = load_model(checkpoint)
-    transform = eval_transform(meta["img_size"], meta["mean"], meta["std"], crop=meta["crop"])
+    transform = eval_transform_for(meta)
     mode = "L" if meta["in_chans"] == 1 else "RGB"
     batch = torch.stack([transform(read_image(path, mode)) for path in images])
     probs = model(batch.contiguous(memory_format=torch.channels_last)).softmax(-1)

@@ -7,18 +7,38 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["epoch_seed", "param_groups", "warmup_cosine"]
+__all__ = ["epoch_seed", "head_first", "param_groups", "warmup_cosine"]
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """No weight decay on norms, biases and position tables (1-D, or named rel_*/abs_*)."""
-    decay, no_decay = [], []
+def param_groups(model: nn.Module, weight_decay: float, head: str | None = None) -> list[dict[str, Any]]:
+    """No weight decay on norms, biases and position tables (1-D, or named rel_*/abs_*).
+
+    ``head``: the parameters of the module of this name (the classifier) go in two groups of their
+    own after the others', marked ``head=True``, for a schedule that trains the head first."""
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         table = name.rsplit(".", 1)[-1].startswith(("rel_", "abs_"))
-        (no_decay if param.ndim <= 1 or table else decay).append(param)
-    return [dict(params=decay, weight_decay=weight_decay), dict(params=no_decay, weight_decay=0.0)]
+        in_head = head is not None and name.startswith(f"{head}.")
+        groups.setdefault((in_head, not (param.ndim <= 1 or table)), []).append(param)
+    parts = [False, True] if head is not None else [False]
+    return [
+        dict(params=groups.get((in_head, decays), []), weight_decay=weight_decay if decays else 0.0)
+        | (dict(head=in_head) if head is not None else {})
+        for in_head in parts
+        for decays in (True, False)
+    ]
+
+
+def head_first(schedule, head_steps: int):
+    """The rest of the network's factor when the head trains alone first: zero for ``head_steps``
+    steps, then ``schedule`` from its own start (its warm-up included)."""
+
+    def factor(step: int) -> float:
+        return 0.0 if step < head_steps else schedule(step - head_steps)
+
+    return factor
 
 
 def warmup_cosine(warmup_steps: int, total_steps: int):

@@ -89,6 +89,7 @@ class Recipe:
     crop_scale_min: float  # RandomResizedCrop's smallest area fraction (photos only)
     momentum: float = 0.9
     lr_reference_batch: int | None = None
+    head_epochs: int = 0  # epochs at the start in which only the classifier trains (fine-tuning)
 
 
 RECIPES: dict[str, Recipe] = {
@@ -104,6 +105,22 @@ RECIPES: dict[str, Recipe] = {
         randaugment=False,
         ema_decay=None,
         crop_scale_min=0.35,
+    ),
+    # Fine-tuning pretrained weights (--pretrained) on a small folder: a tenth of the small recipe's
+    # learning rate, a short schedule, and one epoch in which only the new classifier trains, so its
+    # random start does not send large gradients into the pretrained layers.
+    "finetune": Recipe(
+        optimizer="adamw",
+        lr=3e-4,
+        weight_decay=0.05,
+        epochs=8,
+        batch_size=32,
+        warmup_epochs=1,
+        label_smoothing=0.1,
+        randaugment=False,
+        ema_decay=None,
+        crop_scale_min=0.35,
+        head_epochs=1,
     ),
     # The paper's ImageNet recipe (Sec. 4.1 and appendix): SGD with momentum 0.9, cosine schedule with
     # warm-up, label smoothing 0.1, RandAugment(2, 10), weight decay 8e-5, EMA of the weights.

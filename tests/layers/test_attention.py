@@ -23,11 +23,11 @@ def brute_force(layer: MHSA, x: torch.Tensor) -> torch.Tensor:
     """The paper's formula (Fig. 4, relative logits), one query position at a time, in float64."""
     x = x.double()
     batch, _, height, width = x.shape
-    heads, d = layer.heads, layer.head_dim
+    heads, d, d_v = layer.heads, layer.qk_head_dim, layer.head_dim
     s = d**-0.5
     s_pos = s if layer.scale_position else 1.0
     qkv = torch.nn.functional.conv2d(x, layer.qkv.weight.double())
-    q, k, v = qkv.reshape(batch, 3, heads, d, height, width).unbind(1)  # (B, heads, d, H, W)
+    q, k, v = (t.reshape(batch, heads, -1, height, width) for t in qkv.split([heads * d, heads * d, heads * d_v], 1))
     encoding = layer.position_encoding
     if encoding in ("relative", "relative_only"):
         r_h = interp_half_pixel(layer.rel_h, 2 * height - 1)
@@ -35,7 +35,7 @@ def brute_force(layer: MHSA, x: torch.Tensor) -> torch.Tensor:
     if encoding == "absolute":
         a_h = interp_half_pixel(layer.abs_h, height)
         a_w = interp_half_pixel(layer.abs_w, width)
-    out = torch.zeros(batch, heads, d, height, width, dtype=torch.float64)
+    out = torch.zeros(batch, heads, d_v, height, width, dtype=torch.float64)
     rows, cols = torch.arange(height), torch.arange(width)
     for i in range(height):
         for j in range(width):
@@ -51,7 +51,7 @@ def brute_force(layer: MHSA, x: torch.Tensor) -> torch.Tensor:
                 logits += s_pos * torch.einsum("bhd,kld->bhkl", q_ij, pos)
             attn = logits.flatten(-2).softmax(-1).reshape(batch, heads, height, width)
             out[..., i, j] = torch.einsum("bhkl,bhdkl->bhd", attn, v)
-    return out.reshape(batch, heads * d, height, width)
+    return out.reshape(batch, heads * d_v, height, width)
 
 
 @pytest.mark.parametrize("encoding", POSITION_ENCODINGS)
@@ -62,6 +62,21 @@ def test_matches_brute_force_at_built_size(encoding, scale_position, size):
     layer = MHSA(16, size, heads=4, position_encoding=encoding, scale_position=scale_position)
     x = torch.randn(2, 16, *size)
     torch.testing.assert_close(layer(x).double(), brute_force(layer, x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("encoding", POSITION_ENCODINGS)
+@pytest.mark.parametrize("qk_head_dim", [2, 7])
+@pytest.mark.parametrize("grad", [False, True])
+def test_qk_head_dim_apart_from_values(encoding, qk_head_dim, grad):
+    """Queries and keys narrower (2) or wider (7) than the values (4 per head), inference and training paths."""
+    torch.manual_seed(3)
+    layer = MHSA(16, (5, 4), heads=4, position_encoding=encoding, qk_head_dim=qk_head_dim)
+    assert layer.qkv.weight.shape[0] == 2 * 4 * qk_head_dim + 16
+    x = torch.randn(2, 16, 6, 3)
+    with torch.set_grad_enabled(grad):
+        out = layer(x)
+    assert out.shape == (2, 16, 6, 3)
+    torch.testing.assert_close(out.double(), brute_force(layer, x), atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("encoding", POSITION_ENCODINGS)
@@ -119,11 +134,14 @@ def dense_reference(layer: MHSA, x: torch.Tensor) -> torch.Tensor:
     """The relative-position layer as full N x N logits in float64, differentiable in x and in every
     parameter: the autograd reference for the training paths."""
     batch, _, height, width = x.shape
-    heads, d = layer.heads, layer.head_dim
+    heads, d, d_v = layer.heads, layer.qk_head_dim, layer.head_dim
     s = d**-0.5
     s_pos = s if layer.scale_position else 1.0
     qkv = torch.nn.functional.conv2d(x.double(), layer.qkv.weight.double())
-    q, k, v = qkv.reshape(batch, 3, heads, d, height * width).transpose(-1, -2).unbind(1)  # (B, heads, N, d)
+    q, k, v = (
+        t.reshape(batch, heads, -1, height * width).transpose(-1, -2)  # (B, heads, N, d)
+        for t in qkv.split([heads * d, heads * d, heads * d_v], 1)
+    )
     rows, cols = torch.arange(height), torch.arange(width)
     r_h = resize_position_table(layer.rel_h, 2 * height - 1).double()[rows[None, :] - rows[:, None] + height - 1]
     r_w = resize_position_table(layer.rel_w, 2 * width - 1).double()[cols[None, :] - cols[:, None] + width - 1]
@@ -133,7 +151,7 @@ def dense_reference(layer: MHSA, x: torch.Tensor) -> torch.Tensor:
     if layer.position_encoding == "relative":
         logits = logits + s * q @ k.transpose(-1, -2)
     out = logits.softmax(-1) @ v
-    return out.transpose(-1, -2).reshape(batch, heads * d, height, width)
+    return out.transpose(-1, -2).reshape(batch, heads * d_v, height, width)
 
 
 @pytest.mark.parametrize(
@@ -145,9 +163,11 @@ def dense_reference(layer: MHSA, x: torch.Tensor) -> torch.Tensor:
         ("relative_only", "one call"),
     ],
 )
-@pytest.mark.parametrize("scale_position", [True, False])
+@pytest.mark.parametrize(("scale_position", "qk_head_dim"), [(True, None), (False, None), (False, 3)])
 @pytest.mark.parametrize(("built", "run"), [((5, 7), (5, 7)), ((4, 4), (7, 3)), ((3, 6), (1, 5))])
-def test_training_paths_match_dense_reference_with_gradients(encoding, path, scale_position, built, run, monkeypatch):
+def test_training_paths_match_dense_reference_with_gradients(
+    encoding, path, scale_position, qk_head_dim, built, run, monkeypatch
+):
     """Outputs and the gradients of the input and of every parameter, for each way the training
     forward can go: probabilities kept (in one block or several), or one fused call."""
     if path == "probs in blocks":
@@ -157,7 +177,7 @@ def test_training_paths_match_dense_reference_with_gradients(encoding, path, sca
     fused_calls = []
     monkeypatch.setattr(attention, "_attend", lambda *a: fused_calls.append(1) or _attend(*a))
     torch.manual_seed(11)
-    layer = MHSA(16, built, heads=4, position_encoding=encoding, scale_position=scale_position)
+    layer = MHSA(16, built, heads=4, position_encoding=encoding, scale_position=scale_position, qk_head_dim=qk_head_dim)
     x = torch.randn(2, 16, *run, requires_grad=True)
     weight = torch.randn(2, 16, *run)
 
@@ -255,13 +275,15 @@ def test_heads_mix_independently():
     assert changed.tolist() == [False] * 4 + [True] * 4 + [False] * 8
 
 
-@pytest.mark.parametrize("scale_position", [True, False])
+@pytest.mark.parametrize(("scale_position", "qk_head_dim"), [(True, None), (False, None), (False, 4)])
 @pytest.mark.parametrize("size", [(6, 6), (5, 7), (8, 3)])
-def test_matches_timm_bottleneck_attn(scale_position, size):
+def test_matches_timm_bottleneck_attn(scale_position, qk_head_dim, size):
     timm_attn = pytest.importorskip("timm.layers.bottleneck_attn")
     torch.manual_seed(5)
-    ours = MHSA(32, size, heads=4, scale_position=scale_position)
-    theirs = timm_attn.BottleneckAttn(32, feat_size=size, num_heads=4, scale_pos_embed=scale_position)
+    ours = MHSA(32, size, heads=4, scale_position=scale_position, qk_head_dim=qk_head_dim)
+    theirs = timm_attn.BottleneckAttn(
+        32, feat_size=size, num_heads=4, dim_head=qk_head_dim, scale_pos_embed=scale_position
+    )
     with torch.no_grad():
         theirs.qkv.weight.copy_(ours.qkv.weight)
         theirs.pos_embed.height_rel.copy_(ours.rel_h)

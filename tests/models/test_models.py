@@ -43,7 +43,7 @@ def test_features_only(name):
     with torch.no_grad():
         features = model(torch.randn(1, 3, height, width))
     config = get_model_entry(name).config
-    if config.small_stem:
+    if config.stem == "small":
         strides = [1, 2, 4, 8]
     else:
         strides = [4, 8, 16, 16 if is_s1(name) else 32]

@@ -15,6 +15,7 @@ from safetensors import safe_open
 
 from botnet.cli import main
 from botnet.data.digits import digits_splits
+from botnet.data.transforms import eval_transform_for
 from botnet.errors import DatasetError
 from botnet.files import TEMP_SUFFIX
 from botnet.tasks import TrainConfig, TrainingDiverged, classification, evaluate_checkpoint, predict, train
@@ -83,7 +84,7 @@ def test_eval_and_predict_round_trip(digits_run, tmp_path, capsys):
         Image.fromarray(test.images[i, 0].numpy(), mode="L").save(path)
         paths.append(path)
     model, meta = load_model(os.path.join(run_dir, "model.safetensors"))
-    test.transform = classification.eval_transform(meta["img_size"], meta["mean"], meta["std"], crop=False)
+    test.transform = eval_transform_for(meta)
     with torch.no_grad():
         expected = model(torch.stack([test[i][0] for i in range(4)])).softmax(-1)
     results = predict(os.path.join(run_dir, "model.safetensors"), paths, top_k=3)
