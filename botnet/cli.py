@@ -99,9 +99,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
         )
         print(f"  paper        {paper}")
     print("  stage outputs:")
-    for name, shape in summary.stage_shapes:
-        stage = {"act1": "c1 (stem)", "layer1": "c2", "layer2": "c3", "layer3": "c4", "layer4": "c5"}[name]
-        print(f"    {stage:<10} {name:<7} {' x '.join(map(str, shape))}")
+    for stage, (name, shape) in zip(("c1 (stem)", "c2", "c3", "c4", "c5"), summary.stage_shapes):
+        print(f"    {stage:<10} {name:<10} {' x '.join(map(str, shape))}")
     return 0
 
 
@@ -460,7 +459,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON for machines")
     p.set_defaults(func=_cmd_eval)
 
-    p = commands.add_parser("bench", help="speed and memory side by side: MHSA vs timm, BoTNet-50 vs ResNet-50")
+    p = commands.add_parser(
+        "bench", help="speed and memory side by side: MHSA and the pretrained models vs timm, BoTNet-50 vs ResNet-50"
+    )
     suites = ["mhsa", "models", "pretrained", "resolution", "large", "gpu"]  # bench.SUITES, named here to keep startup light
     p.add_argument("--suite", nargs="+", choices=suites, default=["mhsa", "models"])
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")

@@ -26,6 +26,16 @@ def test_info_text_names_the_unit(capsys):
     assert "25,557,032" in out and "multiply-adds" in out and "c5" in out and "1 x 2048 x 2 x 2" in out
 
 
+@pytest.mark.parametrize("name", botnet.list_models())
+def test_info_every_model(name, capsys):
+    """Every registered model's c5 line shows the channels its head gets (a final conv's, where it has one)."""
+    assert main(["info", name, "--img-size", "64"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    model = botnet.create_model(name, num_classes=0)
+    c5 = next(line for line in lines if line.strip().startswith("c5"))
+    assert c5.split()[1] == model.feature_info[-1]["module"] and f"1 x {model.num_features} x" in c5
+
+
 def test_unknown_model_is_one_line_error(capsys):
     assert main(["info", "botnet_t8"]) == 2
     err = capsys.readouterr().err.strip()

@@ -607,7 +607,8 @@ def evaluate_checkpoint(
         _, split = digits_splits()
     else:
         if not os.path.isdir(source):
-            raise DatasetError(f"data folder {source} does not exist")
+            hint = "" if data else f" (the model was trained on {source}; give the images with --data DIR)"
+            raise DatasetError(f"data folder {source} does not exist{hint}")
         split_dir = os.path.join(source, "val") if os.path.isdir(os.path.join(source, "val")) else source
         split, _ = scan_split(
             split_dir, classes=meta["classes"], reference="the model's classes", mode="L" if meta["in_chans"] == 1 else "RGB"
