@@ -50,7 +50,7 @@ _STATE_FIELDS: dict[str, type | tuple[type, ...]] = dict(
     wall_seconds=_NUMBER, train_seconds=_NUMBER, train_images=int,
 )  # fmt: skip
 _OPTIONAL_FIELDS: dict[str, type | tuple[type, ...]] = dict(
-    step=int, partial=dict, rng=list, world_size=int, ema=(dict, type(None))
+    step=int, partial=dict, rng=list, world_size=int, ema=(dict, type(None)), scaler=(dict, type(None))
 )
 # What a classifier's metadata holds (a detector's is checked by the detection task).
 CLASSIFIER_META: dict[str, type | tuple[type, ...]] = dict(

@@ -9,62 +9,36 @@ the main process writes. The same code runs alone or under torchrun
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
-import sys
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from torch.utils.data import DataLoader, DistributedSampler, Subset
-from tqdm import tqdm
+from torch.utils.data import DataLoader, Subset
 
 from ..data import DIGITS, load_classification_data, read_image
-from ..data.transforms import eval_transform_for
 from ..data.digits import digits_splits
 from ..data.folder import scan_split
-from ..errors import CheckpointError, ConfigError, DatasetError, MissingFileError, TrainingDiverged, first_line
-from ..interrupts import GracefulStop, init_helper_process
+from ..data.transforms import eval_transform_for
+from ..errors import CheckpointError, ConfigError, DatasetError, MissingFileError, TrainingDiverged
+from ..interrupts import init_helper_process
 from ..models import create_model, get_model_entry
 from .checkpoint import (
     check_metric_rows,
     check_new_run_dir,
-    check_resumable,
     load_model,
     load_training_state,
-    restore_training_state,
-    save_training_state,
     save_weights,
     saved_config,
 )
-from .distributed import (
-    DistEnv,
-    all_reduce_sum,
-    barrier,
-    broadcast_buffers,
-    gather_objects,
-    init_distributed,
-    main_process_first,
-    shutdown_distributed,
-)
-from .optim import epoch_seed, head_first, param_groups, warmup_cosine
+from .distributed import DistEnv, all_reduce_sum, init_distributed, main_process_first, shutdown_distributed
+from .engine import Optimization, Run, amp_dtype, fit, train_loader
 from .recipes import RECIPES, check_field_types, check_workers, fill_from_recipe
-from .report import METRIC_COLUMNS, plot_confusion, plot_curves, setup_logging, write_json, write_metrics_csv
-from .runs import (
-    SkipSampler,
-    diverged,
-    failures_end_the_run,
-    interrupted,
-    open_run_dir,
-    restore_rng_state,
-    rng_state,
-)
+from .report import METRIC_COLUMNS, plot_confusion, plot_curves, setup_logging, write_json
+from .runs import failures_end_the_run, open_run_dir
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -177,14 +151,6 @@ class EvalResult:
         return (self.confusion.diag().double() / totals * 100).tolist()
 
 
-def _amp_dtype(enabled: bool, device: torch.device) -> torch.dtype | None:
-    if not enabled:
-        return None
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        return torch.float16
-    return torch.bfloat16
-
-
 def _to_device(images: torch.Tensor, targets: torch.Tensor, device: torch.device):
     images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
     return images, targets.to(device, non_blocking=True)
@@ -229,106 +195,28 @@ def evaluate(
     )
 
 
-def _build_optimizer(model: nn.Module, config: TrainConfig, steps: int):
-    """The optimizer and its per-step schedule: warm-up and cosine, and with ``head_epochs`` the
-    classifier alone first (the rest's rate held at zero, then its own warm-up and cosine)."""
-    groups = param_groups(model, config.weight_decay, head="fc" if config.head_epochs else None)
-    if config.optimizer == "sgd":
-        optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
-    else:
-        optimizer = torch.optim.AdamW(groups, lr=config.lr)
-    total, head_steps = config.epochs * steps, config.head_epochs * steps
-    warmup = round(config.warmup_epochs * steps)
-    whole, rest = warmup_cosine(warmup, total), head_first(warmup_cosine(warmup, total - head_steps), head_steps)
-    factors = [whole if group.get("head", True) else rest for group in groups]
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factors)
+class _Classifier:
+    """The classification task for the engine: cross-entropy on a batch, top-1/top-5 on the held-out split."""
 
+    columns = METRIC_COLUMNS
 
-def _any_rank(env: DistEnv, *flags: bool) -> list[bool]:
-    """Each flag, true if it is true on any rank: one all-reduce under DDP."""
-    values = torch.tensor([float(flag) for flag in flags], device=env.device)
-    if env.distributed:
-        dist.all_reduce(values, op=dist.ReduceOp.MAX)
-    return [bool(v) for v in values.tolist()]
+    def __init__(self, criterion: nn.Module, val_loader: DataLoader, num_classes: int, env: DistEnv, amp) -> None:
+        self.criterion, self.val_loader, self.num_classes, self.env, self.amp = criterion, val_loader, num_classes, env, amp
+        self.result: EvalResult | None = None
 
+    def loss(self, model: nn.Module, batch, device: torch.device):
+        images, targets = _to_device(*batch, device)
+        return self.criterion(model(images).float(), targets), {}, len(targets)
 
-def _agree(loss: torch.Tensor, stop: GracefulStop | None, env: DistEnv) -> tuple[bool, bool]:
-    """(loss finite on every rank, a stop requested on any rank), agreed once per step."""
-    bad, stopping = _any_rank(env, not torch.isfinite(loss.detach()).item(), bool(stop and stop.requested))
-    return not bad, stopping
+    def evaluate(self, model: nn.Module, epoch: int, last: bool) -> dict[str, float]:
+        self.result = evaluate(model, self.val_loader, self.num_classes, self.env, self.amp)
+        return dict(val_loss=self.result.loss, val_top1=self.result.top1, val_top5=self.result.top5)
 
-
-@dataclass
-class EpochProgress:
-    """How far one epoch got, summed over all ranks."""
-
-    loss_sum: float = 0.0
-    images: int = 0
-    steps: int = 0  # steps of this epoch done, counting those before a resume
-    stopped: bool = False  # a stop was requested: the epoch is unfinished
-
-    @property
-    def mean_loss(self) -> float:
-        return self.loss_sum / max(self.images, 1)
-
-
-def train_one_epoch(
-    model: nn.Module,
-    raw_model: nn.Module,
-    ema: AveragedModel | None,
-    loader: DataLoader,
-    criterion: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    scaler: torch.amp.GradScaler | None,
-    amp_dtype: torch.dtype | None,
-    env: DistEnv,
-    epoch: int,
-    epochs: int,
-    run_dir: str,
-    stop: GracefulStop | None = None,
-    first_step: int = 0,
-) -> EpochProgress:
-    """One pass over the training data from step ``first_step``; stops early after the step during which a stop
-    was requested. Returns the loss sum and images over all ranks."""
-    model.train()
-    device = env.device
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    images_seen = torch.zeros((), dtype=torch.float64, device=device)
-    show = env.is_main and sys.stderr.isatty()
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", disable=not show, leave=False, dynamic_ncols=True)
-    done, stopping = first_step, False
-    for step, (images, targets) in enumerate(bar, start=first_step):
-        images, targets = _to_device(images, targets, device)
-        with torch.autocast(device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
-            logits = model(images)
-        loss = criterion(logits.float(), targets)
-        finite, stopping = _agree(loss, stop, env)
-        if not finite:
-            value = loss.item()
-            what = f"the loss became {value}" if not math.isfinite(value) else "the loss became NaN or infinite in another process"
-            raise diverged(what, epoch, step, run_dir)
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
-        scheduler.step()
-        if ema is not None:
-            ema.update_parameters(raw_model)
-        loss_sum += loss.detach() * len(targets)
-        images_seen += len(targets)
-        done = step + 1
-        if show:
-            bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{max(g['lr'] for g in optimizer.param_groups):.2e}")
-        if stopping:
-            break
-    bar.close()
-    totals = all_reduce_sum(torch.stack([loss_sum, images_seen]), env)
-    return EpochProgress(float(totals[0]), int(totals[1]), done, stopping)
+    def describe(self, row) -> str:
+        return (
+            f"train loss {row['train_loss']:.4f}  val loss {row['val_loss']:.4f}  "
+            f"top-1 {row['val_top1']:.2f}%  top-5 {row['val_top5']:.2f}%"
+        )
 
 
 def train(config: TrainConfig | None = None, *, resume: str | None = None) -> dict[str, Any]:
@@ -400,7 +288,7 @@ def _train(config: TrainConfig, env: DistEnv, state: dict[str, Any] | None, user
 
 
 def _fit(config: TrainConfig, env: DistEnv, state: dict[str, Any] | None, data, log) -> dict[str, Any]:
-    run_dir, last_pt = config.output_dir, os.path.join(config.output_dir, "last.pt")
+    run_dir = config.output_dir
     torch.manual_seed(config.seed)
     num_classes = len(data.classes)
     weights = None if state is not None or config.pretrained is None else config.pretrained
@@ -414,56 +302,23 @@ def _fit(config: TrainConfig, env: DistEnv, state: dict[str, Any] | None, data, 
             f"loaded {loaded['tensors']} tensors from {loaded['source']}; classifier {loaded['classifier']}"
             + "".join(f"; {note}" for note in loaded["notes"])
         )
-    if config.sync_bn and env.distributed:
-        if env.device.type != "cuda":
-            raise ConfigError("--sync-bn needs GPUs (PyTorch's SyncBatchNorm runs on CUDA); drop it on CPU")
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    model = model.to(env.device, memory_format=torch.channels_last)
-    ema = (
-        AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
-        if config.ema_decay
-        else None
-    )
-    eval_model = ema.module if ema is not None else model
-
-    sampler = SkipSampler(
-        DistributedSampler(
-            data.train, num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=config.seed, drop_last=True
-        )
-    )
-    generator = torch.Generator()  # the loader's own, so starting an epoch does not draw from the global one
-    loader_args = dict(num_workers=config.workers, pin_memory=env.device.type == "cuda", worker_init_fn=init_helper_process)
-    train_loader = DataLoader(
-        data.train, batch_size=config.batch_size, sampler=sampler, drop_last=True, generator=generator,
-        persistent_workers=config.workers > 0, **loader_args,
+    if config.sync_bn and env.distributed and env.device.type != "cuda":
+        raise ConfigError("--sync-bn needs GPUs (PyTorch's SyncBatchNorm runs on CUDA); drop it on CPU")
+    opt = Optimization(
+        epochs=config.epochs, batch_size=config.batch_size, optimizer=config.optimizer, lr=config.lr,
+        weight_decay=config.weight_decay, momentum=config.momentum, warmup_epochs=config.warmup_epochs,
+        head_epochs=config.head_epochs, head="fc", ema_decay=config.ema_decay, amp=config.amp,
+        compile=config.compile, sync_bn=config.sync_bn,
     )  # fmt: skip
+    train_data = train_loader(data.train, opt, env, seed=config.seed, workers=config.workers)
     val_shard = Subset(data.val, range(env.rank, len(data.val), env.world_size))
-    val_loader = DataLoader(val_shard, batch_size=config.batch_size, **loader_args)
-
-    steps = len(sampler.sampler) // config.batch_size
-    optimizer, scheduler = _build_optimizer(model, config, steps)
-    start_epoch, start_step, rows, previous_seconds, train_seconds, train_images = 0, 0, [], 0.0, 0.0, 0
-    partial = EpochProgress()
-    if state is not None:
-        check_resumable(state, last_pt, env.world_size, steps)
-        restore_training_state(state, last_pt, model=model, optimizer=optimizer, scheduler=scheduler, ema=ema)
-        start_epoch, start_step, rows = state["epoch"], state.get("step", 0), state["metrics"]
-        previous_seconds, train_seconds, train_images = state["wall_seconds"], state["train_seconds"], state["train_images"]
-        try:
-            partial = EpochProgress(**state.get("partial", {}))
-        except TypeError as error:
-            raise CheckpointError(f"{last_pt}: field 'partial' is damaged ({first_line(error)})") from error
-        where = f"epoch {start_epoch + 1}, step {start_step + 1}" if start_step else f"epoch {start_epoch + 1}"
-        log.info(f"resuming {run_dir} at {where}")
-
-    train_model: nn.Module = model
-    if env.distributed:
-        train_model = DistributedDataParallel(model, device_ids=[env.local_rank] if env.device.type == "cuda" else None)
-    if config.compile:
-        train_model = torch.compile(train_model)
-    amp_dtype = _amp_dtype(config.amp, env.device)
-    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
-    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    val_loader = DataLoader(
+        val_shard, batch_size=config.batch_size, num_workers=config.workers, worker_init_fn=init_helper_process
+    )
+    task = _Classifier(
+        nn.CrossEntropyLoss(label_smoothing=config.label_smoothing), val_loader, num_classes, env,
+        amp_dtype(config.amp, env.device),
+    )  # fmt: skip
     meta = dict(
         model=config.model,
         num_classes=num_classes,
@@ -484,101 +339,39 @@ def _fit(config: TrainConfig, env: DistEnv, state: dict[str, Any] | None, data, 
             f"{len(data.train)} train / {len(data.val)} held-out images, {num_classes} classes, "
             f"{config.epochs} epochs, {env.world_size} process(es) on {env.device.type}; writing to {run_dir}"
         )
-
-    started = time.perf_counter()
-
-    def training_state(
-        epoch: int, step: int = 0, progress: EpochProgress | None = None, rng: list | None = None
-    ) -> dict[str, Any]:
-        return dict(
-            config=dataclasses.asdict(config), meta=meta, epoch=epoch, step=step, world_size=env.world_size,
-            partial=dataclasses.asdict(progress) if progress else {}, rng=rng or [],
-            model=model.state_dict(), ema=ema.state_dict() if ema is not None else None,
-            optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), metrics=rows,
-            wall_seconds=previous_seconds + time.perf_counter() - started, train_seconds=train_seconds,
-            train_images=train_images,
-        )  # fmt: skip
-
-    result = None
-    with GracefulStop() as stop, failures_end_the_run(last_pt, "botnet train"):
-        for epoch in range(start_epoch, config.epochs):
-            first_step = start_step if epoch == start_epoch else 0
-            torch.manual_seed(epoch_seed(config.seed, epoch, env.rank))
-            generator.manual_seed(epoch_seed(config.seed, epoch, env.rank))
-            if first_step:
-                restore_rng_state(state, env.rank)  # where the interrupted epoch was, not its start
-            sampler.set_epoch(epoch, skip=first_step * config.batch_size)
-            epoch_start = time.perf_counter()
-            progress = train_one_epoch(
-                train_model, model, ema, train_loader, criterion, optimizer, scheduler, scaler, amp_dtype,
-                env=env, epoch=epoch, epochs=config.epochs, run_dir=run_dir, stop=stop, first_step=first_step,
-            )  # fmt: skip
-            train_seconds += time.perf_counter() - epoch_start
-            train_images += progress.images
-            if first_step:  # the part of this epoch trained before the interruption
-                progress.loss_sum += partial.loss_sum
-                progress.images += partial.images
-            if progress.stopped:
-                rng = gather_objects(rng_state(), env)  # every rank's: each continues its own stream
-                if env.is_main:
-                    save_training_state(last_pt, training_state(epoch, progress.steps, progress, rng))
-                barrier(env)  # no rank leaves (and has torchrun stop the others) before the checkpoint is saved
-                raise interrupted(last_pt, "botnet train", f"at epoch {epoch + 1}, step {progress.steps} of {steps}")
-            broadcast_buffers(eval_model, env)
-            result = evaluate(eval_model, val_loader, num_classes, env, amp_dtype)
-            row = dict(
-                epoch=epoch + 1,
-                train_loss=round(progress.mean_loss, 6),
-                val_loss=round(result.loss, 6),
-                val_top1=round(result.top1, 4),
-                val_top5=round(result.top5, 4),
-                lr=max(group["lr"] for group in optimizer.param_groups),
-                seconds=round(time.perf_counter() - epoch_start, 3),
-            )
-            rows.append(row)
-            if env.is_main:
-                write_metrics_csv(os.path.join(run_dir, "metrics.csv"), rows)
-                save_training_state(last_pt, training_state(epoch + 1))
-            log.info(
-                f"epoch {epoch + 1}/{config.epochs}  train loss {progress.mean_loss:.4f}  val loss {result.loss:.4f}  "
-                f"top-1 {result.top1:.2f}%  top-5 {result.top5:.2f}%  {row['seconds']:.1f}s"
-            )
-            if epoch + 1 < config.epochs and _any_rank(env, stop.requested)[0]:  # asked to stop during evaluation
-                raise interrupted(last_pt, "botnet train", f"after epoch {epoch + 1}")
-
-        if result is None:  # resumed a finished run: nothing left to train
-            broadcast_buffers(eval_model, env)
-            result = evaluate(eval_model, val_loader, num_classes, env, amp_dtype)
-        wall_seconds = previous_seconds + time.perf_counter() - started
-        summary = dict(
-            model=config.model,
-            img_size=config.img_size,
-            dataset=data.name,
-            num_classes=num_classes,
-            params=params,
-            epochs=config.epochs,
-            batch_size=config.batch_size,
-            test_top1=round(result.top1, 4),
-            test_top5=round(result.top5, 4),
-            test_loss=round(result.loss, 6),
-            test_images=result.count,
-            per_class_top1={c: round(a, 4) for c, a in zip(data.classes, result.per_class_top1)},
-            wall_seconds=round(wall_seconds, 3),
-            train_images_per_second=round(train_images / max(train_seconds, 1e-9), 2),
-            world_size=env.world_size,
-            device=env.device.type,
-            skipped_bad_images=len(data.bad_images),
-            pretrained=loaded,
-        )
-        if env.is_main:
-            save_weights(os.path.join(run_dir, "model.safetensors"), eval_model, meta)
-            plot_curves(rows, os.path.join(run_dir, "curves.png"))
+    run = Run(config, meta, run_dir, "botnet train", env, log, state)
+    fitted = fit(run, task, model, train_data, opt)
+    result = task.result
+    summary = dict(
+        model=config.model,
+        img_size=config.img_size,
+        dataset=data.name,
+        num_classes=num_classes,
+        params=params,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        test_top1=round(result.top1, 4),
+        test_top5=round(result.top5, 4),
+        test_loss=round(result.loss, 6),
+        test_images=result.count,
+        per_class_top1={c: round(a, 4) for c, a in zip(data.classes, result.per_class_top1)},
+        wall_seconds=round(fitted.wall_seconds, 3),
+        train_images_per_second=round(fitted.train_images / max(fitted.train_seconds, 1e-9), 2),
+        world_size=env.world_size,
+        device=env.device.type,
+        skipped_bad_images=len(data.bad_images),
+        pretrained=loaded,
+    )
+    if env.is_main:
+        with failures_end_the_run(run.last_pt, run.command):
+            save_weights(os.path.join(run_dir, "model.safetensors"), fitted.eval_model, meta)
+            plot_curves(fitted.rows, os.path.join(run_dir, "curves.png"))
             plot_confusion(result.confusion, data.classes, os.path.join(run_dir, "confusion.png"))
             write_json(os.path.join(run_dir, "summary.json"), summary)
-            log.info(
-                f"done: test top-1 {result.top1:.2f}%, top-5 {result.top5:.2f}% on {result.count} held-out images; "
-                f"{wall_seconds:.1f}s, {summary['train_images_per_second']:.0f} train images/s; results in {run_dir}"
-            )
+        log.info(
+            f"done: test top-1 {result.top1:.2f}%, top-5 {result.top5:.2f}% on {result.count} held-out images; "
+            f"{fitted.wall_seconds:.1f}s, {summary['train_images_per_second']:.0f} train images/s; results in {run_dir}"
+        )
     return summary
 
 

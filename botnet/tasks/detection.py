@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from PIL import Image
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.ops import FrozenBatchNorm2d
 from torchvision.transforms import v2
 from tqdm import tqdm
@@ -36,32 +36,30 @@ from ..detection.metrics import coco_metrics, detections_to_coco
 from ..detection.models import DETECTORS, create_detector
 from ..errors import CheckpointError, ConfigError, DatasetError, first_line
 from ..files import atomic_write
-from ..interrupts import GracefulStop, init_helper_process
+from ..interrupts import init_helper_process
 from ..models import get_model_entry
 from .checkpoint import (
     check_meta,
     check_metric_rows,
     check_new_run_dir,
-    check_resumable,
     load_training_state,
     read_weights,
     restore_training_state,
-    save_training_state,
     save_weights,
     saved_config,
 )
-from .optim import epoch_seed, param_groups, warmup_cosine
-from .recipes import check_field_types, check_workers, fill_from_recipe
-from .report import setup_logging, write_json, write_metrics_csv
-from .runs import (
-    SkipSampler,
-    diverged,
-    failures_end_the_run,
-    interrupted,
-    open_run_dir,
-    restore_rng_state,
-    rng_state,
+from .distributed import (
+    DistEnv,
+    broadcast_object,
+    gather_objects,
+    init_distributed,
+    main_process_first,
+    shutdown_distributed,
 )
+from .engine import GroupedBatchSampler, Optimization, Run, fit, train_loader
+from .recipes import check_field_types, check_workers, fill_from_recipe
+from .report import setup_logging, write_json
+from .runs import failures_end_the_run, open_run_dir
 
 __all__ = [
     "DETECT_RECIPES",
@@ -161,6 +159,8 @@ class DetectConfig:
     output_dir: str | None = None
     workers: int = 0
     skip_bad: bool = False
+    amp: bool = False
+    sync_bn: bool = False
 
     def resolve(self) -> DetectConfig:
         check_field_types(self)
@@ -270,13 +270,22 @@ def _targets(targets: tuple[dict, ...], device: torch.device, with_masks: bool) 
 
 @torch.no_grad()
 def evaluate_detector(
-    model: nn.Module, dataset: CocoDetection, *, batch_size: int = 4, workers: int = 0, progress: bool = False
+    model: nn.Module,
+    dataset: CocoDetection,
+    *,
+    batch_size: int = 4,
+    workers: int = 0,
+    progress: bool = False,
+    env: DistEnv | None = None,
 ) -> dict[str, float]:
-    """COCO box (and, for Mask R-CNN, mask) metrics of ``model`` on ``dataset``, in percent."""
+    """COCO box (and, for Mask R-CNN, mask) metrics of ``model`` on ``dataset``, in percent. Under DDP
+    (``env``) each rank detects on its share of the images and rank 0 scores all of them, so the
+    numbers equal one process evaluating the whole set."""
     model.eval()
     device = next(model.parameters()).device
+    shard = dataset if env is None else Subset(dataset, range(env.rank, len(dataset), env.world_size))
     loader = DataLoader(
-        dataset, batch_size=batch_size, num_workers=workers, collate_fn=_collate, worker_init_fn=init_helper_process
+        shard, batch_size=batch_size, num_workers=workers, collate_fn=_collate, worker_init_fn=init_helper_process
     )
     results: list[dict[str, Any]] = []
     for images, targets in tqdm(loader, desc="evaluate", disable=not progress, leave=False, dynamic_ncols=True):
@@ -284,7 +293,11 @@ def evaluate_detector(
         for output, target in zip(outputs, targets):
             results += detections_to_coco(output, target["image_id"], dataset.category_ids)
     with_masks = isinstance(model, DETECTORS["maskrcnn"])
-    return coco_metrics(dataset.coco_gt, results, ("bbox", "segm") if with_masks else ("bbox",))
+    kinds = ("bbox", "segm") if with_masks else ("bbox",)
+    if env is None or not env.distributed:
+        return coco_metrics(dataset.coco_gt, results, kinds)
+    every = [r for rank_results in gather_objects(results, env) for r in rank_results]
+    return broadcast_object(coco_metrics(dataset.coco_gt, every, kinds) if env.is_main else None, env)
 
 
 def _generate_shapes(config: DetectConfig, run_dir: str, log) -> tuple[str, str, str, str]:
@@ -302,44 +315,49 @@ def _generate_shapes(config: DetectConfig, run_dir: str, log) -> tuple[str, str,
     return train_images, train_ann, val_images, val_ann
 
 
-def _check_finite(losses: dict[str, Tensor], epoch: int, step: int, run_dir: str) -> None:
-    bad = {k: v.item() for k, v in losses.items() if not torch.isfinite(v)}
-    if bad:
-        raise diverged(", ".join(f"{k}={v}" for k, v in bad.items()), epoch, step, run_dir)
-
-
 def train_detector(config: DetectConfig | None = None, *, resume: str | None = None) -> dict[str, Any]:
-    """Train a detector; returns the summary (also written to summary.json).
+    """Train a detector; returns the summary (also written to summary.json). Runs alone or under torchrun.
 
     ``resume``: a run's last.pt; the run continues with its saved settings in its own folder.
     Ctrl-C (or SIGTERM) stops at the end of the current step, saves last.pt and raises RunInterrupted;
     an expected failure once training has started raises RunFailed naming the checkpoint to resume."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise ConfigError("`botnet detect train` runs in one process; run it without torchrun")
-    state, user_config = None, config or DetectConfig()
-    if resume:
-        state = load_training_state(resume)
-        config = _config_from_state(state, resume)
-    else:
-        config = user_config.resolve()
+    env = init_distributed()
+    try:
+        state, user_config = None, config or DetectConfig()
+        if resume:
+            state = load_training_state(resume)
+            config = _config_from_state(state, resume)
+        else:
+            config = user_config.resolve()
+        return _train_detector(config, env, state, user_config)
+    finally:
+        shutdown_distributed()
+
+
+def _train_detector(config: DetectConfig, env: DistEnv, state, user_config: DetectConfig) -> dict[str, Any]:
     run_dir = config.output_dir
     if state is None:
         check_new_run_dir(run_dir)  # before the data is checked, which may take a while
-    data = None if config.synthetic else _load_datasets(config, config.train_images, config.train_annotations,
-                                                       config.val_images, config.val_annotations)  # fmt: skip
-    with open_run_dir(run_dir, resuming=state is not None, writer=True):
-        log = setup_logging(run_dir, True)
+    with main_process_first(env):
+        data = None if config.synthetic else _load_datasets(config, config.train_images, config.train_annotations,
+                                                           config.val_images, config.val_annotations)  # fmt: skip
+    with open_run_dir(run_dir, resuming=state is not None, writer=env.is_main):
+        log = setup_logging(run_dir if env.is_main else None, env.is_main)
         if data is None:
-            data = _load_datasets(config, *_generate_shapes(config, run_dir, log))
+            with main_process_first(env):  # rank 0 generates the shapes; the others read them
+                data = _load_datasets(config, *_generate_shapes(config, run_dir, log))
         train_set, val_set = data
         for name, dataset in (("training", train_set), ("held-out", val_set)):
-            if dataset.skipped.total():
+            if dataset.skipped.total() and env.is_main:
                 log.warning(f"{name} data: left out {dataset.skipped.summary()}")
-        if state is None and len(train_set) < config.batch_size:
-            log.warning(f"the training split has {len(train_set)} images: batches of {len(train_set)} instead of {config.batch_size}")
+        per_process = len(train_set) // env.world_size
+        if state is None and per_process < config.batch_size:
+            if per_process < 1:
+                raise DatasetError(f"the training split has {len(train_set)} images, fewer than the {env.world_size} processes")
+            log.warning(f"the training split has {len(train_set)} images: batches of {per_process} instead of {config.batch_size}")
             # resolve again, so the learning rate (scaled with the batch) fits the batch that is used
-            config = dataclasses.replace(user_config, batch_size=len(train_set), output_dir=run_dir).resolve()
-        return _fit_detector(config, state, train_set, val_set, log)
+            config = dataclasses.replace(user_config, batch_size=per_process, output_dir=run_dir).resolve()
+        return _fit_detector(config, env, state, train_set, val_set, log)
 
 
 def _config_from_state(state: dict[str, Any], path: str) -> DetectConfig:
@@ -363,19 +381,49 @@ def _load_datasets(config: DetectConfig, train_images: str, train_ann: str, val_
     return train_set, val_set
 
 
+class _Detection:
+    """The detection task for the engine: the detector's summed losses, COCO AP every ``eval_every`` epochs."""
+
+    columns = METRIC_COLUMNS
+
+    def __init__(self, config: DetectConfig, val_set: CocoDetection, env: DistEnv, with_masks: bool) -> None:
+        self.config, self.val_set, self.env, self.with_masks = config, val_set, env, with_masks
+
+    def loss(self, model: nn.Module, batch, device: torch.device):
+        images, targets = batch
+        losses = model([_plain(im).to(device) for im in images], _targets(targets, device, self.with_masks))
+        return sum(losses.values()), losses, len(images)
+
+    def evaluate(self, model: nn.Module, epoch: int, last: bool) -> dict[str, float]:
+        if not last and (epoch + 1) % self.config.eval_every:
+            return {}
+        return evaluate_detector(
+            model, self.val_set, batch_size=self.config.batch_size, workers=self.config.workers,
+            progress=self.env.is_main and sys.stderr.isatty(), env=self.env,
+        )  # fmt: skip
+
+    def describe(self, row) -> str:
+        evaluated = ", ".join(f"{k} {row[k]:.1f}" for k in ("bbox_AP", "bbox_AP50", "segm_AP") if k in row)
+        return f"loss {row['train_loss']:.4f}{'; ' + evaluated if evaluated else ''}"
+
+
+def _aspect_groups(dataset: CocoDetection) -> list[int]:
+    """0 for landscape or square images, 1 for portrait ones (batches keep to one group)."""
+    return [int(image["height"] > image["width"]) for image in dataset.coco_gt["images"]]
+
+
 def _fit_detector(
-    config: DetectConfig, state: dict[str, Any] | None, train_set: CocoDetection, val_set: CocoDetection, log
-) -> dict[str, Any]:
-    run_dir, last_pt = config.output_dir, os.path.join(config.output_dir, "last.pt")
-    started = time.perf_counter()
+    config: DetectConfig, env: DistEnv, state: dict[str, Any] | None, train_set: CocoDetection,
+    val_set: CocoDetection, log,
+) -> dict[str, Any]:  # fmt: skip
+    run_dir = config.output_dir
     torch.manual_seed(config.seed)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     with_masks = config.detector == "maskrcnn"
     num_classes = len(train_set.category_ids) + 1
     settings = config.detector_settings()
     model = build_detector(
         settings, num_classes, backbone_weights=config.backbone_weights, trainable_layers=config.trainable_layers
-    ).to(device)
+    )
     # the anchors in use, saved as numbers: a later version's defaults must not change a trained detector
     settings["anchor_sizes"] = [int(sizes[0]) for sizes in model.rpn.anchor_generator.sizes]
     meta = dict(
@@ -387,139 +435,57 @@ def _fit_detector(
         val_images=os.path.abspath(val_set.image_dir),
         val_annotations=os.path.abspath(val_set.ann_file),
     )
-    generator = torch.Generator().manual_seed(config.seed)
-    sampler = SkipSampler(RandomSampler(train_set, generator=generator))
-    train_loader = DataLoader(
-        train_set, batch_size=config.batch_size, sampler=sampler, drop_last=True, num_workers=config.workers,
-        collate_fn=_collate, generator=generator, worker_init_fn=init_helper_process,
-    )  # fresh workers each epoch, seeded from the epoch's generator; fmt: skip
-    groups = param_groups(model, config.weight_decay)
-    if config.optimizer == "sgd":
-        optimizer: torch.optim.Optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
-    else:
-        optimizer = torch.optim.AdamW(groups, lr=config.lr)
-    steps = len(train_set) // config.batch_size
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_cosine(max(1, round(config.warmup_epochs * steps)), config.epochs * steps)
-    )
-    start_epoch, start_step, rows, previous_seconds, train_seconds, train_images_seen = 0, 0, [], 0.0, 0.0, 0
-    partial: dict[str, float] = {}
-    if state is not None:
-        check_resumable(state, last_pt, 1, steps)
-        restore_training_state(state, last_pt, model=model, optimizer=optimizer, scheduler=scheduler)
-        start_epoch, start_step, rows = state["epoch"], state.get("step", 0), state["metrics"]
-        previous_seconds, train_seconds, train_images_seen = (
-            state["wall_seconds"],
-            state["train_seconds"],
-            state["train_images"],
-        )
-        partial = dict(state.get("partial", {}))
-        where = f"epoch {start_epoch + 1}, step {start_step + 1}" if start_step else f"epoch {start_epoch + 1}"
-        log.info(f"resuming {run_dir} at {where}")
-    else:
+    if config.sync_bn and env.distributed and env.device.type != "cuda":
+        raise ConfigError("--sync-bn needs GPUs (PyTorch's SyncBatchNorm runs on CUDA); drop it on CPU")
+    opt = Optimization(
+        epochs=config.epochs, batch_size=config.batch_size, optimizer=config.optimizer, lr=config.lr,
+        weight_decay=config.weight_decay, momentum=config.momentum, warmup_epochs=config.warmup_epochs,
+        amp=config.amp, sync_bn=config.sync_bn,
+    )  # fmt: skip
+    groups = _aspect_groups(train_set)
+    data = train_loader(
+        train_set, opt, env, seed=config.seed, workers=config.workers, collate_fn=_collate,
+        batch_sampler=lambda sampler, batch: GroupedBatchSampler(sampler, groups, batch),
+    )  # fmt: skip
+    steps = data.steps
+    if state is None and env.is_main:
         write_json(os.path.join(run_dir, "config.json"), dataclasses.asdict(config))
         params = sum(p.numel() for p in model.parameters())
         log.info(
             f"{config.detector} with a {config.backbone} FPN backbone ({params / 1e6:.2f}M parameters), "
             f"{num_classes - 1} classes, {len(train_set)} training / {len(val_set)} held-out images; "
-            f"{config.epochs} epochs of {steps} steps, batch {config.batch_size}, lr {config.lr:g}"
+            f"{config.epochs} epochs of {steps} steps, batch {config.batch_size} x {env.world_size} process(es), "
+            f"lr {config.lr:g}"
         )
-
-    def training_state(epoch: int, step: int = 0, sums: dict[str, float] | None = None) -> dict[str, Any]:
-        return dict(
-            config=dataclasses.asdict(config), meta=meta, epoch=epoch, step=step, partial=sums or {},
-            rng=[rng_state()] if step else [], world_size=1, model=model.state_dict(), optimizer=optimizer.state_dict(),
-            scheduler=scheduler.state_dict(), metrics=rows,
-            wall_seconds=previous_seconds + time.perf_counter() - started, train_seconds=train_seconds,
-            train_images=train_images_seen,
-        )  # fmt: skip
-
-    show = sys.stderr.isatty()
-    metrics: dict[str, float] = {}
-    with GracefulStop() as stop, failures_end_the_run(last_pt, "botnet detect train"):
-        for epoch in range(start_epoch, config.epochs):
-            epoch_start = time.perf_counter()
-            first_step = start_step if epoch == start_epoch else 0
-            torch.manual_seed(epoch_seed(config.seed, epoch, 0))
-            generator.manual_seed(epoch_seed(config.seed, epoch, 0))
-            if first_step:
-                restore_rng_state(state, 0)  # where the interrupted epoch was, not its start
-            sampler.set_epoch(epoch, skip=first_step * config.batch_size)
-            model.train()
-            sums: dict[str, float] = dict(partial) if first_step else {}
-            bar = tqdm(
-                train_loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not show, leave=False,
-                dynamic_ncols=True,
-            )  # fmt: skip
-            done = first_step
-            for step, (images, targets) in enumerate(bar, start=first_step):
-                losses = model([_plain(im).to(device) for im in images], _targets(targets, device, with_masks))
-                _check_finite(losses, epoch, step, run_dir)
-                loss = sum(losses.values())
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                for name, value in losses.items():
-                    sums[name] = sums.get(name, 0.0) + value.item()
-                train_images_seen += config.batch_size
-                done = step + 1
-                if show:
-                    bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
-                if stop.requested:
-                    break
-            bar.close()
-            train_seconds += time.perf_counter() - epoch_start
-            if stop.requested:
-                save_training_state(last_pt, training_state(epoch, done, sums))
-                raise interrupted(last_pt, "botnet detect train", f"at epoch {epoch + 1}, step {done} of {steps}")
-            row: dict[str, Any] = dict(epoch=epoch + 1)
-            row.update({name: round(sums[name] / steps, 5) for name in LOSS_NAMES if name in sums})
-            row["train_loss"] = round(sum(sums.values()) / steps, 5)
-            last = epoch + 1 == config.epochs
-            if last or (epoch + 1) % config.eval_every == 0:
-                metrics = evaluate_detector(
-                    model, val_set, batch_size=config.batch_size, workers=config.workers, progress=show
-                )
-                row.update({k: round(v, 3) for k, v in metrics.items() if k in METRIC_COLUMNS})
-            row["lr"] = optimizer.param_groups[0]["lr"]
-            row["seconds"] = round(time.perf_counter() - epoch_start, 3)
-            rows.append(row)
-            write_metrics_csv(os.path.join(run_dir, "metrics.csv"), rows, METRIC_COLUMNS)
-            save_training_state(last_pt, training_state(epoch + 1))
-            evaluated = ", ".join(f"{k} {row[k]:.1f}" for k in ("bbox_AP", "bbox_AP50", "segm_AP") if k in row)
-            log.info(
-                f"epoch {epoch + 1}/{config.epochs}: loss {row['train_loss']:.4f}{'; ' + evaluated if evaluated else ''}"
-            )
-            if stop.requested and epoch + 1 < config.epochs:  # asked to stop during the evaluation
-                raise interrupted(last_pt, "botnet detect train", f"after epoch {epoch + 1}")
-
-        if not metrics:  # a resumed run that had already finished its epochs
-            metrics = evaluate_detector(model, val_set, batch_size=config.batch_size, workers=config.workers)
-        save_weights(os.path.join(run_dir, "model.safetensors"), model, meta)
-        _save_prediction_grid(model, val_set, os.path.join(run_dir, "predictions.png"))
-        wall_seconds = previous_seconds + time.perf_counter() - started
-        summary = dict(
-            task="detection",
-            detector=config.detector,
-            backbone=config.backbone,
-            dataset=SHAPES if config.synthetic else os.path.abspath(config.train_annotations),
-            classes=train_set.class_names,
-            params=sum(p.numel() for p in model.parameters()),
-            epochs=config.epochs,
-            batch_size=config.batch_size,
-            **{k: round(v, 3) for k, v in metrics.items()},
-            val_images=len(val_set),
-            wall_seconds=round(wall_seconds, 3),
-            train_images_per_second=round(train_images_seen / max(train_seconds, 1e-9), 2),
-            device=device.type,
-            skipped=dict(train=train_set.skipped.as_dict(), val=val_set.skipped.as_dict()),
-        )
-        write_json(os.path.join(run_dir, "summary.json"), summary)
-    headline = ", ".join(
-        f"{k} {metrics[k]:.1f}" for k in ("bbox_AP", "bbox_AP50", "segm_AP", "segm_AP50") if k in metrics
+    run = Run(config, meta, run_dir, "botnet detect train", env, log, state)
+    fitted = fit(run, _Detection(config, val_set, env, with_masks), model, data, opt)
+    metrics, model = fitted.metrics, fitted.eval_model
+    summary = dict(
+        task="detection",
+        detector=config.detector,
+        backbone=config.backbone,
+        dataset=SHAPES if config.synthetic else os.path.abspath(config.train_annotations),
+        classes=train_set.class_names,
+        params=sum(p.numel() for p in model.parameters()),
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        **{k: round(v, 3) for k, v in metrics.items()},
+        val_images=len(val_set),
+        wall_seconds=round(fitted.wall_seconds, 3),
+        train_images_per_second=round(fitted.train_images / max(fitted.train_seconds, 1e-9), 2),
+        world_size=env.world_size,
+        device=env.device.type,
+        skipped=dict(train=train_set.skipped.as_dict(), val=val_set.skipped.as_dict()),
     )
-    log.info(f"done: {headline} on {len(val_set)} held-out images; {wall_seconds:.1f}s; results in {run_dir}")
+    if env.is_main:
+        with failures_end_the_run(run.last_pt, run.command):
+            save_weights(os.path.join(run_dir, "model.safetensors"), model, meta)
+            _save_prediction_grid(model, val_set, os.path.join(run_dir, "predictions.png"))
+            write_json(os.path.join(run_dir, "summary.json"), summary)
+        headline = ", ".join(
+            f"{k} {metrics[k]:.1f}" for k in ("bbox_AP", "bbox_AP50", "segm_AP", "segm_AP50") if k in metrics
+        )
+        log.info(f"done: {headline} on {len(val_set)} held-out images; {fitted.wall_seconds:.1f}s; results in {run_dir}")
     return summary
 
 

@@ -15,6 +15,7 @@ __all__ = [
     "main_process_first",
     "all_reduce_sum",
     "barrier",
+    "broadcast_object",
     "broadcast_buffers",
     "gather_objects",
     "init_distributed",
@@ -83,6 +84,15 @@ def gather_objects(value: object, env: DistEnv) -> list:
     values: list = [None] * env.world_size
     dist.all_gather_object(values, value)
     return values
+
+
+def broadcast_object(value: object, env: DistEnv) -> object:
+    """Rank 0's ``value`` (picklable) on every rank."""
+    if not env.distributed:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 @contextlib.contextmanager

@@ -13,13 +13,13 @@ from safetensors.torch import save_file
 from botnet.data.shapes import ShapesSpec, write_shapes_dataset
 from botnet.errors import RunInterrupted
 from botnet.models import create_model
-from botnet.tasks import TrainConfig, classification, train
+from botnet.tasks import TrainConfig, engine, train
 from botnet.tasks.detection import DetectConfig, train_detector
 
 
 def _stopped_mid_epoch(run_dir: str) -> None:
     """A digits run stopped by Ctrl-C at epoch 1, step 3 of 5: its last.pt holds a step and random states."""
-    real_agree, calls = classification._agree, []
+    real_agree, calls = engine._agree, []
 
     def agree(*args):
         calls.append(1)
@@ -28,7 +28,7 @@ def _stopped_mid_epoch(run_dir: str) -> None:
         return real_agree(*args)
 
     with pytest.MonkeyPatch.context() as patch, pytest.raises(RunInterrupted):
-        patch.setattr(classification, "_agree", agree)
+        patch.setattr(engine, "_agree", agree)
         train(TrainConfig(epochs=1, batch_size=256, output_dir=run_dir))
 
 

@@ -52,7 +52,7 @@ def stand_ins(monkeypatch, real_files):
         stand.reached = "training"
         return {"stand_in": True}
 
-    def fit_detector(config, state, train_set, val_set, log):
+    def fit_detector(config, env, state, train_set, val_set, log):
         stand.reached = "detection training"
         return {}
 

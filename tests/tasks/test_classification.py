@@ -18,7 +18,7 @@ from botnet.data.digits import digits_splits
 from botnet.data.transforms import eval_transform_for
 from botnet.errors import DatasetError
 from botnet.files import TEMP_SUFFIX
-from botnet.tasks import TrainConfig, TrainingDiverged, classification, evaluate_checkpoint, predict, train
+from botnet.tasks import TrainConfig, TrainingDiverged, engine, evaluate_checkpoint, predict, train
 from botnet.tasks.checkpoint import CheckpointError, load_model, load_training_state, save_training_state
 
 RUN_FILES = {
@@ -128,26 +128,26 @@ def _assert_same_run(whole, resumed):
 
 def test_resume_equals_uninterrupted(uninterrupted, tmp_path, monkeypatch):
     interrupted = str(tmp_path / "interrupted")
-    real_epoch = classification.train_one_epoch
+    real_epoch = engine._Loop.train_epoch
 
-    def stop_at_second_epoch(*args, **kwargs):
-        if kwargs["epoch"] == 1:
+    def stop_at_second_epoch(loop, epoch, *args):
+        if epoch == 1:
             raise KeyboardInterrupt
-        return real_epoch(*args, **kwargs)
+        return real_epoch(loop, epoch, *args)
 
-    monkeypatch.setattr(classification, "train_one_epoch", stop_at_second_epoch)
+    monkeypatch.setattr(engine._Loop, "train_epoch", stop_at_second_epoch)
     with pytest.raises(KeyboardInterrupt):
         train(TrainConfig(output_dir=interrupted, **RESUME_SETTINGS))
     assert load_training_state(os.path.join(interrupted, "last.pt"))["epoch"] == 1
     assert not os.path.exists(os.path.join(interrupted, "model.safetensors"))
-    monkeypatch.setattr(classification, "train_one_epoch", real_epoch)
+    monkeypatch.setattr(engine._Loop, "train_epoch", real_epoch)
     train(resume=os.path.join(interrupted, "last.pt"))
     _assert_same_run(uninterrupted, interrupted)
 
 
 def test_ctrl_c_mid_epoch_saves_a_checkpoint_that_resumes_exactly(uninterrupted, tmp_path, monkeypatch, capsys):
     run_dir = tmp_path / "run"
-    real_agree, steps = classification._agree, []
+    real_agree, steps = engine._agree, []
 
     def ctrl_c_at_step_16(*args):
         steps.append(1)
@@ -155,7 +155,7 @@ def test_ctrl_c_mid_epoch_saves_a_checkpoint_that_resumes_exactly(uninterrupted,
             signal.raise_signal(signal.SIGINT)
         return real_agree(*args)
 
-    monkeypatch.setattr(classification, "_agree", ctrl_c_at_step_16)
+    monkeypatch.setattr(engine, "_agree", ctrl_c_at_step_16)
     flags = ["--epochs", "3", "--batch-size", "128", "--ema-decay", "0.9", "--seed", "3"]
     assert main(["train", *flags, "--output-dir", str(run_dir)]) == 130
     err = capsys.readouterr().err.strip()
@@ -168,7 +168,7 @@ def test_ctrl_c_mid_epoch_saves_a_checkpoint_that_resumes_exactly(uninterrupted,
     assert (state["epoch"], state["step"]) == (1, 5) and len(steps) == 16, "the step under way was finished"
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "Ctrl-C works as usual afterwards"
 
-    monkeypatch.setattr(classification, "_agree", real_agree)
+    monkeypatch.setattr(engine, "_agree", real_agree)
     (run_dir / f".last.pt.killed{TEMP_SUFFIX}").write_bytes(b"left by a killed writer")
     assert main(["train", "--resume", last_pt]) == 0
     assert not any(name.endswith(TEMP_SUFFIX) for name in os.listdir(run_dir))
@@ -204,15 +204,15 @@ def test_existing_run_is_not_overwritten(digits_run):
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     run_dir = str(tmp_path / "run")
-    real_epoch = classification.train_one_epoch
+    real_epoch = engine._Loop.train_epoch
 
-    def poison_second_epoch(model, raw_model, *args, **kwargs):
-        if kwargs["epoch"] == 1:
+    def poison_second_epoch(loop, epoch, *args):
+        if epoch == 1:
             with torch.no_grad():
-                raw_model.fc.weight.fill_(float("nan"))
-        return real_epoch(model, raw_model, *args, **kwargs)
+                loop.model.fc.weight.fill_(float("nan"))
+        return real_epoch(loop, epoch, *args)
 
-    monkeypatch.setattr(classification, "train_one_epoch", poison_second_epoch)
+    monkeypatch.setattr(engine._Loop, "train_epoch", poison_second_epoch)
     with pytest.raises(TrainingDiverged, match="loss became nan at epoch 2, step 1.*last good checkpoint"):
         train(TrainConfig(epochs=3, batch_size=256, output_dir=run_dir))
     state = load_training_state(os.path.join(run_dir, "last.pt"))
@@ -429,9 +429,9 @@ def test_ddp_two_cpu_processes(ddp_run):
 CTRL_C_ON_RANK_1 = """
 import os, signal, sys
 from botnet.cli import main
-from botnet.tasks import classification
+from botnet.tasks import engine
 
-real_agree, calls = classification._agree, []
+real_agree, calls = engine._agree, []
 
 def agree(*args):
     calls.append(1)
@@ -439,7 +439,7 @@ def agree(*args):
         signal.raise_signal(signal.SIGINT)  # only this rank is asked to stop
     return real_agree(*args)
 
-classification._agree = agree
+engine._agree = agree
 sys.exit(main(sys.argv[1:]))
 """
 

@@ -19,9 +19,9 @@ from botnet.data.shapes import SHAPE_CLASSES, ShapesSpec, write_shapes_dataset
 from botnet.errors import RunInterrupted
 from botnet.tasks.checkpoint import CheckpointError, load_training_state
 from botnet.tasks.classification import TrainingDiverged
+from botnet.tasks import engine
 from botnet.tasks.detection import (
     DetectConfig,
-    _check_finite,
     evaluate_detector_checkpoint,
     load_detector,
     predict_detections,
@@ -111,14 +111,14 @@ def test_resume_equals_an_uninterrupted_run(tmp_path, tiny_run, monkeypatch):
     run_dir, _ = tiny_run
     first = str(tmp_path / "first")
     config = DetectConfig(**TINY, output_dir=first)
-    original = detection.save_training_state
+    original = engine.save_training_state
 
     def stop_after_first(path, state):
         original(path, state)
         if state["epoch"] == 1:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(detection, "save_training_state", stop_after_first)
+    monkeypatch.setattr(engine, "save_training_state", stop_after_first)
     with pytest.raises(KeyboardInterrupt):
         train_detector(config)
     monkeypatch.undo()
@@ -136,14 +136,15 @@ def test_ctrl_c_mid_epoch_resumes_to_the_same_weights(tmp_path, tiny_run, monkey
     resuming it ends with exactly the uninterrupted run's weights."""
     run_dir, _ = tiny_run
     first = tmp_path / "first"
-    real_check = detection._check_finite
+    real_agree, calls = engine._agree, []
 
-    def ctrl_c_in_first_step(losses, epoch, step, run):
-        if (epoch, step) == (0, 0):
+    def ctrl_c_in_first_step(*args):
+        calls.append(1)
+        if len(calls) == 1:
             signal.raise_signal(signal.SIGINT)
-        return real_check(losses, epoch, step, run)
+        return real_agree(*args)
 
-    monkeypatch.setattr(detection, "_check_finite", ctrl_c_in_first_step)
+    monkeypatch.setattr(engine, "_agree", ctrl_c_in_first_step)
     with pytest.raises(RunInterrupted, match=r"interrupted at epoch 1, step 1 of 2; .*detect train --resume"):
         train_detector(DetectConfig(**TINY, output_dir=str(first)))
     monkeypatch.undo()
@@ -223,13 +224,23 @@ def test_backbone_weights_train_with_frozen_norms_and_reload(tmp_path):
     assert (body.layer3[0].conv2.weight - source.layer3[0].conv2.weight).abs().max() < 0.1
 
 
-def test_nan_loss_stops_with_the_checkpoint_named(tmp_path):
-    losses = {"loss_classifier": torch.tensor(0.5), "loss_mask": torch.tensor(float("nan"))}
-    with pytest.raises(TrainingDiverged, match="loss_mask=nan at epoch 1, step 1.*No checkpoint was written yet"):
-        _check_finite(losses, 0, 0, str(tmp_path))
-    (tmp_path / "last.pt").write_bytes(b"a checkpoint")
-    with pytest.raises(TrainingDiverged, match=r"loss_mask=nan at epoch 3, step 5.*last good checkpoint is kept in .*last\.pt"):
-        _check_finite(losses, 2, 4, str(tmp_path))
+def test_nan_loss_stops_with_the_part_and_the_checkpoint_named(tmp_path, monkeypatch):
+    """A loss part that becomes NaN stops the run, naming the part, the step and what was kept."""
+    real_loss, calls = detection._Detection.loss, []
+
+    def nan_mask_loss_at_step_3(task, *args):
+        total, parts, images = real_loss(task, *args)
+        calls.append(1)
+        if len(calls) == 3:  # epoch 2, step 1 (two steps per epoch)
+            parts = {**parts, "loss_mask": torch.tensor(float("nan"))}
+            total = sum(parts.values())
+        return total, parts, images
+
+    monkeypatch.setattr(detection._Detection, "loss", nan_mask_loss_at_step_3)
+    run = tmp_path / "run"
+    with pytest.raises(TrainingDiverged, match=r"loss_mask=nan at epoch 2, step 1.*last good checkpoint is kept in .*last\.pt"):
+        train_detector(DetectConfig(**TINY, output_dir=str(run)))
+    assert load_training_state(str(run / "last.pt"))["epoch"] == 1
 
 
 def _broken_copy(tmp_path, change) -> str:

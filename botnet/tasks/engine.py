@@ -1,0 +1,465 @@
+"""One training loop for every task, in the shape of torchvision's detection references and timm's train.py.
+
+A task (classification, detection) supplies the model, the training set, the
+loss of a batch and its evaluation; :func:`fit` does the rest, the same way for
+both: parameter groups, warm-up and cosine (optionally the classifier alone
+first), EMA, AMP (bfloat16, or float16 with a gradient scaler), gradient
+clipping, DistributedDataParallel, one NaN stop, per-epoch metrics.csv rows,
+the progress bar and the log, and ``last.pt`` after every epoch and at a
+Ctrl-C.
+
+Exact resume. Each epoch reseeds from (seed, epoch, rank); each sample's
+augmentation draws from its own generator seeded from (seed, epoch, index),
+so what a sample gets does not depend on which worker loads it, how many
+workers there are, or where a resumed epoch starts. A mid-epoch stop saves
+every rank's random state and the partial sums, and the resumed epoch skips
+the batches already trained.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, Sampler
+from tqdm import tqdm
+
+from ..interrupts import GracefulStop, init_helper_process
+from .checkpoint import check_resumable, restore_training_state, save_training_state
+from .distributed import DistEnv, all_reduce_sum, barrier, broadcast_buffers, gather_objects
+from .optim import epoch_seed, head_first, param_groups, warmup_cosine
+from .report import write_metrics_csv
+from .runs import diverged, failures_end_the_run, interrupted, restore_rng_state, rng_state
+
+__all__ = [
+    "FitResult",
+    "GroupedBatchSampler",
+    "Optimization",
+    "Run",
+    "Task",
+    "TrainLoader",
+    "amp_dtype",
+    "fit",
+    "train_loader",
+]
+
+
+@dataclass(frozen=True)
+class Optimization:
+    """How a run optimises: the settings every task shares."""
+
+    epochs: int
+    batch_size: int  # per process
+    optimizer: str  # "sgd" or "adamw"
+    lr: float
+    weight_decay: float
+    momentum: float
+    warmup_epochs: float
+    head_epochs: int = 0  # first epochs in which only the module ``head`` trains
+    head: str | None = None  # the classifier's module name, for head_epochs
+    ema_decay: float | None = None
+    amp: bool = False
+    compile: bool = False
+    sync_bn: bool = False
+    clip_grad: float | None = None  # largest gradient norm; None: no clipping
+
+
+@dataclass
+class Run:
+    """A run's identity: its settings (saved as they are), what its saved weights need, where it writes."""
+
+    config: Any  # the task's settings dataclass
+    meta: dict[str, Any]
+    run_dir: str
+    command: str  # "botnet train", for the messages that say how to resume
+    env: DistEnv
+    log: Any
+    state: dict[str, Any] | None = None  # a last.pt being continued
+
+    @property
+    def last_pt(self) -> str:
+        return os.path.join(self.run_dir, "last.pt")
+
+
+class Task(Protocol):
+    """What a task adds to the loop."""
+
+    columns: Sequence[str]  # metrics.csv columns, in order (epoch, train_loss, ..., lr, seconds)
+
+    def loss(self, model: nn.Module, batch: Any, device: torch.device) -> tuple[Tensor, dict[str, Tensor], int]:
+        """The loss to minimise, its named parts (for the log), and the number of images in the batch."""
+        ...
+
+    def evaluate(self, model: nn.Module, epoch: int, last: bool) -> dict[str, float]:
+        """Held-out metrics after ``epoch`` (0-based) on every rank; {} where this epoch skips them."""
+        ...
+
+    def describe(self, row: Mapping[str, Any]) -> str:
+        """The log line of an epoch's metrics row."""
+        ...
+
+
+@dataclass
+class FitResult:
+    rows: list[dict[str, Any]]
+    metrics: dict[str, float]  # the last evaluation
+    eval_model: nn.Module  # the weights to keep (the EMA when there is one)
+    wall_seconds: float
+    train_seconds: float
+    train_images: int
+
+
+class SeededSamples(Dataset):
+    """``dataset`` with each sample's augmentation drawn from its own generator, seeded from
+    (seed, epoch, index): the same whatever the worker, the number of workers or a resume."""
+
+    def __init__(self, dataset: Dataset, seed: int) -> None:
+        self.dataset, self.seed, self.epoch = dataset, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> Any:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(epoch_seed(self.seed, self.epoch, 0) * 1_000_003 + index)
+            return self.dataset[index]
+
+
+class SkipBatches(Sampler[list[int]]):
+    """A batch sampler's batches, the first ``skip`` left out (the part of a resumed epoch already trained)."""
+
+    def __init__(self, batches: Sampler[list[int]]) -> None:
+        self.batches, self.skip = batches, 0
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for index, batch in enumerate(self.batches):
+            if index >= self.skip:
+                yield batch
+
+    def __len__(self) -> int:
+        return max(0, len(self.batches) - self.skip)  # type: ignore[arg-type]
+
+
+class GroupedBatchSampler(Sampler[list[int]]):
+    """Batches whose images share a group (their aspect ratio: portrait or not), as torchvision's
+    detection references batch, so padding to a batch's largest image wastes little. Yields
+    len(sampler) // batch_size batches, as plain batching would: groups' leftovers, in sampler order,
+    fill the last ones."""
+
+    def __init__(self, sampler: Sampler[int], group_ids: Sequence[int], batch_size: int) -> None:
+        self.sampler, self.group_ids, self.batch_size = sampler, group_ids, batch_size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        waiting: dict[int, list[int]] = {}
+        yielded = 0
+        for index in self.sampler:
+            group = waiting.setdefault(self.group_ids[index], [])
+            group.append(index)
+            if len(group) == self.batch_size and yielded < len(self):
+                yield group[:]
+                group.clear()
+                yielded += 1
+        leftovers = [i for group in waiting.values() for i in group]
+        order = {index: n for n, index in enumerate(self.sampler)}  # the same order again (set_epoch fixed it)
+        leftovers.sort(key=order.__getitem__)
+        for start in range(0, (len(self) - yielded) * self.batch_size, self.batch_size):
+            yield leftovers[start : start + self.batch_size]
+
+    def __len__(self) -> int:
+        return len(self.sampler) // self.batch_size  # type: ignore[arg-type]
+
+
+def amp_dtype(enabled: bool, device: torch.device) -> torch.dtype | None:
+    """bfloat16 autocast, or float16 on GPUs without bfloat16; None when AMP is off."""
+    if not enabled:
+        return None
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
+
+
+@dataclass
+class TrainLoader:
+    """The training loader and the parts :func:`fit` sets each epoch."""
+
+    loader: DataLoader
+    sampler: DistributedSampler
+    samples: SeededSamples
+    skip: SkipBatches
+    generator: torch.Generator  # the loader's own: starting an epoch draws from it, not from the global one
+
+    @property
+    def steps(self) -> int:
+        return len(self.skip.batches)  # type: ignore[arg-type]
+
+    def start_epoch(self, seed: int, epoch: int, skip: int) -> None:
+        self.sampler.set_epoch(epoch)
+        self.samples.set_epoch(epoch)
+        self.skip.skip = skip
+        self.generator.manual_seed(epoch_seed(seed, epoch, 0))
+
+
+def train_loader(
+    dataset: Dataset,
+    opt: Optimization,
+    env: DistEnv,
+    *,
+    seed: int,
+    workers: int,
+    collate_fn: Callable | None = None,
+    batch_sampler: Callable[[Sampler[int], int], Sampler[list[int]]] | None = None,
+) -> TrainLoader:
+    """The training loader: each rank's shard (DistributedSampler, reshuffled per epoch), batches from
+    ``batch_sampler(sampler, batch_size)`` (default plain, the last short batch dropped), samples seeded
+    per epoch. Workers start fresh each epoch, so each sees the epoch's dataset state."""
+    samples = SeededSamples(dataset, seed)
+    sampler = DistributedSampler(
+        samples, num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=seed, drop_last=True
+    )
+    batches = (batch_sampler or (lambda s, b: BatchSampler(s, b, drop_last=True)))(sampler, opt.batch_size)
+    skip = SkipBatches(batches)
+    generator = torch.Generator()
+    loader = DataLoader(
+        samples, batch_sampler=skip, num_workers=workers, collate_fn=collate_fn, generator=generator,
+        pin_memory=env.device.type == "cuda", worker_init_fn=init_helper_process,
+    )  # fmt: skip
+    return TrainLoader(loader, sampler, samples, skip, generator)
+
+
+def _optimizer(model: nn.Module, opt: Optimization, steps: int):
+    """The optimizer and its per-step schedule: warm-up then cosine; with ``head_epochs`` the head alone
+    first (the rest's rate held at zero, then its own warm-up and cosine)."""
+    head = opt.head if opt.head_epochs else None
+    groups = param_groups(model, opt.weight_decay, head=head)
+    if opt.optimizer == "sgd":
+        optimizer: torch.optim.Optimizer = torch.optim.SGD(groups, lr=opt.lr, momentum=opt.momentum)
+    else:
+        optimizer = torch.optim.AdamW(groups, lr=opt.lr)
+    total, head_steps = opt.epochs * steps, opt.head_epochs * steps
+    warmup = max(1, round(opt.warmup_epochs * steps)) if opt.warmup_epochs > 0 else 0
+    whole, rest = warmup_cosine(warmup, total), head_first(warmup_cosine(warmup, total - head_steps), head_steps)
+    factors = [whole if group.get("head", True) else rest for group in groups]
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factors)
+
+
+def _any_rank(env: DistEnv, *flags: bool) -> list[bool]:
+    """Each flag, true if it is true on any rank: one all-reduce under DDP."""
+    values = torch.tensor([float(flag) for flag in flags], device=env.device)
+    if env.distributed:
+        dist.all_reduce(values, op=dist.ReduceOp.MAX)
+    return [bool(v) for v in values.tolist()]
+
+
+def _agree(loss: Tensor, stop: GracefulStop, env: DistEnv) -> tuple[bool, bool]:
+    """(loss finite on every rank, a stop requested on any rank), agreed once per step."""
+    bad, stopping = _any_rank(env, not torch.isfinite(loss.detach()).item(), stop.requested)
+    return not bad, stopping
+
+
+@dataclass
+class _Epoch:
+    """How far one epoch got: sums over all ranks of each loss part times images, and images."""
+
+    sums: dict[str, float] = field(default_factory=dict)
+    images: int = 0
+    steps: int = 0  # steps done, counting those before a resume
+    stopped: bool = False
+
+    def mean(self, name: str) -> float:
+        return self.sums.get(name, 0.0) / max(self.images, 1)
+
+    def add(self, other: _Epoch) -> None:
+        for name, value in other.sums.items():
+            self.sums[name] = self.sums.get(name, 0.0) + value
+        self.images += other.images
+
+
+class _Loop:
+    """The state of one fit: built once, then one epoch at a time."""
+
+    def __init__(self, run: Run, task: Task, model: nn.Module, data: TrainLoader, opt: Optimization) -> None:
+        self.run, self.task, self.opt, self.env, self.data = run, task, opt, run.env, data
+        if opt.sync_bn and self.env.distributed:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        self.model = model.to(self.env.device)
+        self.ema = (
+            AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(opt.ema_decay), use_buffers=True)
+            if opt.ema_decay
+            else None
+        )
+        self.eval_model = self.ema.module if self.ema is not None else self.model
+        self.steps = data.steps
+        self.optimizer, self.scheduler = _optimizer(self.model, opt, self.steps)
+        self.amp_dtype = amp_dtype(opt.amp, self.env.device)
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        self.train_model: nn.Module = self.model
+        if self.env.distributed:
+            ids = [self.env.local_rank] if self.env.device.type == "cuda" else None
+            self.train_model = DistributedDataParallel(self.model, device_ids=ids)
+        if opt.compile:
+            self.train_model = torch.compile(self.train_model)
+        self.rows: list[dict[str, Any]] = []
+        self.start_epoch = self.start_step = 0
+        self.previous_seconds = self.train_seconds = 0.0
+        self.train_images = 0
+        self.partial = _Epoch()
+        self.started = time.perf_counter()
+
+    def restore(self, state: dict[str, Any]) -> None:
+        run = self.run
+        check_resumable(state, run.last_pt, self.env.world_size, self.steps)
+        restore_training_state(
+            state, run.last_pt, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler, ema=self.ema,
+            scaler=self.scaler if state.get("scaler") is not None else None,
+        )  # fmt: skip
+        self.start_epoch, self.start_step, self.rows = state["epoch"], state.get("step", 0), state["metrics"]
+        self.previous_seconds, self.train_seconds = state["wall_seconds"], state["train_seconds"]
+        self.train_images = state["train_images"]
+        partial = dict(state.get("partial", {}))  # the loss sums and "images" of a stopped epoch
+        self.partial = _Epoch(partial, int(partial.pop("images", 0)))
+        where = f"epoch {self.start_epoch + 1}, step {self.start_step + 1}" if self.start_step else f"epoch {self.start_epoch + 1}"
+        run.log.info(f"resuming {run.run_dir} at {where}")
+
+    def state(self, epoch: int, progress: _Epoch | None = None, rng: list | None = None) -> dict[str, Any]:
+        partial = {**progress.sums, "images": progress.images} if progress else {}
+        return dict(
+            config=dataclasses.asdict(self.run.config), meta=self.run.meta, epoch=epoch,
+            step=progress.steps if progress else 0, world_size=self.env.world_size, partial=partial, rng=rng or [],
+            model=self.model.state_dict(), ema=self.ema.state_dict() if self.ema is not None else None,
+            optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
+            scaler=self.scaler.state_dict() if self.scaler is not None else None, metrics=self.rows,
+            wall_seconds=self.wall_seconds, train_seconds=self.train_seconds, train_images=self.train_images,
+        )  # fmt: skip
+
+    @property
+    def wall_seconds(self) -> float:
+        return self.previous_seconds + time.perf_counter() - self.started
+
+    @property
+    def lr(self) -> float:
+        return max(group["lr"] for group in self.optimizer.param_groups)
+
+    def step(self, batch: Any, epoch: int, step: int, stop: GracefulStop) -> tuple[dict[str, Tensor], int, bool]:
+        device = self.env.device
+        with torch.autocast(device.type, dtype=self.amp_dtype or torch.bfloat16, enabled=self.amp_dtype is not None):
+            loss, parts, images = self.task.loss(self.train_model, batch, device)
+        loss = loss.float()
+        finite, stopping = _agree(loss, stop, self.env)
+        if not finite:
+            value = float(loss.detach())
+            named = ", ".join(f"{k}={float(v.detach())}" for k, v in parts.items() if not math.isfinite(float(v.detach())))
+            if math.isfinite(value):
+                what = "the loss became NaN or infinite in another process"
+            else:
+                what = f"the loss became {named or value}"
+            raise diverged(what, epoch, step, self.run.run_dir)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            if self.opt.clip_grad:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.opt.clip_grad)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            if self.opt.clip_grad:
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.opt.clip_grad)
+            self.optimizer.step()
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+        return {"train_loss": loss.detach(), **{k: v.detach().float() for k, v in parts.items()}}, images, stopping
+
+    def train_epoch(self, epoch: int, first_step: int, stop: GracefulStop) -> _Epoch:
+        """One pass from step ``first_step``; stops after the step during which a stop was requested."""
+        self.train_model.train()
+        names: list[str] = []
+        sums = torch.zeros(0, dtype=torch.float64, device=self.env.device)
+        images = 0
+        show = self.env.is_main and sys.stderr.isatty()
+        bar = tqdm(self.data.loader, desc=f"epoch {epoch + 1}/{self.opt.epochs}", disable=not show, leave=False, dynamic_ncols=True)
+        done, stopping = first_step, False
+        for step, batch in enumerate(bar, start=first_step):
+            parts, count, stopping = self.step(batch, epoch, step, stop)
+            if not names:
+                names = list(parts)
+                sums = torch.zeros(len(names), dtype=torch.float64, device=self.env.device)
+            sums += torch.stack([parts[n] for n in names]).double() * count
+            images += count
+            done = step + 1
+            if show:
+                bar.set_postfix(loss=f"{float(parts['train_loss']):.4f}", lr=f"{self.lr:.2e}")
+            if stopping:
+                break
+        bar.close()
+        totals = all_reduce_sum(torch.cat([sums, torch.tensor([float(images)], dtype=torch.float64, device=self.env.device)]), self.env)
+        return _Epoch(dict(zip(names, totals[:-1].tolist())), int(totals[-1]), done, stopping)
+
+    def save_and_stop(self, epoch: int, progress: _Epoch) -> None:
+        rng = gather_objects(rng_state(), self.env)  # every rank's: each continues its own stream
+        if self.env.is_main:
+            save_training_state(self.run.last_pt, self.state(epoch, progress, rng))
+        barrier(self.env)  # no rank leaves (and has torchrun stop the others) before the checkpoint is saved
+        raise interrupted(self.run.last_pt, self.run.command, f"at epoch {epoch + 1}, step {progress.steps} of {self.steps}")
+
+    def evaluate(self, epoch: int, last: bool) -> dict[str, float]:
+        broadcast_buffers(self.eval_model, self.env)
+        return self.task.evaluate(self.eval_model, epoch, last)
+
+
+def fit(run: Run, task: Task, model: nn.Module, data: TrainLoader, opt: Optimization) -> FitResult:
+    """Train ``model`` for ``opt.epochs`` (from ``run.state`` where it stopped) on ``data`` (from
+    :func:`train_loader`), evaluating as the task says."""
+    loop = _Loop(run, task, model, data, opt)
+    env, seed = run.env, run.config.seed
+    if run.state is not None:
+        loop.restore(run.state)
+    metrics: dict[str, float] = {}
+    with GracefulStop() as stop, failures_end_the_run(run.last_pt, run.command):
+        for epoch in range(loop.start_epoch, opt.epochs):
+            first_step = loop.start_step if epoch == loop.start_epoch else 0
+            torch.manual_seed(epoch_seed(seed, epoch, env.rank))
+            if first_step:
+                restore_rng_state(run.state, env.rank)  # where the interrupted epoch was, not its start
+            data.start_epoch(seed, epoch, first_step)
+            epoch_start = time.perf_counter()
+            progress = loop.train_epoch(epoch, first_step, stop)
+            loop.train_seconds += time.perf_counter() - epoch_start
+            loop.train_images += progress.images
+            if first_step:  # the part of this epoch trained before the interruption
+                progress.add(loop.partial)
+            if progress.stopped:
+                loop.save_and_stop(epoch, progress)
+            last = epoch + 1 == opt.epochs
+            evaluated = loop.evaluate(epoch, last)
+            metrics = evaluated or metrics
+            row: dict[str, Any] = {"epoch": epoch + 1}
+            row.update({name: round(progress.mean(name), 6) for name in progress.sums if name in task.columns})
+            row.update({k: round(v, 6) for k, v in evaluated.items() if k in task.columns})
+            row["lr"] = loop.lr
+            row["seconds"] = round(time.perf_counter() - epoch_start, 3)
+            loop.rows.append(row)
+            if env.is_main:
+                write_metrics_csv(os.path.join(run.run_dir, "metrics.csv"), loop.rows, task.columns)
+                save_training_state(run.last_pt, loop.state(epoch + 1))
+            run.log.info(f"epoch {epoch + 1}/{opt.epochs}  {task.describe(row)}  {row['seconds']:.1f}s")
+            if not last and _any_rank(env, stop.requested)[0]:  # asked to stop during the evaluation
+                raise interrupted(run.last_pt, run.command, f"after epoch {epoch + 1}")
+        if not metrics:  # resumed a finished run, or no evaluation yet
+            metrics = loop.evaluate(opt.epochs - 1, True)
+    return FitResult(loop.rows, metrics, loop.eval_model, loop.wall_seconds, loop.train_seconds, loop.train_images)
