@@ -108,18 +108,20 @@ def _cmd_info(args: argparse.Namespace) -> int:
 _TRAIN_FLAGS = (
     "data", "model", "img_size", "recipe", "epochs", "batch_size", "lr", "weight_decay", "optimizer",
     "momentum", "warmup_epochs", "label_smoothing", "randaugment", "ema_decay", "seed", "output_dir",
-    "amp", "compile", "workers", "sync_bn", "skip_bad_images", "pretrained", "head_epochs",
+    "amp", "compile", "workers", "sync_bn", "skip_bad_images", "pretrained", "head_epochs", "clip_grad", "tensorboard",
 )  # fmt: skip
 
 
 def _start_or_resume(args: argparse.Namespace, flags: Sequence[str], config_class, train) -> int:
-    """A new run from the given flags, or ``--resume`` of a saved one (which takes no setting flags)."""
+    """A new run from the given flags, or ``--resume`` of a saved one (which takes no setting flags but
+    ``--epochs``, to extend it)."""
     given = {name: getattr(args, name) for name in flags if getattr(args, name) is not None}
     if args.resume:
+        epochs = given.pop("epochs", None)
         if given:
             names = ", ".join("--" + name.replace("_", "-") for name in given)
-            raise ConfigError(f"--resume continues a run with its saved settings; drop {names}")
-        train(resume=args.resume)
+            raise ConfigError(f"--resume continues a run with its saved settings (only --epochs may change); drop {names}")
+        train(resume=args.resume, epochs=epochs)
     else:
         train(config_class(**given))
     return 0
@@ -209,7 +211,7 @@ _DETECT_FLAGS = (
     "data", "train_images", "train_annotations", "val_images", "val_annotations", "detector", "backbone", "recipe",
     "epochs", "batch_size", "optimizer", "lr", "weight_decay", "momentum", "warmup_epochs", "min_size", "max_size",
     "fpn_channels", "anchor_sizes", "eval_every", "backbone_weights", "trainable_layers", "seed", "output_dir",
-    "workers", "skip_bad",
+    "workers", "skip_bad", "amp", "sync_bn", "clip_grad", "scale_jitter", "tensorboard",
 )  # fmt: skip
 
 
@@ -314,6 +316,17 @@ def _add_detect_parser(commands) -> None:
     p.add_argument("--output-dir", help="run folder (default runs/detect-DATA-BACKBONE-TIME)")
     p.add_argument("--resume", metavar="RUN/last.pt", help="continue an interrupted run")
     p.add_argument("--workers", type=int, help="data-loading processes (default 0)")
+    p.add_argument("--amp", action="store_true", default=None, help="bfloat16 autocast (float16 on older GPUs)")
+    p.add_argument("--sync-bn", action="store_true", default=None, help="SyncBatchNorm across GPUs (torchrun)")
+    p.add_argument("--clip-grad", type=float, metavar="NORM", help="clip the gradient norm to this")
+    p.add_argument(
+        "--tensorboard", action="store_true", default=None,
+        help="also write the metrics as TensorBoard scalars in RUN/tensorboard (pip install 'botnet[tensorboard]')",
+    )  # fmt: skip
+    p.add_argument(
+        "--scale-jitter", type=float, nargs=2, metavar=("LOW", "HIGH"),
+        help="large-scale jitter: resize by a factor in [LOW, HIGH] of --min-size, crop/pad to it (paper: 0.1 2.0)",
+    )  # fmt: skip
     p.add_argument(
         "--skip-bad", action="store_true", default=None, help="leave out bad images and annotations (counted)"
     )
@@ -449,6 +462,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="data-loading processes")
     p.add_argument("--sync-bn", action="store_true", default=None, help="SyncBatchNorm across GPUs")
     p.add_argument("--skip-bad-images", action="store_true", default=None, help="leave out unreadable files")
+    p.add_argument("--clip-grad", type=float, metavar="NORM", help="clip the gradient norm to this")
+    p.add_argument(
+        "--tensorboard", action="store_true", default=None,
+        help="also write the metrics as TensorBoard scalars in RUN/tensorboard (pip install 'botnet[tensorboard]')",
+    )  # fmt: skip
     p.set_defaults(func=_cmd_train)
 
     p = commands.add_parser("eval", help="top-1, top-5, per-class accuracy and confusion matrix of a trained model")

@@ -94,8 +94,13 @@ def saved_config(state: dict[str, Any], path: str, config_class: type, resolve: 
         resolved = resolve(config)
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"{path}: its saved settings are not valid ({first_line(error)})") from error
-    # Settings added since the file was written take their defaults; those it has must already be final.
-    if any(getattr(resolved, name) != getattr(config, name) for name in state["config"]):
+    # Settings added since the file was written take their defaults; those it has must already be final
+    # (a relative path, as older versions saved it, is taken from here).
+    def final(name: str) -> bool:
+        saved, now = getattr(config, name), getattr(resolved, name)
+        return saved == now or (isinstance(saved, str) and isinstance(now, str) and os.path.abspath(saved) == now)
+
+    if not all(final(name) for name in state["config"]):
         raise CheckpointError(f"{path}: its saved settings are incomplete; the file is damaged")
     return resolved
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,10 +34,10 @@ from .checkpoint import (
     saved_config,
 )
 from .distributed import DistEnv, all_reduce_sum, init_distributed, main_process_first, shutdown_distributed
-from .engine import Optimization, Run, amp_dtype, fit, train_loader
+from .engine import Optimization, Run, amp_dtype, check_tensorboard, fit, train_loader
 from .recipes import RECIPES, check_field_types, check_workers, fill_from_recipe
 from .report import METRIC_COLUMNS, plot_confusion, plot_curves, setup_logging, write_json
-from .runs import failures_end_the_run, open_run_dir
+from .runs import extend_epochs, failures_end_the_run, open_run_dir, restarted_run, run_stamp, same_settings
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -77,6 +76,8 @@ class TrainConfig:
     ema_decay: float | None = None
     crop_scale_min: float | None = None
     head_epochs: int | None = None  # first epochs in which only the classifier trains
+    clip_grad: float | None = None  # largest gradient norm (None: no clipping)
+    tensorboard: bool = False  # also write the metrics as TensorBoard scalars (RUN/tensorboard)
     seed: int = 0
     output_dir: str | None = None  # default runs/DATASET-MODEL-TIME
     amp: bool = False
@@ -96,6 +97,8 @@ class TrainConfig:
         values["recipe"] = recipe_name
         if self.pretrained not in (None, PUBLISHED_WEIGHTS):
             values["pretrained"] = os.path.abspath(self.pretrained)
+        if self.data not in (None, DIGITS):
+            values["data"] = os.path.abspath(self.data)  # a resume from another folder finds it
         if self.lr is None and recipe.lr_reference_batch:
             values["lr"] = recipe.lr * values["batch_size"] * world_size / recipe.lr_reference_batch
         if values["img_size"] is None:
@@ -104,7 +107,7 @@ class TrainConfig:
             values["ema_decay"] = None  # --ema-decay 0 turns a recipe's EMA off
         if values["output_dir"] is None:
             dataset = DIGITS if self.data in (None, DIGITS) else os.path.basename(os.path.normpath(self.data))
-            values["output_dir"] = os.path.join("runs", f"{dataset}-{self.model}-{time.strftime('%Y%m%d-%H%M%S')}")
+            values["output_dir"] = os.path.join("runs", f"{dataset}-{self.model}-{run_stamp()}")
         if values["workers"] is None:
             values["workers"] = 0 if self.data in (None, DIGITS) else min(4, os.cpu_count() or 1)
         config = TrainConfig(**values)
@@ -129,6 +132,10 @@ class TrainConfig:
             raise ConfigError(f"--ema-decay must be in (0, 1), got {self.ema_decay}")
         if self.workers is not None:
             check_workers(self.workers)
+        if self.clip_grad is not None and self.clip_grad <= 0:
+            raise ConfigError(f"--clip-grad must be positive, got {self.clip_grad}")
+        if self.tensorboard:
+            check_tensorboard()
         if self.head_epochs is not None and not 0 <= self.head_epochs < self.epochs:
             raise ConfigError(f"--head-epochs must be in 0..{self.epochs - 1} (fewer than --epochs), got {self.head_epochs}")
         if self.pretrained == PUBLISHED_WEIGHTS and entry.pretrained is None:
@@ -219,10 +226,11 @@ class _Classifier:
         )
 
 
-def train(config: TrainConfig | None = None, *, resume: str | None = None) -> dict[str, Any]:
+def train(config: TrainConfig | None = None, *, resume: str | None = None, epochs: int | None = None) -> dict[str, Any]:
     """Train a classifier; returns the summary (also written to summary.json).
 
-    ``resume``: a run's last.pt; the run continues with its saved settings in its own folder.
+    ``resume``: a run's last.pt; the run continues with its saved settings in its own folder (``epochs``
+    may extend it; the schedule is then planned again for the new total).
     Ctrl-C (or SIGTERM) stops at the end of the current step, saves last.pt and raises RunInterrupted;
     an expected failure once training has started raises RunFailed naming the checkpoint to resume.
     """
@@ -231,9 +239,14 @@ def train(config: TrainConfig | None = None, *, resume: str | None = None) -> di
         state, user_config = None, config or TrainConfig()
         if resume:
             state = load_training_state(resume)
-            config = _config_from_state(state, resume)
+            config = extend_epochs(_config_from_state(state, resume), state, epochs, resume)
         else:
             config = user_config.resolve(env.world_size)
+            restart = restarted_run(config.output_dir)  # torchrun restarted the group: continue the run
+            if restart is not None:
+                state = load_training_state(restart)
+                config, started = _config_from_state(state, restart), config
+                same_settings(config, started, restart)
         return _train(config, env, state, user_config)
     finally:
         shutdown_distributed()
@@ -308,7 +321,7 @@ def _fit(config: TrainConfig, env: DistEnv, state: dict[str, Any] | None, data, 
         epochs=config.epochs, batch_size=config.batch_size, optimizer=config.optimizer, lr=config.lr,
         weight_decay=config.weight_decay, momentum=config.momentum, warmup_epochs=config.warmup_epochs,
         head_epochs=config.head_epochs, head="fc", ema_decay=config.ema_decay, amp=config.amp,
-        compile=config.compile, sync_bn=config.sync_bn,
+        compile=config.compile, sync_bn=config.sync_bn, clip_grad=config.clip_grad,
     )  # fmt: skip
     train_data = train_loader(data.train, opt, env, seed=config.seed, workers=config.workers)
     val_shard = Subset(data.val, range(env.rank, len(data.val), env.world_size))
@@ -332,14 +345,14 @@ def _fit(config: TrainConfig, env: DistEnv, state: dict[str, Any] | None, data, 
         **({"pretrained": loaded} if loaded else {}),
     )
     params = sum(p.numel() for p in model.parameters())
-    if env.is_main and state is None:
+    if env.is_main and (state is None or state["config"].get("epochs") != config.epochs):  # new, or extended
         write_json(os.path.join(run_dir, "config.json"), dataclasses.asdict(config))
         log.info(
             f"training {config.model} ({params / 1e6:.2f}M parameters) at {config.img_size}px on {data.name}: "
             f"{len(data.train)} train / {len(data.val)} held-out images, {num_classes} classes, "
             f"{config.epochs} epochs, {env.world_size} process(es) on {env.device.type}; writing to {run_dir}"
         )
-    run = Run(config, meta, run_dir, "botnet train", env, log, state)
+    run = Run(config, meta, run_dir, "botnet train", env, log, state, tensorboard=config.tensorboard)
     fitted = fit(run, task, model, train_data, opt)
     result = task.result
     summary = dict(

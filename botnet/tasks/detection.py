@@ -16,14 +16,13 @@ import dataclasses
 import io
 import os
 import sys
-import time
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from PIL import Image
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 from torchvision.ops import FrozenBatchNorm2d
 from torchvision.transforms import v2
 from tqdm import tqdm
@@ -56,10 +55,10 @@ from .distributed import (
     main_process_first,
     shutdown_distributed,
 )
-from .engine import GroupedBatchSampler, Optimization, Run, fit, train_loader
+from .engine import GroupedBatchSampler, Optimization, Run, check_tensorboard, fit, train_loader
 from .recipes import check_field_types, check_workers, fill_from_recipe
 from .report import setup_logging, write_json
-from .runs import failures_end_the_run, open_run_dir
+from .runs import extend_epochs, failures_end_the_run, open_run_dir, restarted_run, run_stamp, same_settings
 
 __all__ = [
     "DETECT_RECIPES",
@@ -100,6 +99,7 @@ class DetectRecipe:
     box_batch_size_per_image: int  # RoIs sampled per image to train the box head (torchvision: 512)
     roi_sampling_ratio: int  # RoI-Align samples per bin side (torchvision: 2)
     eval_every: int
+    scale_jitter: tuple[float, float] | None = None  # large-scale jitter's scale range (None: flips only)
 
 
 DETECT_RECIPES = {
@@ -111,13 +111,15 @@ DETECT_RECIPES = {
         anchor_sizes=(8, 16, 32, 64, 128), box_head_width=512, mask_head_width=64,
         proposals=(600, 300, 300, 150), box_batch_size_per_image=64, roi_sampling_ratio=1, eval_every=5,
     ),
-    # The paper's COCO set-up (Sec. 4.1): Mask R-CNN, FPN, 1024 px, 36 epochs; torchvision's heads,
-    # anchors and proposal counts; SGD at 0.02 per 16 images (torchvision's reference schedule shape).
+    # The paper's COCO set-up (Sec. 4.1): Mask R-CNN, FPN, 1024 px, 36 epochs, large-scale jitter (scales
+    # 0.1-2.0, then a 1024 x 1024 crop); torchvision's heads, anchors and proposal counts; SGD at 0.02 per
+    # 16 images (torchvision's reference schedule shape).
     "paper": DetectRecipe(
         backbone="botnet50", epochs=36, batch_size=2, optimizer="sgd", lr=0.02, lr_reference_batch=16,
         weight_decay=1e-4, momentum=0.9, warmup_epochs=0.25, min_size=1024, max_size=1024, fpn_channels=256,
         anchor_sizes=None, box_head_width=None, mask_head_width=None,
         proposals=(2000, 2000, 1000, 1000), box_batch_size_per_image=512, roi_sampling_ratio=2, eval_every=1,
+        scale_jitter=(0.1, 2.0),
     ),
 }  # fmt: skip
 
@@ -159,8 +161,11 @@ class DetectConfig:
     output_dir: str | None = None
     workers: int = 0
     skip_bad: bool = False
+    scale_jitter: tuple[float, float] | None = None
     amp: bool = False
     sync_bn: bool = False
+    clip_grad: float | None = None
+    tensorboard: bool = False
 
     def resolve(self) -> DetectConfig:
         check_field_types(self)
@@ -180,11 +185,16 @@ class DetectConfig:
             named = self.data or self.train_images or self.train_annotations or self.val_images or self.val_annotations
             source = SHAPES if self.synthetic else os.path.basename(os.path.normpath(named))
             values["output_dir"] = os.path.join(
-                "runs", f"detect-{source}-{values['backbone']}-{time.strftime('%Y%m%d-%H%M%S')}"
+                "runs", f"detect-{source}-{values['backbone']}-{run_stamp()}"
             )
+        for key in ("data", "train_images", "train_annotations", "val_images", "val_annotations", "backbone_weights"):
+            if values[key] is not None:
+                values[key] = os.path.abspath(values[key])  # a resume from another folder finds them
         for key in ("anchor_sizes", "proposals"):
             if values[key] is not None:
                 values[key] = tuple(int(v) for v in values[key])
+        if values["scale_jitter"] is not None:
+            values["scale_jitter"] = tuple(float(v) for v in values["scale_jitter"])
         config = DetectConfig(**values)
         config.check()
         return config
@@ -217,6 +227,12 @@ class DetectConfig:
         smallest = get_model_entry(self.backbone).config.reduction()
         if self.min_size < smallest:
             raise ConfigError(f"--min-size {self.min_size} is too small for {self.backbone}, which downsamples by {smallest}")
+        if self.scale_jitter is not None and not 0 < self.scale_jitter[0] <= self.scale_jitter[1]:
+            raise ConfigError(f"--scale-jitter needs 0 < LOW <= HIGH, got {self.scale_jitter}")
+        if self.clip_grad is not None and self.clip_grad <= 0:
+            raise ConfigError(f"--clip-grad must be positive, got {self.clip_grad}")
+        if self.tensorboard:
+            check_tensorboard()
         if self.max_size < self.min_size:
             raise ConfigError(f"--max-size ({self.max_size}) must be at least --min-size ({self.min_size})")
         check_workers(self.workers)
@@ -279,13 +295,16 @@ def evaluate_detector(
     env: DistEnv | None = None,
 ) -> dict[str, float]:
     """COCO box (and, for Mask R-CNN, mask) metrics of ``model`` on ``dataset``, in percent. Under DDP
-    (``env``) each rank detects on its share of the images and rank 0 scores all of them, so the
-    numbers equal one process evaluating the whole set."""
+    (``env``) each rank detects on its share of the batches and rank 0 scores all of them: the batches
+    are the ones one process would make (padding to a batch's largest image changes detections a
+    little), so the numbers equal one process evaluating the whole set."""
     model.eval()
     device = next(model.parameters()).device
-    shard = dataset if env is None else Subset(dataset, range(env.rank, len(dataset), env.world_size))
+    batches = [list(range(i, min(i + batch_size, len(dataset)))) for i in range(0, len(dataset), batch_size)]
+    if env is not None:
+        batches = batches[env.rank :: env.world_size]
     loader = DataLoader(
-        shard, batch_size=batch_size, num_workers=workers, collate_fn=_collate, worker_init_fn=init_helper_process
+        dataset, batch_sampler=batches, num_workers=workers, collate_fn=_collate, worker_init_fn=init_helper_process
     )
     results: list[dict[str, Any]] = []
     for images, targets in tqdm(loader, desc="evaluate", disable=not progress, leave=False, dynamic_ncols=True):
@@ -315,10 +334,13 @@ def _generate_shapes(config: DetectConfig, run_dir: str, log) -> tuple[str, str,
     return train_images, train_ann, val_images, val_ann
 
 
-def train_detector(config: DetectConfig | None = None, *, resume: str | None = None) -> dict[str, Any]:
+def train_detector(
+    config: DetectConfig | None = None, *, resume: str | None = None, epochs: int | None = None
+) -> dict[str, Any]:
     """Train a detector; returns the summary (also written to summary.json). Runs alone or under torchrun.
 
-    ``resume``: a run's last.pt; the run continues with its saved settings in its own folder.
+    ``resume``: a run's last.pt; the run continues with its saved settings in its own folder (``epochs``
+    may extend it; the schedule is then planned again for the new total).
     Ctrl-C (or SIGTERM) stops at the end of the current step, saves last.pt and raises RunInterrupted;
     an expected failure once training has started raises RunFailed naming the checkpoint to resume."""
     env = init_distributed()
@@ -326,9 +348,14 @@ def train_detector(config: DetectConfig | None = None, *, resume: str | None = N
         state, user_config = None, config or DetectConfig()
         if resume:
             state = load_training_state(resume)
-            config = _config_from_state(state, resume)
+            config = extend_epochs(_config_from_state(state, resume), state, epochs, resume)
         else:
             config = user_config.resolve()
+            restart = restarted_run(config.output_dir)  # torchrun restarted the group: continue the run
+            if restart is not None:
+                state = load_training_state(restart)
+                config, started = _config_from_state(state, restart), config
+                same_settings(config, started, restart)
         return _train_detector(config, env, state, user_config)
     finally:
         shutdown_distributed()
@@ -367,11 +394,28 @@ def _config_from_state(state: dict[str, Any], path: str) -> DetectConfig:
     return saved_config(state, path, DetectConfig, DetectConfig.resolve)
 
 
+def train_transforms(config: DetectConfig) -> v2.Transform:
+    """Horizontal flips; with ``scale_jitter`` first large-scale jitter (Ghiasi et al. 2021, the paper's
+    detection augmentation): resize by a random factor of the min_size square, crop or pad to it, and
+    drop the boxes (and masks) that the crop leaves empty."""
+    flip = v2.RandomHorizontalFlip(0.5)
+    if config.scale_jitter is None:
+        return flip
+    size = (config.min_size, config.min_size)
+    return v2.Compose([
+        v2.ScaleJitter(size, scale_range=config.scale_jitter, antialias=True),
+        v2.RandomCrop(size, pad_if_needed=True),
+        flip,
+        v2.SanitizeBoundingBoxes(),
+    ])  # fmt: skip
+
+
 def _load_datasets(config: DetectConfig, train_images: str, train_ann: str, val_images: str, val_ann: str):
     """The checked training and held-out sets (same categories)."""
     with_masks = config.detector == "maskrcnn"
-    flip = v2.RandomHorizontalFlip(0.5)
-    train_set = CocoDetection(train_images, train_ann, transforms=flip, skip_bad=config.skip_bad, with_masks=with_masks)
+    train_set = CocoDetection(
+        train_images, train_ann, transforms=train_transforms(config), skip_bad=config.skip_bad, with_masks=with_masks
+    )
     val_set = CocoDetection(val_images, val_ann, skip_bad=config.skip_bad, with_masks=with_masks)
     if train_set.category_ids != val_set.category_ids:
         raise DatasetError(
@@ -440,7 +484,7 @@ def _fit_detector(
     opt = Optimization(
         epochs=config.epochs, batch_size=config.batch_size, optimizer=config.optimizer, lr=config.lr,
         weight_decay=config.weight_decay, momentum=config.momentum, warmup_epochs=config.warmup_epochs,
-        amp=config.amp, sync_bn=config.sync_bn,
+        amp=config.amp, sync_bn=config.sync_bn, clip_grad=config.clip_grad,
     )  # fmt: skip
     groups = _aspect_groups(train_set)
     data = train_loader(
@@ -448,7 +492,7 @@ def _fit_detector(
         batch_sampler=lambda sampler, batch: GroupedBatchSampler(sampler, groups, batch),
     )  # fmt: skip
     steps = data.steps
-    if state is None and env.is_main:
+    if env.is_main and (state is None or state["config"].get("epochs") != config.epochs):  # new, or extended
         write_json(os.path.join(run_dir, "config.json"), dataclasses.asdict(config))
         params = sum(p.numel() for p in model.parameters())
         log.info(
@@ -457,7 +501,7 @@ def _fit_detector(
             f"{config.epochs} epochs of {steps} steps, batch {config.batch_size} x {env.world_size} process(es), "
             f"lr {config.lr:g}"
         )
-    run = Run(config, meta, run_dir, "botnet detect train", env, log, state)
+    run = Run(config, meta, run_dir, "botnet detect train", env, log, state, tensorboard=config.tensorboard)
     fitted = fit(run, _Detection(config, val_set, env, with_masks), model, data, opt)
     metrics, model = fitted.metrics, fitted.eval_model
     summary = dict(

@@ -35,6 +35,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, Sampler
 from tqdm import tqdm
 
+from ..errors import ConfigError
 from ..interrupts import GracefulStop, init_helper_process
 from .checkpoint import check_resumable, restore_training_state, save_training_state
 from .distributed import DistEnv, all_reduce_sum, barrier, broadcast_buffers, gather_objects
@@ -50,6 +51,7 @@ __all__ = [
     "Task",
     "TrainLoader",
     "amp_dtype",
+    "check_tensorboard",
     "fit",
     "train_loader",
 ]
@@ -86,6 +88,7 @@ class Run:
     env: DistEnv
     log: Any
     state: dict[str, Any] | None = None  # a last.pt being continued
+    tensorboard: bool = False  # also write each epoch's metrics row as TensorBoard scalars (RUN/tensorboard)
 
     @property
     def last_pt(self) -> str:
@@ -422,6 +425,24 @@ class _Loop:
         return self.task.evaluate(self.eval_model, epoch, last)
 
 
+def check_tensorboard() -> None:
+    """--tensorboard needs the tensorboard package: say so before the run starts, not after an epoch."""
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        raise ConfigError("--tensorboard needs the tensorboard package: pip install 'botnet[tensorboard]'") from None
+
+
+def _tensorboard_row(run_dir: str, row: Mapping[str, Any]) -> None:
+    """One epoch's metrics as scalars at step = epoch, in RUN/tensorboard (appended to, across resumes)."""
+    from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package: pip install 'botnet[tensorboard]'
+
+    with SummaryWriter(os.path.join(run_dir, "tensorboard")) as writer:
+        for name, value in row.items():
+            if name != "epoch":
+                writer.add_scalar(name, value, row["epoch"])
+
+
 def fit(run: Run, task: Task, model: nn.Module, data: TrainLoader, opt: Optimization) -> FitResult:
     """Train ``model`` for ``opt.epochs`` (from ``run.state`` where it stopped) on ``data`` (from
     :func:`train_loader`), evaluating as the task says."""
@@ -457,6 +478,8 @@ def fit(run: Run, task: Task, model: nn.Module, data: TrainLoader, opt: Optimiza
             if env.is_main:
                 write_metrics_csv(os.path.join(run.run_dir, "metrics.csv"), loop.rows, task.columns)
                 save_training_state(run.last_pt, loop.state(epoch + 1))
+                if run.tensorboard:
+                    _tensorboard_row(run.run_dir, row)
             run.log.info(f"epoch {epoch + 1}/{opt.epochs}  {task.describe(row)}  {row['seconds']:.1f}s")
             if not last and _any_rank(env, stop.requested)[0]:  # asked to stop during the evaluation
                 raise interrupted(run.last_pt, run.command, f"after epoch {epoch + 1}")

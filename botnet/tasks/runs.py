@@ -16,25 +16,31 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import os
+import time
 from collections.abc import Iterator, Sized
 
 import torch
 from torch.utils.data import Sampler
 
-from ..errors import RunFailed, RunInterrupted, TrainingDiverged, describe
+from ..errors import ConfigError, RunFailed, RunInterrupted, TrainingDiverged, describe
 from ..files import RunLock, remove_stale_temporaries
 from .checkpoint import check_new_run_dir
 
 __all__ = [
     "SkipSampler",
+    "restarted_run",
+    "run_stamp",
     "diverged",
+    "extend_epochs",
     "failures_end_the_run",
     "interrupted",
     "open_run_dir",
     "restore_rng_state",
     "rng_state",
+    "same_settings",
 ]
 
 
@@ -52,6 +58,46 @@ def open_run_dir(run_dir: str, *, resuming: bool, writer: bool) -> Iterator[None
         else:
             check_new_run_dir(run_dir)  # again: another process may have started a run here meanwhile
         yield
+
+
+def run_stamp() -> str:
+    """The default run folder's suffix: the time, or under torchrun its run id (the same on every rank and
+    after torchrun restarts the group, so a restarted worker finds the folder it was writing)."""
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID")
+    return f"torchrun-{run_id[:12]}" if run_id else time.strftime("%Y%m%d-%H%M%S")
+
+
+def restarted_run(run_dir: str) -> str | None:
+    """After ``torchrun --max-restarts`` restarted the group (a worker died): the last.pt this run wrote
+    into ``run_dir``, to continue from; None for a first start, or before the first checkpoint."""
+    if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) < 1:
+        return None
+    last_pt = os.path.join(run_dir, "last.pt")
+    return last_pt if os.path.isfile(last_pt) else None
+
+
+def same_settings(saved, config, path: str) -> None:
+    """A restarted worker continues ``path`` only if it was started with the settings saved there."""
+    differ = [
+        f.name for f in dataclasses.fields(config)
+        if f.name != "output_dir" and getattr(saved, f.name) != getattr(config, f.name)
+    ]  # fmt: skip
+    if differ:
+        raise ConfigError(
+            f"{path} holds a run with other settings ({', '.join('--' + n.replace('_', '-') for n in differ)}); "
+            f"choose another --output-dir"
+        )
+
+
+def extend_epochs(config, state: dict, epochs: int | None, path: str):
+    """``config`` with ``epochs`` (``--resume ... --epochs N``): more epochs than the run had, none fewer
+    than it has finished. The schedule is planned again for the new total from the step reached (the
+    cosine's rate rises again, to where the longer schedule would be at this step)."""
+    if epochs is None or epochs == config.epochs:
+        return config
+    if not isinstance(epochs, int) or epochs < max(1, state["epoch"]):
+        raise ConfigError(f"--epochs {epochs}: {path} has finished {state['epoch']} epochs; give at least that many")
+    return dataclasses.replace(config, epochs=epochs)
 
 
 def diverged(what: str, epoch: int, step: int, run_dir: str) -> TrainingDiverged:

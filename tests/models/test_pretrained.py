@@ -244,11 +244,14 @@ def test_finetune_loads_all_but_the_head_and_records_it(timm_files, tmp_path):
 
 def test_head_epochs_freeze_the_rest(timm_files):
     """The schedule of --head-epochs: the classifier's rate rises at once, the rest stays at zero until then."""
-    from botnet.tasks.classification import TrainConfig, _build_optimizer
+    from botnet.tasks.engine import Optimization, _optimizer
 
     model = botnet.create_model("botnet_tiny", num_classes=3)
-    config = TrainConfig(epochs=3, head_epochs=1, warmup_epochs=0.5).resolve(world_size=1)
-    optimizer, scheduler = _build_optimizer(model, config, steps=4)
+    opt = Optimization(
+        epochs=3, batch_size=8, optimizer="adamw", lr=1e-3, weight_decay=0.05, momentum=0.9, warmup_epochs=0.5,
+        head_epochs=1, head="fc",
+    )
+    optimizer, scheduler = _optimizer(model, opt, steps=4)
     heads = [group.get("head") for group in optimizer.param_groups]
     assert heads == [False, False, True, True]
     rates = []

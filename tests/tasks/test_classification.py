@@ -1,12 +1,15 @@
 """The classification job end to end: digits, image folders, resume, safety, DDP."""
 
+import csv
 import errno
 import json
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -463,3 +466,116 @@ def test_ddp_ranks_stop_together_and_resume_exactly(ddp_run, tmp_path, capsys):
     a, b = _read_weights(str(ddp_run / "model.safetensors")), _read_weights(str(run_dir / "model.safetensors"))
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+def _worker_pids(torchrun_pid: int) -> dict[int, int]:
+    """{rank: pid} of torchrun's worker processes (read from their environment)."""
+    workers = {}
+    for pid in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                parent = int(f.read().rsplit(")", 1)[1].split()[1])
+            if parent != torchrun_pid:
+                continue
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = dict(item.split(b"=", 1) for item in f.read().split(b"\0") if b"=" in item)
+        except (OSError, ValueError, IndexError):
+            continue
+        if b"RANK" in env:
+            workers[int(env[b"RANK"])] = int(pid)
+    return workers
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds torchrun's workers through /proc")
+def test_killed_worker_is_restarted_and_the_run_continues_exactly(ddp_run, tmp_path):
+    """Under torchrun --max-restarts, a worker killed in epoch 2 takes the group down; torchrun restarts it,
+    and the restarted workers continue from the run's own last.pt (no flag), ending with the weights of an
+    uninterrupted run."""
+    run_dir = tmp_path / "run"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "--max-restarts", "1",
+        "-m", "botnet", "train", *DDP_FLAGS, "--output-dir", str(run_dir),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as torchrun:
+        killed = False
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and torchrun.poll() is None:
+            if (run_dir / "metrics.csv").exists() and not killed:  # epoch 1 is saved: kill rank 1 in epoch 2
+                time.sleep(1.0)
+                workers = _worker_pids(torchrun.pid)
+                if 1 in workers:
+                    os.kill(workers[1], signal.SIGKILL)
+                    killed = True
+            time.sleep(0.2)
+        output, _ = torchrun.communicate(timeout=600)
+    assert killed and torchrun.returncode == 0, output[-3000:]
+    assert "resuming" in output and "at epoch 2" in output, output[-3000:]
+    a, b = _read_weights(str(ddp_run / "model.safetensors")), _read_weights(str(run_dir / "model.safetensors"))
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_a_restart_never_continues_another_run(digits_run, monkeypatch):
+    """What a restarted worker finds must be its own run: other settings in the folder are refused."""
+    run_dir, _ = digits_run
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
+    with pytest.raises(ValueError, match="holds a run with other settings \\(--epochs\\)"):
+        train(TrainConfig(epochs=7, output_dir=run_dir))
+
+
+
+def test_folder_with_workers_resumes_mid_epoch_exactly(tmp_path, monkeypatch):
+    """Random crops and flips drawn in two worker processes: a run stopped mid-epoch and resumed ends with
+    the weights of an uninterrupted one (each sample's augmentation is seeded by epoch and index, not by
+    the worker that happens to load it)."""
+    data = _image_folder(tmp_path / "data", per_class=12)
+    settings = dict(data=str(data), epochs=2, batch_size=4, workers=2, img_size=32)
+    train(TrainConfig(**settings, output_dir=str(tmp_path / "whole")))
+    real_agree, calls = engine._agree, []
+
+    def ctrl_c_at_step_3(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            signal.raise_signal(signal.SIGINT)
+        return real_agree(*args)
+
+    monkeypatch.setattr(engine, "_agree", ctrl_c_at_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig(**settings, output_dir=str(tmp_path / "stopped")))
+    monkeypatch.setattr(engine, "_agree", real_agree)
+    assert load_training_state(str(tmp_path / "stopped" / "last.pt"))["step"] == 3
+    train(resume=str(tmp_path / "stopped" / "last.pt"))
+    a = _read_weights(str(tmp_path / "whole" / "model.safetensors"))
+    b = _read_weights(str(tmp_path / "stopped" / "model.safetensors"))
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_resume_extends_a_finished_run(digits_run, tmp_path, capsys):
+    """--resume with more --epochs continues a finished run: the later epochs are trained and recorded."""
+    source, _ = digits_run
+    run_dir = tmp_path / "run"
+    shutil.copytree(source, run_dir)
+    assert main(["train", "--resume", str(run_dir / "last.pt"), "--epochs", "5"]) == 0
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["epochs"] == 5 and json.loads((run_dir / "config.json").read_text())["epochs"] == 5
+    assert len((run_dir / "metrics.csv").read_text().splitlines()) == 6  # header and five epochs
+    assert main(["train", "--resume", str(run_dir / "last.pt"), "--epochs", "3"]) == 2
+    assert "has finished 5 epochs; give at least that many" in capsys.readouterr().err
+    assert main(["train", "--resume", str(run_dir / "last.pt"), "--lr", "1"]) == 2
+
+
+def test_tensorboard_scalars_equal_the_metrics_file(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir = tmp_path / "run"
+    train(TrainConfig(epochs=2, batch_size=256, tensorboard=True, output_dir=str(run_dir)))
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    rows = list(csv.DictReader((run_dir / "metrics.csv").read_text().splitlines()))
+    for name in ("train_loss", "val_top1", "lr"):
+        scalars = events.Scalars(name)
+        assert [s.step for s in scalars] == [1, 2]
+        assert [s.value for s in scalars] == pytest.approx([float(r[name]) for r in rows], rel=1e-6)

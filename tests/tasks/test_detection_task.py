@@ -6,6 +6,8 @@ import csv
 import json
 import os
 import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -305,3 +307,62 @@ def test_cli_eval_predict_and_make_data(tiny_run, tmp_path, capsys):
     assert os.path.isfile(tmp_path / "d" / "val" / "annotations.json")
     assert main(["detect", "make-data", str(tmp_path / "d")]) == 2
     assert "already holds a dataset" in capsys.readouterr().err
+
+
+TWO_PROCESSES = """
+import sys
+from botnet.tasks.detection import DetectConfig, train_detector
+
+train_detector(DetectConfig(shapes_train_images=16, shapes_val_images=6, epochs=2, batch_size=2, eval_every=1,
+                            output_dir=sys.argv[1]))
+"""
+
+
+def test_two_processes_under_torchrun_report_the_ap_of_the_saved_model(tmp_path):
+    """Detection under torchrun (gloo on CPU): each rank trains on its shard and detects on its share of the
+    held-out images; the AP they report together is the AP of one process evaluating the saved model."""
+    script = tmp_path / "detect.py"
+    script.write_text(TWO_PROCESSES)
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script), str(run_dir)]
+    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["world_size"] == 2
+    state = load_training_state(str(run_dir / "last.pt"))
+    assert state["world_size"] == 2 and len(state["metrics"]) == 2
+    metrics, _, dataset = evaluate_detector_checkpoint(str(run_dir / "model.safetensors"))
+    assert len(dataset) == 6
+    for key in ("bbox_AP", "bbox_AP50", "segm_AP", "segm_AP50"):
+        assert metrics[key] == pytest.approx(summary[key], abs=1e-3), key
+
+
+@pytest.mark.parametrize("scale", [(0.3, 0.3), (2.0, 2.0), (0.1, 2.0)])
+def test_large_scale_jitter_keeps_boxes_masks_and_labels_together(tmp_path, scale):
+    root = str(tmp_path / "data")
+    write_shapes_dataset(root, ShapesSpec(train_images=4, val_images=1))
+    config = DetectConfig(data=root, min_size=96, max_size=96, scale_jitter=scale).resolve()
+    dataset = CocoDetection(
+        os.path.join(root, "train", "images"), os.path.join(root, "train", "annotations.json"),
+        transforms=detection.train_transforms(config),
+    )  # fmt: skip
+    torch.manual_seed(0)
+    for index in range(len(dataset)):
+        image, target = dataset[index]
+        assert image.shape[-2:] == (96, 96)
+        boxes, masks = target["boxes"], target["masks"]
+        assert len(boxes) == len(target["labels"]) == len(masks) and masks.shape[-2:] == (96, 96)
+        assert boxes.canvas_size == (96, 96)
+        if len(boxes):
+            assert (boxes[:, 2] > boxes[:, 0]).all() and (boxes[:, 3] > boxes[:, 1]).all()
+            assert boxes.min() >= 0 and boxes.max() <= 96
+            for box, mask in zip(boxes, masks):  # each kept mask lies inside its box
+                ys, xs = torch.nonzero(mask, as_tuple=True)
+                if len(xs):
+                    assert xs.min() >= box[0] - 1 and xs.max() <= box[2] + 1
+    assert DetectConfig(recipe="paper").resolve().scale_jitter == (0.1, 2.0)
+
+
+def test_amp_and_clipping_train_a_detector(tmp_path):
+    summary = train_detector(DetectConfig(**{**TINY, "epochs": 1}, amp=True, clip_grad=1.0, output_dir=str(tmp_path / "run")))
+    assert summary["bbox_AP"] >= 0 and json.loads((tmp_path / "run" / "config.json").read_text())["amp"] is True
