@@ -36,7 +36,7 @@ from .checkpoint import (
 from .distributed import DistEnv, all_reduce_sum, init_distributed, main_process_first, shutdown_distributed
 from .engine import Optimization, Run, amp_dtype, check_tensorboard, fit, train_loader
 from .recipes import RECIPES, check_field_types, check_workers, fill_from_recipe
-from .report import METRIC_COLUMNS, plot_confusion, plot_curves, setup_logging, write_json
+from .report import plot_confusion, plot_curves, setup_logging, write_json
 from .runs import extend_epochs, failures_end_the_run, open_run_dir, restarted_run, run_stamp, same_settings
 
 __all__ = [
@@ -51,6 +51,7 @@ __all__ = [
 ]
 
 DEFAULT_MODEL = "botnet_tiny"
+METRIC_COLUMNS = ["epoch", "train_loss", "val_loss", "val_top1", "val_top5", "lr", "seconds"]  # metrics.csv
 PUBLISHED_WEIGHTS = "hub"  # --pretrained without a file: the model's published weights
 
 

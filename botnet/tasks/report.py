@@ -15,9 +15,7 @@ import torch
 
 from ..files import atomic_write
 
-__all__ = ["METRIC_COLUMNS", "setup_logging", "write_json", "write_metrics_csv", "plot_curves", "plot_confusion"]
-
-METRIC_COLUMNS = ["epoch", "train_loss", "val_loss", "val_top1", "val_top5", "lr", "seconds"]
+__all__ = ["setup_logging", "write_json", "write_metrics_csv", "plot_curves", "plot_confusion"]
 LOGGER_NAME = "botnet"
 
 
@@ -51,7 +49,7 @@ def write_json(path: str, data: dict[str, Any]) -> None:
     atomic_write(path, lambda f: f.write((json.dumps(data, indent=2) + "\n").encode()))
 
 
-def write_metrics_csv(path: str, rows: Sequence[dict[str, Any]], columns: Sequence[str] = METRIC_COLUMNS) -> None:
+def write_metrics_csv(path: str, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
     """One row per epoch; a value a row lacks (e.g. AP in an epoch without evaluation) is left empty."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(columns))
