@@ -108,7 +108,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 _TRAIN_FLAGS = (
     "data", "model", "img_size", "recipe", "epochs", "batch_size", "lr", "weight_decay", "optimizer",
     "momentum", "warmup_epochs", "label_smoothing", "randaugment", "ema_decay", "seed", "output_dir",
-    "amp", "compile", "workers", "sync_bn", "skip_bad_images", "pretrained", "head_epochs", "clip_grad", "tensorboard",
+    "amp", "compile", "workers", "sync_bn", "skip_bad_images", "pretrained", "head_epochs", "clip_grad", "tensorboard", "hflip",
 )  # fmt: skip
 
 
@@ -453,6 +453,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup-epochs", type=float)
     p.add_argument("--label-smoothing", type=float)
     p.add_argument("--randaugment", action=argparse.BooleanOptionalAction, default=None, help="RandAugment(2, 10)")
+    p.add_argument(
+        "--hflip", action=argparse.BooleanOptionalAction, default=None,
+        help="random horizontal flips (default: on for photo folders, off for the digits; turn off for text, digits "
+        "and other classes a mirror image changes)",
+    )  # fmt: skip
     p.add_argument("--ema-decay", type=float, help="EMA of the weights (0 turns it off)")
     p.add_argument("--seed", type=int)
     p.add_argument("--output-dir", help="run folder (default runs/DATASET-MODEL-TIME)")

@@ -53,9 +53,11 @@ def load_classification_data(
     crop_scale_min: float = 0.08,
     skip_bad_images: bool = False,
     train: bool = True,
+    hflip: bool | None = None,
 ) -> ClassificationData:
     """The bundled digits (``data`` None or "digits") or an image folder DIR with train/ and val/.
-    ``train=False`` skips building the training pipeline (evaluation only)."""
+    ``train=False`` skips building the training pipeline (evaluation only). ``hflip``: random flips
+    in training (default: for photo folders, not for the digits)."""
     if data in (None, DIGITS):
         train_split, val_split = digits_splits()
         result = ClassificationData(
@@ -68,7 +70,8 @@ def load_classification_data(
         )
     if train:
         result.train.transform = train_transform(
-            img_size, result.mean, result.std, crop=result.crop, crop_scale_min=crop_scale_min, randaugment=randaugment
+            img_size, result.mean, result.std, crop=result.crop, crop_scale_min=crop_scale_min, randaugment=randaugment,
+            hflip=hflip,
         )
     result.val.transform = eval_transform(img_size, result.mean, result.std, crop=result.crop)
     return result

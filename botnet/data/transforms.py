@@ -22,23 +22,28 @@ def _to_normalized(mean, std) -> list:
 
 
 def train_transform(
-    img_size: int, mean, std, *, crop: bool, crop_scale_min: float = 0.08, randaugment: bool = False
+    img_size: int,
+    mean,
+    std,
+    *,
+    crop: bool,
+    crop_scale_min: float = 0.08,
+    randaugment: bool = False,
+    hflip: bool | None = None,
 ) -> v2.Compose:
-    """``crop``: random resized crop and horizontal flip (photos); otherwise a resize and a small
-    random affine jitter (digits, where a flip changes the class). ``randaugment``: RandAugment(2, 10)
-    as in the paper."""
+    """``crop``: random resized crop (photos); otherwise a resize and a small random affine jitter
+    (digits). ``hflip``: random horizontal flips; default with ``crop`` only (a flip changes a digit,
+    a letter or any orientation-sensitive class). ``randaugment``: RandAugment(2, 10) as in the paper."""
     if crop:
-        steps = [
-            v2.ToImage(),
-            v2.RandomResizedCrop(img_size, scale=(crop_scale_min, 1.0), antialias=True),
-            v2.RandomHorizontalFlip(),
-        ]
+        steps = [v2.ToImage(), v2.RandomResizedCrop(img_size, scale=(crop_scale_min, 1.0), antialias=True)]
     else:  # small shifts, turns and zooms keep a digit's class
         steps = [
             v2.ToImage(),
             v2.Resize((img_size, img_size), antialias=True),
             v2.RandomAffine(degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1)),
         ]
+    if crop if hflip is None else hflip:
+        steps.append(v2.RandomHorizontalFlip())
     if randaugment:
         steps.append(v2.RandAugment(num_ops=2, magnitude=10))
     return v2.Compose(steps + _to_normalized(mean, std))

@@ -364,8 +364,11 @@ class MHSA(nn.Module):
         scale = self.qk_head_dim**-0.5
         # The projection runs channels_last (oneDNN's fast layout on CPU); its output, read as
         # (B, N, channels) and split, gives q, k, v as strided (B, heads, N, d) views without a copy.
-        channels_last = x.is_contiguous(memory_format=torch.channels_last)
-        qkv = self.qkv(x.contiguous(memory_format=torch.channels_last)).permute(0, 2, 3, 1).reshape(batch, tokens, -1)
+        # (torch.func transforms cannot ask for a memory format; their output layout is theirs to choose.)
+        transformed = torch._C._are_functorch_transforms_active()
+        channels_last = not transformed and x.is_contiguous(memory_format=torch.channels_last)
+        qkv = self.qkv(x if transformed else x.contiguous(memory_format=torch.channels_last))
+        qkv = qkv.permute(0, 2, 3, 1).reshape(batch, tokens, -1)
         qk_channels = self.heads * self.qk_head_dim
         q, k, v = (
             part.unflatten(-1, (self.heads, -1)).transpose(1, 2)

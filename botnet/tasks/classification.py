@@ -76,6 +76,7 @@ class TrainConfig:
     randaugment: bool | None = None
     ema_decay: float | None = None
     crop_scale_min: float | None = None
+    hflip: bool | None = None  # random horizontal flips; default on for photo folders, off for the digits
     head_epochs: int | None = None  # first epochs in which only the classifier trains
     clip_grad: float | None = None  # largest gradient norm (None: no clipping)
     tensorboard: bool = False  # also write the metrics as TensorBoard scalars (RUN/tensorboard)
@@ -100,6 +101,8 @@ class TrainConfig:
             values["pretrained"] = os.path.abspath(self.pretrained)
         if self.data not in (None, DIGITS):
             values["data"] = os.path.abspath(self.data)  # a resume from another folder finds it
+        if values["hflip"] is None:
+            values["hflip"] = self.data not in (None, DIGITS)
         if self.lr is None and recipe.lr_reference_batch:
             values["lr"] = recipe.lr * values["batch_size"] * world_size / recipe.lr_reference_batch
         if values["img_size"] is None:
@@ -284,6 +287,7 @@ def _train(config: TrainConfig, env: DistEnv, state: dict[str, Any] | None, user
             config.img_size,
             randaugment=config.randaugment,
             crop_scale_min=config.crop_scale_min,
+            hflip=config.hflip,
             skip_bad_images=config.skip_bad_images,
         )
     requested_batch = config.batch_size

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from datetime import timedelta
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -50,7 +51,19 @@ def init_distributed() -> DistEnv:
     else:
         device = torch.device("cpu")
     if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        restart = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True" and restart != "0":
+            # torchrun keeps its store across restarts: a restarted group reading the keys of the one before
+            # (its dead workers' addresses) fails to connect. Each restart gets keys of its own.
+            store = dist.TCPStore(
+                os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size, is_master=False,
+                timeout=timedelta(minutes=10),
+            )  # fmt: skip
+            prefixed = dist.PrefixStore(f"botnet/restart-{restart}", store)
+            dist.init_process_group(backend, store=prefixed, rank=rank, world_size=world_size)
+        else:
+            dist.init_process_group(backend=backend)
     return DistEnv(rank, world_size, local_rank, device)
 
 

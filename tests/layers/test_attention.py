@@ -350,3 +350,15 @@ def test_construction_errors(kwargs, error, match):
 def test_input_errors(x, error, match):
     with pytest.raises(error, match=match):
         MHSA(16, 4)(x)
+
+
+@pytest.mark.parametrize("encoding", POSITION_ENCODINGS)
+def test_vmap_equals_a_loop(encoding):
+    """torch.func.vmap over an extra leading dim (e.g. several batches, or per-example use in functorch code)."""
+    torch.manual_seed(2)
+    layer = MHSA(16, (4, 4), heads=4, position_encoding=encoding)
+    x = torch.randn(3, 2, 16, 5, 3)
+    out = torch.func.vmap(layer)(x)
+    with torch.no_grad():
+        expected = torch.stack([layer(batch) for batch in x])
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)

@@ -258,3 +258,13 @@ def test_torch_compile_inductor_matches_eager():
     x = torch.randn(2, 3, 64, 48)
     with torch.no_grad():
         torch.testing.assert_close(torch.compile(model, dynamic=False)(x), model(x), atol=1e-4, rtol=1e-4)
+
+
+def test_vmap_over_a_model_in_eval_mode():
+    torch.manual_seed(0)
+    model = botnet.create_model("botnet_tiny", num_classes=5).eval()
+    x = torch.randn(2, 3, 3, 24, 24)
+    out = torch.func.vmap(model)(x)
+    with torch.no_grad():
+        expected = torch.stack([model(batch) for batch in x])
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)

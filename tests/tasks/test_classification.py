@@ -508,7 +508,7 @@ def test_killed_worker_is_restarted_and_the_run_continues_exactly(ddp_run, tmp_p
                     os.kill(workers[1], signal.SIGKILL)
                     killed = True
             time.sleep(0.2)
-        output, _ = torchrun.communicate(timeout=600)
+        output, _ = torchrun.communicate(timeout=300)
     assert killed and torchrun.returncode == 0, output[-3000:]
     assert "resuming" in output and "at epoch 2" in output, output[-3000:]
     a, b = _read_weights(str(ddp_run / "model.safetensors")), _read_weights(str(run_dir / "model.safetensors"))
@@ -579,3 +579,23 @@ def test_tensorboard_scalars_equal_the_metrics_file(tmp_path):
         scalars = events.Scalars(name)
         assert [s.step for s in scalars] == [1, 2]
         assert [s.value for s in scalars] == pytest.approx([float(r[name]) for r in rows], rel=1e-6)
+
+
+def test_hflip_defaults_to_photos_and_can_be_set(tmp_path):
+    from torchvision.transforms import v2
+
+    from botnet.data import load_classification_data
+
+    def flips(transform) -> bool:
+        return any(isinstance(t, v2.RandomHorizontalFlip) for t in transform.transforms)
+
+    folder = str(_image_folder(tmp_path / "data"))
+    assert TrainConfig().resolve(1).hflip is False and TrainConfig(data=folder).resolve(1).hflip is True
+    assert TrainConfig(data=folder, hflip=False).resolve(1).hflip is False
+    assert flips(load_classification_data(folder, 24).train.transform)
+    assert not flips(load_classification_data(folder, 24, hflip=False).train.transform)
+    assert not flips(load_classification_data(None, 24).train.transform)
+    assert flips(load_classification_data(None, 24, hflip=True).train.transform)
+    from botnet.cli import build_parser
+
+    assert build_parser().parse_args(["train", "--no-hflip"]).hflip is False
