@@ -316,13 +316,7 @@ def _add_detect_parser(commands) -> None:
     p.add_argument("--output-dir", help="run folder (default runs/detect-DATA-BACKBONE-TIME)")
     p.add_argument("--resume", metavar="RUN/last.pt", help="continue an interrupted run")
     p.add_argument("--workers", type=int, help="data-loading processes (default 0)")
-    p.add_argument("--amp", action="store_true", default=None, help="bfloat16 autocast (float16 on older GPUs)")
-    p.add_argument("--sync-bn", action="store_true", default=None, help="SyncBatchNorm across GPUs (torchrun)")
-    p.add_argument("--clip-grad", type=float, metavar="NORM", help="clip the gradient norm to this")
-    p.add_argument(
-        "--tensorboard", action="store_true", default=None,
-        help="also write the metrics as TensorBoard scalars in RUN/tensorboard (pip install 'botnet[tensorboard]')",
-    )  # fmt: skip
+    _add_engine_flags(p)
     p.add_argument(
         "--scale-jitter", type=float, nargs=2, metavar=("LOW", "HIGH"),
         help="large-scale jitter: resize by a factor in [LOW, HIGH] of --min-size, crop/pad to it (paper: 0.1 2.0)",
@@ -384,6 +378,17 @@ def _with_debug_flag(subparsers) -> None:
         return add_parser(*args, **kwargs)
 
     subparsers.add_parser = add_parser_with_debug
+
+
+def _add_engine_flags(p: argparse.ArgumentParser) -> None:
+    """The training engine's flags, the same for both tasks."""
+    p.add_argument("--amp", action="store_true", default=None, help="bfloat16 autocast (float16 on older GPUs)")
+    p.add_argument("--sync-bn", action="store_true", default=None, help="SyncBatchNorm across GPUs (torchrun)")
+    p.add_argument("--clip-grad", type=float, metavar="NORM", help="clip the gradient norm to this")
+    p.add_argument(
+        "--tensorboard", action="store_true", default=None,
+        help="also write the metrics as TensorBoard scalars in RUN/tensorboard (pip install 'botnet[tensorboard]')",
+    )  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -462,16 +467,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--output-dir", help="run folder (default runs/DATASET-MODEL-TIME)")
     p.add_argument("--resume", metavar="RUN/last.pt", help="continue an interrupted run")
-    p.add_argument("--amp", action="store_true", default=None, help="bfloat16 autocast (float16 on older GPUs)")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     p.add_argument("--workers", type=int, help="data-loading processes")
-    p.add_argument("--sync-bn", action="store_true", default=None, help="SyncBatchNorm across GPUs")
     p.add_argument("--skip-bad-images", action="store_true", default=None, help="leave out unreadable files")
-    p.add_argument("--clip-grad", type=float, metavar="NORM", help="clip the gradient norm to this")
-    p.add_argument(
-        "--tensorboard", action="store_true", default=None,
-        help="also write the metrics as TensorBoard scalars in RUN/tensorboard (pip install 'botnet[tensorboard]')",
-    )  # fmt: skip
+    _add_engine_flags(p)
     p.set_defaults(func=_cmd_train)
 
     p = commands.add_parser("eval", help="top-1, top-5, per-class accuracy and confusion matrix of a trained model")

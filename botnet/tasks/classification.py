@@ -29,7 +29,6 @@ from .checkpoint import (
     check_metric_rows,
     check_new_run_dir,
     load_model,
-    load_training_state,
     save_weights,
     saved_config,
 )
@@ -37,7 +36,7 @@ from .distributed import DistEnv, all_reduce_sum, init_distributed, main_process
 from .engine import Optimization, Run, amp_dtype, check_tensorboard, fit, train_loader
 from .recipes import RECIPES, check_field_types, check_workers, fill_from_recipe
 from .report import plot_confusion, plot_curves, setup_logging, write_json
-from .runs import extend_epochs, failures_end_the_run, open_run_dir, restarted_run, run_stamp, same_settings
+from .runs import failures_end_the_run, open_run_dir, run_stamp, settings_and_state
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -240,17 +239,8 @@ def train(config: TrainConfig | None = None, *, resume: str | None = None, epoch
     """
     env = init_distributed()
     try:
-        state, user_config = None, config or TrainConfig()
-        if resume:
-            state = load_training_state(resume)
-            config = extend_epochs(_config_from_state(state, resume), state, epochs, resume)
-        else:
-            config = user_config.resolve(env.world_size)
-            restart = restarted_run(config.output_dir)  # torchrun restarted the group: continue the run
-            if restart is not None:
-                state = load_training_state(restart)
-                config, started = _config_from_state(state, restart), config
-                same_settings(config, started, restart)
+        user_config = config or TrainConfig()
+        config, state = settings_and_state(lambda: user_config.resolve(env.world_size), _config_from_state, resume, epochs)
         return _train(config, env, state, user_config)
     finally:
         shutdown_distributed()

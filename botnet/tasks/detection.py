@@ -41,7 +41,6 @@ from .checkpoint import (
     check_meta,
     check_metric_rows,
     check_new_run_dir,
-    load_training_state,
     read_weights,
     restore_training_state,
     save_weights,
@@ -58,7 +57,7 @@ from .distributed import (
 from .engine import GroupedBatchSampler, Optimization, Run, check_tensorboard, fit, train_loader
 from .recipes import check_field_types, check_workers, fill_from_recipe
 from .report import setup_logging, write_json
-from .runs import extend_epochs, failures_end_the_run, open_run_dir, restarted_run, run_stamp, same_settings
+from .runs import failures_end_the_run, open_run_dir, run_stamp, settings_and_state
 
 __all__ = [
     "DETECT_RECIPES",
@@ -345,17 +344,8 @@ def train_detector(
     an expected failure once training has started raises RunFailed naming the checkpoint to resume."""
     env = init_distributed()
     try:
-        state, user_config = None, config or DetectConfig()
-        if resume:
-            state = load_training_state(resume)
-            config = extend_epochs(_config_from_state(state, resume), state, epochs, resume)
-        else:
-            config = user_config.resolve()
-            restart = restarted_run(config.output_dir)  # torchrun restarted the group: continue the run
-            if restart is not None:
-                state = load_training_state(restart)
-                config, started = _config_from_state(state, restart), config
-                same_settings(config, started, restart)
+        user_config = config or DetectConfig()
+        config, state = settings_and_state(user_config.resolve, _config_from_state, resume, epochs)
         return _train_detector(config, env, state, user_config)
     finally:
         shutdown_distributed()

@@ -172,18 +172,16 @@ class GroupedBatchSampler(Sampler[list[int]]):
         self.sampler, self.group_ids, self.batch_size = sampler, group_ids, batch_size
 
     def __iter__(self) -> Iterator[list[int]]:
-        waiting: dict[int, list[int]] = {}
+        waiting: dict[int, list[tuple[int, int]]] = {}  # group -> (position in the sampler, index)
         yielded = 0
-        for index in self.sampler:
+        for position, index in enumerate(self.sampler):
             group = waiting.setdefault(self.group_ids[index], [])
-            group.append(index)
+            group.append((position, index))
             if len(group) == self.batch_size and yielded < len(self):
-                yield group[:]
+                yield [i for _, i in group]
                 group.clear()
                 yielded += 1
-        leftovers = [i for group in waiting.values() for i in group]
-        order = {index: n for n, index in enumerate(self.sampler)}  # the same order again (set_epoch fixed it)
-        leftovers.sort(key=order.__getitem__)
+        leftovers = [i for _, i in sorted(pair for group in waiting.values() for pair in group)]
         for start in range(0, (len(self) - yielded) * self.batch_size, self.batch_size):
             yield leftovers[start : start + self.batch_size]
 

@@ -20,14 +20,15 @@ import dataclasses
 import itertools
 import os
 import time
-from collections.abc import Iterator, Sized
+from collections.abc import Callable, Iterator, Sized
+from typing import Any
 
 import torch
 from torch.utils.data import Sampler
 
 from ..errors import ConfigError, RunFailed, RunInterrupted, TrainingDiverged, describe
 from ..files import RunLock, remove_stale_temporaries
-from .checkpoint import check_new_run_dir
+from .checkpoint import check_new_run_dir, load_training_state
 
 __all__ = [
     "SkipSampler",
@@ -41,6 +42,7 @@ __all__ = [
     "restore_rng_state",
     "rng_state",
     "same_settings",
+    "settings_and_state",
 ]
 
 
@@ -74,6 +76,24 @@ def restarted_run(run_dir: str) -> str | None:
         return None
     last_pt = os.path.join(run_dir, "last.pt")
     return last_pt if os.path.isfile(last_pt) else None
+
+
+def settings_and_state(
+    resolve: Callable[[], Any], config_from_state: Callable[[dict, str], Any], resume: str | None, epochs: int | None
+) -> tuple[Any, dict[str, Any] | None]:
+    """A run's settings and the last.pt it continues (None: a new run): ``--resume``'s, its epochs
+    extended to ``epochs``; or, after torchrun restarted the group, the run folder's own."""
+    if resume:
+        state = load_training_state(resume)
+        return extend_epochs(config_from_state(state, resume), state, epochs, resume), state
+    config = resolve()
+    restart = restarted_run(config.output_dir)
+    if restart is None:
+        return config, None
+    state = load_training_state(restart)
+    saved = config_from_state(state, restart)
+    same_settings(saved, config, restart)
+    return saved, state
 
 
 def same_settings(saved, config, path: str) -> None:
