@@ -176,6 +176,7 @@ class BoTBlock(_Residual):
             resolution; the MHSA tables are made for it.
         out_channels: default ``4 * width``.
         qk_head_dim: the MHSA's query/key head dim (default: the value head dim).
+        attn_impl: the MHSA's ``impl`` (how attention is computed).
     """
 
     def __init__(
@@ -192,6 +193,7 @@ class BoTBlock(_Residual):
         *,
         out_channels: int | None = None,
         qk_head_dim: int | None = None,
+        attn_impl: str = "auto",
     ) -> None:
         super().__init__()
         if stride not in (1, 2):
@@ -199,7 +201,7 @@ class BoTBlock(_Residual):
         out_channels = out_channels or width * EXPANSION
         self.conv1 = nn.Conv2d(in_channels, width, kernel_size=1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
-        self.mhsa = MHSA(width, feat_size, heads, position_encoding, scale_position, qk_head_dim)
+        self.mhsa = MHSA(width, feat_size, heads, position_encoding, scale_position, qk_head_dim, attn_impl)
         self.pool = nn.AvgPool2d(2, 2, ceil_mode=True) if stride == 2 else nn.Identity()
         self.bn2 = nn.BatchNorm2d(width)
         self.conv3 = nn.Conv2d(width, out_channels, kernel_size=1, bias=False)

@@ -149,6 +149,7 @@ class BoTNet(nn.Module):
                 drop_path=drop_path,
                 out_channels=stage.out_channels,
                 qk_head_dim=config.qk_head_dim or None,
+                attn_impl=config.attn_impl,
             )
         return Bottleneck(
             channels,
@@ -204,6 +205,13 @@ class BoTNet(nn.Module):
         return self.config.reduction(len(self.stages))
 
     def _check_input(self, x: Tensor) -> None:
+        if isinstance(x, torch.fx.Proxy):  # symbolic tracing: the checks go into the graph
+            torch._assert(x.dim() == 4, f"{self.name} expects a 4-D (batch, channels, height, width) tensor")
+            torch._assert(x.shape[1] == self.in_chans, f"{self.name} was built for {self.in_chans} input channels")
+            smallest = self.min_input_size
+            torch._assert(x.shape[2] >= smallest, f"{self.name} needs images of at least {smallest}x{smallest}")
+            torch._assert(x.shape[3] >= smallest, f"{self.name} needs images of at least {smallest}x{smallest}")
+            return
         if not isinstance(x, Tensor):
             raise TypeError(f"{self.name} expects a torch.Tensor of images, got {type(x).__name__}")
         if x.dim() != 4:

@@ -14,7 +14,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from ..errors import ConfigError
-from ..layers.attention import POSITION_ENCODINGS
+from ..layers.attention import IMPLS, POSITION_ENCODINGS
 from ..layers.blocks import ACTIVATIONS, SE_POSITIONS
 
 __all__ = ["ALL_BLOCKS", "STEMS", "StageConfig", "ModelConfig"]
@@ -98,6 +98,9 @@ class ModelConfig:
             this rate at the last block.
         zero_init_last: start each block's last BN at zero so a block starts
             as its shortcut (the TPU ResNet reference code BoTNet builds on).
+        attn_impl: how every MHSA computes attention: "auto", "fused",
+            "probs", "one_call" or "reference" (same function, different speed,
+            memory and visibility; see ``botnet.layers.attention``).
     """
 
     stages: tuple[StageConfig, StageConfig, StageConfig, StageConfig]
@@ -118,6 +121,7 @@ class ModelConfig:
     drop_rate: float = 0.0
     drop_path_rate: float = 0.0
     zero_init_last: bool = True
+    attn_impl: str = "auto"
 
     def reduction(self, stages: int = 4) -> int:
         """The downsampling after the stem and the first ``stages`` stages; with all four, the smallest input
@@ -165,6 +169,8 @@ class ModelConfig:
                 raise ConfigError(f"unknown {name} {value!r}; choose one of {', '.join(ACTIVATIONS)}")
         if self.stem not in STEMS:
             raise ConfigError(f"unknown stem {self.stem!r}; choose one of {', '.join(STEMS)}")
+        if self.attn_impl not in IMPLS:
+            raise ConfigError(f"unknown attn_impl {self.attn_impl!r}; choose one of {', '.join(IMPLS)}")
         if self.se_position not in SE_POSITIONS:
             raise ConfigError(f"unknown se_position {self.se_position!r}; choose one of {', '.join(SE_POSITIONS)}")
         for name in ("qk_head_dim", "group_width", "num_features"):

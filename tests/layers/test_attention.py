@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from botnet.layers import MHSA, POSITION_ENCODINGS, attention, resize_position_table
-from botnet.layers.attention import _attend
+from botnet.layers import MHSA, POSITION_ENCODINGS, attention, relative_logits, resize_position_table
 
 SIZES = [(4, 4), (5, 7), (7, 3), (1, 6)]
 
@@ -88,32 +87,31 @@ def test_matches_brute_force_at_other_sizes(encoding, built, run):
     torch.testing.assert_close(layer(x).double(), brute_force(layer, x), atol=1e-5, rtol=1e-5)
 
 
-# Per-call bias budgets on CPU for heads of (5 * 7)^2 or (9 * 6)^2 floats (batch 3, 4 heads): one call;
-# 2 batch elements (5 x 7) or 5 of 12 heads (9 x 6) per call; 7 (5 x 7) or 3 (9 x 6) heads per call;
-# 2 heads or 1 head per call; 4 query rows per call. Each leaves a shorter last block.
-BLOCKINGS = {
-    "one call": None,
-    "2 batch elements": 8 * 35**2 * 4,
-    "3 heads": 3 * 54**2 * 4,
-    "1 head": 54**2 * 4,
-    "rows": 1,
-}
+# Blocks of the inference bias path, (batch elements, heads, query rows) per kernel call, for batch 3
+# and 4 heads: one call; 2 batch elements; 3 heads; 1 head; 4 query rows. Each leaves a shorter last block.
+BLOCKINGS = {"one call": None, "2 batch elements": (2, 4, 0), "3 heads": (1, 3, 0), "1 head": (1, 1, 0), "rows": (1, 1, 4)}
 
 
 @pytest.mark.parametrize("blocking", BLOCKINGS)
 @pytest.mark.parametrize(("built", "run", "batch"), [((5, 7), (5, 7), 3), ((4, 4), (9, 6), 3)])
-def test_inference_path_matches_brute_force(built, run, batch, blocking, monkeypatch):
+def test_inference_bias_blocks_match_brute_force(built, run, batch, blocking):
     """Without gradients the relative term is an additive bias, built a block at a time."""
-    if BLOCKINGS[blocking]:
-        monkeypatch.setattr(attention, "CPU_BIAS_CALL_BYTES", BLOCKINGS[blocking])
-        monkeypatch.setattr(attention, "CPU_BIAS_ROWS", 4)  # 35 or 54 rows: blocks of 4, a shorter last one
     torch.manual_seed(7)
-    layer = MHSA(16, built, heads=4)
+    layer = MHSA(16, built, heads=4, impl="fused")
     x = torch.randn(batch, 16, *run)
     with torch.no_grad():
         out = layer(x)
+        if BLOCKINGS[blocking]:  # the same attention in the blocks named (0 rows: all of them)
+            height, width = run
+            qkv = layer.qkv(x).flatten(2).transpose(1, 2)
+            q, k, v = layer._split_heads(qkv)
+            rel_h = resize_position_table(layer.rel_h, 2 * height - 1) * 0.5
+            rel_w = resize_position_table(layer.rel_w, 2 * width - 1) * 0.5
+            rel = relative_logits(q.unflatten(-2, run), rel_h, rel_w)
+            b, h, rows = BLOCKINGS[blocking]
+            blocked = attention._attend_with_bias(q, k, v, rel, height, 0.5, (b, h, rows or height * width))
+            out = blocked.transpose(1, 2).reshape(batch, height, width, 16).permute(0, 3, 1, 2)
     torch.testing.assert_close(out.double(), brute_force(layer, x), atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(out, layer(x).detach(), atol=1e-5, rtol=1e-5)  # the training path agrees
 
 
 def test_bias_blocks_plan():
@@ -154,47 +152,166 @@ def dense_reference(layer: MHSA, x: torch.Tensor) -> torch.Tensor:
     return out.transpose(-1, -2).reshape(batch, heads * d_v, height, width)
 
 
-@pytest.mark.parametrize(
-    ("encoding", "path"),
-    [
-        ("relative", "probs"),
-        ("relative", "probs in blocks"),
-        ("relative", "one call"),
-        ("relative_only", "one call"),
-    ],
-)
-@pytest.mark.parametrize(("scale_position", "qk_head_dim"), [(True, None), (False, None), (False, 3)])
-@pytest.mark.parametrize(("built", "run"), [((5, 7), (5, 7)), ((4, 4), (7, 3)), ((3, 6), (1, 5))])
-def test_training_paths_match_dense_reference_with_gradients(
-    encoding, path, scale_position, qk_head_dim, built, run, monkeypatch
-):
-    """Outputs and the gradients of the input and of every parameter, for each way the training
-    forward can go: probabilities kept (in one block or several), or one fused call."""
-    if path == "probs in blocks":
-        monkeypatch.setattr(attention, "GRAD_BLOCK_BYTES", 3000)  # backward in blocks of a few query rows
-    if path == "one call":
-        monkeypatch.setattr(attention, "SAVED_PROBS_BYTES", 0)
-    fused_calls = []
-    monkeypatch.setattr(attention, "_attend", lambda *a: fused_calls.append(1) or _attend(*a))
-    torch.manual_seed(11)
-    layer = MHSA(16, built, heads=4, position_encoding=encoding, scale_position=scale_position, qk_head_dim=qk_head_dim)
-    x = torch.randn(2, 16, *run, requires_grad=True)
-    weight = torch.randn(2, 16, *run)
+RELATIVE_PATHS = ["fused", "probs", "one_call", "reference"]
 
+
+def layer_and_reference_grads(layer: MHSA, x: torch.Tensor, weight: torch.Tensor):
+    """The layer's output and gradients (input, then every parameter), and the dense reference's in float64."""
+    x = x.clone().requires_grad_()
     out = layer(x)
     (out * weight).sum().backward()
     grads = [x.grad] + [p.grad for p in layer.parameters()]
-    assert bool(fused_calls) == (path == "one call")
-
-    x_ref = x.detach().double().requires_grad_()
     layer.zero_grad()
+    x_ref = x.detach().double().requires_grad_()
     expected = dense_reference(layer, x_ref)
     (expected * weight.double()).sum().backward()
     expected_grads = [x_ref.grad] + [p.grad for p in layer.parameters()]
+    layer.zero_grad()
+    return (out, grads), (expected, expected_grads)
 
+
+@pytest.mark.parametrize("encoding", ["relative", "relative_only"])
+@pytest.mark.parametrize("impl", RELATIVE_PATHS + ["probs in blocks"])
+@pytest.mark.parametrize(("scale_position", "qk_head_dim"), [(True, None), (False, None), (False, 3)])
+@pytest.mark.parametrize(("built", "run"), [((5, 7), (5, 7)), ((4, 4), (7, 3)), ((3, 6), (1, 5))])
+def test_each_path_matches_dense_reference_with_gradients(encoding, impl, scale_position, qk_head_dim, built, run):
+    """Outputs and the gradients of the input and of every parameter, each path called by name."""
+    torch.manual_seed(11)
+    layer = MHSA(16, built, heads=4, position_encoding=encoding, scale_position=scale_position, qk_head_dim=qk_head_dim)
+    layer.impl = "probs" if impl == "probs in blocks" else impl
+    if impl == "probs in blocks":  # the backward's score gradient a few query rows at a time
+        layer.forward = lambda x: forward_probs_in_blocks(layer, x, block_bytes=3000)
+    x, weight = torch.randn(2, 16, *run), torch.randn(2, 16, *run)
+    (out, grads), (expected, expected_grads) = layer_and_reference_grads(layer, x, weight)
     torch.testing.assert_close(out.double(), expected, atol=1e-5, rtol=1e-5)
     for got, want in zip(grads, expected_grads):
         torch.testing.assert_close(got.double(), want.double(), atol=1e-5, rtol=1e-5)
+
+
+def forward_probs_in_blocks(layer: MHSA, x: torch.Tensor, block_bytes: int) -> torch.Tensor:
+    """The layer's probs path with a small backward block, through the path function itself."""
+    batch, _, height, width = x.shape
+    q, k, v = layer._split_heads(layer.qkv(x).flatten(2).transpose(1, 2))
+    scale = layer.qk_head_dim**-0.5
+    out = attention.probs_attention(
+        q, k, v, resize_position_table(layer.rel_h, 2 * height - 1), resize_position_table(layer.rel_w, 2 * width - 1),
+        height, width, scale, scale if layer.scale_position else 1.0,
+        content=layer.position_encoding == "relative", grad_block_bytes=block_bytes,
+    )  # fmt: skip
+    return out.transpose(-1, -2).reshape(batch, layer.dim, height, width)
+
+
+@pytest.mark.parametrize("encoding", POSITION_ENCODINGS)
+@pytest.mark.parametrize("grad", [False, True])
+def test_reference_and_fused_paths_of_every_encoding(encoding, grad):
+    torch.manual_seed(13)
+    for impl in ("fused", "reference"):
+        layer = MHSA(16, (4, 5), heads=4, position_encoding=encoding, impl=impl)
+        x = torch.randn(2, 16, 6, 3)
+        with torch.set_grad_enabled(grad):
+            out = layer(x)
+        torch.testing.assert_close(out.double(), brute_force(layer, x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("encoding", POSITION_ENCODINGS)
+@pytest.mark.parametrize("impl", RELATIVE_PATHS)
+def test_double_backward_matches_dense_reference(encoding, impl):
+    """Second derivatives (a gradient penalty: d/dtheta |d out / dx|^2) on every path, in float64."""
+    if impl in ("probs", "one_call") and encoding in ("absolute", "none"):
+        pytest.skip("no relative logits to route")
+    torch.manual_seed(14)
+    layer = MHSA(8, (3, 4), heads=2, position_encoding=encoding, impl=impl).double()
+    x = torch.randn(2, 8, 4, 3, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(2, 8, 4, 3, dtype=torch.float64)
+
+    def penalty(forward):
+        (grad_x,) = torch.autograd.grad((forward(x) * weight).sum(), x, create_graph=True)
+        params = list(layer.parameters())
+        return torch.autograd.grad(grad_x.square().sum(), [x] + params)
+
+    got = penalty(layer)
+    want = penalty(lambda inp: brute_force_differentiable(layer, inp))
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, atol=1e-9, rtol=1e-7)
+
+
+def brute_force_differentiable(layer: MHSA, x: torch.Tensor) -> torch.Tensor:
+    """The layer's formula with full N x N logits, built from its parameters (every encoding)."""
+    batch, _, height, width = x.shape
+    heads, d = layer.heads, layer.qk_head_dim
+    s = d**-0.5
+    s_pos = s if layer.scale_position else 1.0
+    qkv = torch.nn.functional.conv2d(x, layer.qkv.weight)
+    q, k, v = (
+        t.reshape(batch, heads, -1, height * width).transpose(-1, -2)
+        for t in qkv.split([heads * d, heads * d, layer.dim], 1)
+    )
+    logits = torch.zeros(batch, heads, height * width, height * width, dtype=x.dtype)
+    if layer.position_encoding != "relative_only":
+        logits = logits + s * q @ k.transpose(-1, -2)
+    if layer.position_encoding in ("relative", "relative_only"):
+        rows, cols = torch.arange(height), torch.arange(width)
+        r_h = resize_position_table(layer.rel_h, 2 * height - 1)[rows[None, :] - rows[:, None] + height - 1]
+        r_w = resize_position_table(layer.rel_w, 2 * width - 1)[cols[None, :] - cols[:, None] + width - 1]
+        pos = (r_h[:, None, :, None, :] + r_w[None, :, None, :, :]).reshape(height * width, height * width, d)
+        logits = logits + s_pos * torch.einsum("bhnd,nmd->bhnm", q, pos)
+    elif layer.position_encoding == "absolute":
+        a_h = resize_position_table(layer.abs_h, height)
+        a_w = resize_position_table(layer.abs_w, width)
+        pos = (a_h[:, None, :] + a_w[None, :, :]).reshape(height * width, d)
+        logits = logits + s_pos * q @ pos.T
+    out = logits.softmax(-1) @ v
+    return out.transpose(-1, -2).reshape(batch, layer.dim, height, width)
+
+
+def test_auto_path_choice():
+    """What "auto" runs: fused without gradients, probs for CPU fp32 training that fits, one_call past
+    SAVED_PROBS_BYTES or under torch.func, one_call always for relative_only."""
+    layer = MHSA(16, 4, heads=4)
+    small, large = torch.randn(2, 16, 4, 4), torch.randn(1, 16, 96, 96)
+    with torch.no_grad():
+        assert layer._path(small, 2, 16) == "fused"
+    assert layer._path(small, 2, 16) == "probs"
+    tokens = 96 * 96
+    assert 4 * tokens**2 * 4 > attention.SAVED_PROBS_BYTES
+    assert layer._path(large, 1, tokens) == "one_call"
+    assert torch.func.vmap(lambda x: torch.tensor(["fused", "probs", "one_call"].index(layer._path(x, 2, 16))))(
+        small[None]
+    ).item() == 2
+    assert MHSA(16, 4, position_encoding="relative_only")._path(small, 2, 16) == "one_call"
+    assert MHSA(16, 4, position_encoding="absolute")._path(small, 2, 16) == "fused"
+    layer.impl = "one_call"
+    assert layer._path(small, 2, 16) == "one_call"
+
+
+def test_softmax_hook_sees_the_probabilities():
+    """The reference path's softmax module receives (B, heads, N, N) probabilities, position term included."""
+    torch.manual_seed(15)
+    layer = MHSA(16, (4, 5), heads=4, impl="reference").double()
+    x = torch.randn(2, 16, 3, 6, dtype=torch.float64)
+    seen = []
+    layer.softmax.register_forward_hook(lambda module, args, out: seen.append(out))
+    layer(x)
+    (probs,) = seen
+    assert probs.shape == (2, 4, 18, 18)
+    torch.testing.assert_close(probs.sum(-1), torch.ones(2, 4, 18, dtype=torch.float64))
+    # The probabilities times v give the layer's output.
+    qkv = torch.nn.functional.conv2d(x, layer.qkv.weight)
+    v = qkv[:, 32:].reshape(2, 4, 4, 18).transpose(-1, -2)
+    out = (probs @ v).transpose(-1, -2).reshape(2, 16, 3, 6)
+    torch.testing.assert_close(out, brute_force(layer, x), atol=1e-12, rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("encoding", "impl", "match"),
+    [("relative", "flash", "unknown attention impl 'flash'"), ("absolute", "probs", "does not have")],
+)
+def test_impl_errors(encoding, impl, match):
+    with pytest.raises(ValueError, match=match):
+        MHSA(16, 4, position_encoding=encoding, impl=impl)
+    layer = MHSA(16, 4, position_encoding=encoding)
+    with pytest.raises(ValueError, match=match):
+        layer.impl = impl
 
 
 def test_torch_func_grad_matches_autograd():

@@ -3,6 +3,7 @@
 import pytest
 import torch
 import torchvision
+from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 
 import botnet
 from botnet.layers import BoTBlock, Bottleneck
@@ -268,3 +269,79 @@ def test_vmap_over_a_model_in_eval_mode():
     with torch.no_grad():
         expected = torch.stack([model(batch) for batch in x])
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+
+
+def random_norms(model: torch.nn.Module) -> torch.nn.Module:
+    """BN scales and statistics away from their initial values, so every block changes the output."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            torch.nn.init.uniform_(module.weight, 0.5, 1.5)
+            torch.nn.init.uniform_(module.bias, -0.2, 0.2)
+            module.running_mean.uniform_(-0.2, 0.2)
+            module.running_var.uniform_(0.5, 1.5)
+    return model
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_fx_symbolic_trace_and_feature_extraction(name):
+    """torch.fx traces every model at symbolic sizes (the traced graph runs at any size), and
+    torchvision's create_feature_extractor reaches the feature maps and each BoT block's attention.
+    In float64, so that the traced (reference) path and eager's fused kernels agree to rounding."""
+    torch.manual_seed(0)
+    model = random_norms(botnet.create_model(name, num_classes=5, width_multiplier=0.25)).double().eval()
+    traced = torch.fx.symbolic_trace(model)
+    nodes = get_graph_node_names(model)[1]
+    softmaxes = [n for n in nodes if n.endswith("mhsa.softmax")]
+    assert len(softmaxes) == sum(isinstance(m, botnet.layers.MHSA) for m in model.modules())
+    c5 = model.feature_info[-1]["module"]
+    extractor = create_feature_extractor(
+        model, {c5: "c5", **{n: n for n in softmaxes[-1:]}}
+    )
+    for size in SIZES:
+        x = torch.randn(2, 3, *size, dtype=torch.float64)
+        with torch.no_grad():
+            torch.testing.assert_close(traced(x), model(x), atol=1e-10, rtol=1e-10)
+            features = extractor(x)
+            torch.testing.assert_close(features["c5"], model.forward_features(x), atol=1e-10, rtol=1e-10)
+        for n in softmaxes[-1:]:
+            probs = features[n]
+            assert probs.dim() == 4 and probs.shape[-1] == probs.shape[-2]
+            torch.testing.assert_close(probs.sum(-1), torch.ones_like(probs[..., 0]))
+
+
+def test_fx_traced_checks_stay_in_the_graph():
+    traced = torch.fx.symbolic_trace(botnet.create_model("botnet_tiny", num_classes=3).eval())
+    with pytest.raises(AssertionError, match="built for 3 input channels"):
+        traced(torch.randn(1, 1, 24, 24))
+
+
+@pytest.mark.parametrize("name", ["botnet_tiny", "eca_botnext26ts_256", "botnet50ts_256"])
+def test_gradient_penalty_double_backward(name):
+    """create_graph=True through every BoT block, training mode (auto takes the CPU probs path), equal to
+    the reference path's second derivatives."""
+    torch.manual_seed(0)
+    model = botnet.create_model(name, num_classes=3, width_multiplier=0.25, zero_init_last=False).double().train()
+    x = torch.randn(2, 3, 40, 36, dtype=torch.float64, requires_grad=True)
+
+    def penalty_grads(impl):
+        botnet.layers.set_attention_impl(model, impl)
+        (grad_x,) = torch.autograd.grad(model(x).logsumexp(-1).sum(), x, create_graph=True)
+        return torch.autograd.grad(grad_x.square().sum(), list(model.parameters()))
+
+    for got, want in zip(penalty_grads("auto"), penalty_grads("reference")):
+        torch.testing.assert_close(got, want, atol=1e-8, rtol=1e-6)
+
+
+def test_attn_impl_override_reaches_every_layer():
+    torch.manual_seed(0)
+    model = random_norms(botnet.create_model("botnet26t_256", num_classes=4, attn_impl="reference")).eval()
+    layers = [m for m in model.modules() if isinstance(m, botnet.layers.MHSA)]
+    assert layers and all(layer.impl == "reference" for layer in layers)
+    x = torch.randn(1, 3, 96, 80)
+    with torch.no_grad():
+        reference = model(x)
+        previous = botnet.layers.set_attention_impl(model, "fused")
+        torch.testing.assert_close(model(x), reference, atol=1e-5, rtol=1e-4)
+    assert set(previous.values()) == {"reference"}
+    with pytest.raises(ValueError, match="unknown attn_impl 'flash'"):
+        botnet.create_model("botnet_tiny", attn_impl="flash")
