@@ -177,6 +177,24 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_checkpoint
+
+    result = export_checkpoint(
+        args.checkpoint, format=args.format, output=args.output, opset=args.opset, static=args.static,
+        check=args.check,
+    )  # fmt: skip
+    checked = (
+        f"; checked in onnxruntime against PyTorch: max relative error {result['max_relative_error']:.1e}"
+        if result["max_relative_error"] is not None
+        else ("; checked against PyTorch" if args.format == "pt2" else "; not checked (--no-check)")
+    )
+    print(f"wrote {result['path']}: input {result['metadata']['input']}; outputs {', '.join(result['outputs'])}{checked}")
+    if "note" in result["metadata"]:
+        print(f"note: {result['metadata']['note']}")
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
@@ -500,6 +518,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_bench)
 
     _add_detect_parser(commands)
+
+    p = commands.add_parser(
+        "export",
+        help="a trained model as ONNX or a torch.export program, at any input size",
+        description="Export a trained classifier (or a detector's BoTNet + FPN) with symbolic batch, height and "
+        "width. The file is checked against PyTorch at two sizes (onnxruntime for ONNX) before it is written.",
+    )
+    p.add_argument("--checkpoint", required=True, help="RUN/model.safetensors or RUN/last.pt (a classifier or a detector)")
+    p.add_argument("--format", choices=("onnx", "pt2"), default="onnx", help="onnx (default) or pt2 (torch.export.save)")
+    p.add_argument("--output", help="the file to write (default: the checkpoint's path with .onnx or .pt2)")
+    p.add_argument("--opset", type=int, help="ONNX opset (default: botnet.export.DEFAULT_OPSET, 18)")
+    p.add_argument("--static", type=int, nargs=2, metavar=("H", "W"), help="fix the height and width (batch stays free)")
+    p.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
+                   help="run the ONNX file in onnxruntime beside PyTorch before writing it (default: on)")  # fmt: skip
+    p.set_defaults(func=_cmd_export)
 
     p = commands.add_parser("predict", help="top-k classes of images")
     p.add_argument("--checkpoint", required=True, help="RUN/model.safetensors or RUN/last.pt")

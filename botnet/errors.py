@@ -22,6 +22,7 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "BotnetError",
     "CheckpointError",
+    "ExportError",
     "ConfigError",
     "DatasetError",
     "MissingFileError",
@@ -56,6 +57,12 @@ class DatasetError(BotnetError, ValueError):
 
 class CheckpointError(BotnetError, ValueError):
     """A checkpoint or weights file that cannot be used; the message says why."""
+
+
+class ExportError(BotnetError, RuntimeError):
+    """An exported graph that would not compute what the model computes; nothing was written."""
+
+    exit_code = EXIT_FAILED
 
 
 class MissingFileError(BotnetError, FileNotFoundError):

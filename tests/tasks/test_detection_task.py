@@ -366,3 +366,26 @@ def test_large_scale_jitter_keeps_boxes_masks_and_labels_together(tmp_path, scal
 def test_amp_and_clipping_train_a_detector(tmp_path):
     summary = train_detector(DetectConfig(**{**TINY, "epochs": 1}, amp=True, clip_grad=1.0, output_dir=str(tmp_path / "run")))
     assert summary["bbox_AP"] >= 0 and json.loads((tmp_path / "run" / "config.json").read_text())["amp"] is True
+
+
+def test_export_writes_the_detectors_backbone_and_fpn(tiny_run, tmp_path, capsys):
+    """`botnet export` on a detector: the BoTNet + FPN (the part with static shapes) as ONNX, equal to the
+    detector's own backbone in onnxruntime, with what a deployment needs to prepare images."""
+    ort = pytest.importorskip("onnxruntime")
+    from botnet.export import onnx_metadata
+
+    run_dir, _ = tiny_run
+    output = str(tmp_path / "backbone.onnx")
+    assert main(["export", "--checkpoint", os.path.join(run_dir, "model.safetensors"), "--output", output]) == 0
+    assert "RoI heads" in capsys.readouterr().out
+    detector, meta = load_detector(os.path.join(run_dir, "model.safetensors"))
+    session = ort.InferenceSession(output, providers=["CPUExecutionProvider"])
+    images = torch.rand(2, 3, 96, 160)
+    got = session.run(None, {"images": images.numpy()})
+    with torch.no_grad():
+        expected = list(detector.backbone(images).values())
+    assert len(got) == len(expected) == len(detector.backbone.body.return_layers) + 1
+    for a, b in zip(got, expected):
+        assert a.shape == b.shape and np.abs(a - b.numpy()).max() <= 1e-4 * np.abs(b.numpy()).max()
+    written = onnx_metadata(output)
+    assert written["classes"] == meta["class_names"] and written["min_size"] == detector.transform.min_size[0]
