@@ -195,6 +195,25 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _point(text: str) -> tuple[float, float]:
+    try:
+        y, x = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a query point is Y,X as fractions of the image, e.g. 0.5,0.5; got {text!r}")
+    return y, x
+
+
+def _cmd_attention(args: argparse.Namespace) -> int:
+    from .explain import explain_checkpoint
+
+    result = explain_checkpoint(args.checkpoint, args.image, args.output, args.points)
+    layers = ", ".join(f"{name} ({h}x{w})" for name, (h, w) in result["layers"].items())
+    print(f"wrote {result['maps']}: attention of {len(args.points or [0, 0])} query points, per head, in {layers}")
+    if result["position"]:
+        print(f"wrote {result['position']}: each head's relative position logits by row and column offset")
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
@@ -533,6 +552,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
                    help="run the ONNX file in onnxruntime beside PyTorch before writing it (default: on)")  # fmt: skip
     p.set_defaults(func=_cmd_export)
+
+    p = commands.add_parser(
+        "attention",
+        help="draw each BoT block's attention maps and relative position logits for one image",
+        description="Attention of a few query points over the image, per head and BoT block (maps at the size "
+        "each block attends at), and each head's relative position logits by offset, from a trained classifier "
+        "or a detector's backbone.",
+    )
+    p.add_argument("--checkpoint", required=True, help="RUN/model.safetensors or RUN/last.pt")
+    p.add_argument("image", metavar="IMAGE")
+    p.add_argument("--points", type=_point, nargs="+", metavar="Y,X",
+                   help="query points as fractions of the image height and width (default: 0.5,0.5 0.25,0.25)")  # fmt: skip
+    p.add_argument("--output", default="attention.png", help="the picture (default attention.png); the position "
+                   "logits go to the same name with _position")  # fmt: skip
+    p.set_defaults(func=_cmd_attention)
 
     p = commands.add_parser("predict", help="top-k classes of images")
     p.add_argument("--checkpoint", required=True, help="RUN/model.safetensors or RUN/last.pt")
