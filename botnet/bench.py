@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .layers import MHSA
-from .models import convert_timm_state_dict, create_model, list_pretrained, summarize
+from .models import convert_timm_state_dict, create_model, get_model_entry, list_pretrained, summarize
 
 __all__ = ["BenchSettings", "Result", "run_suite", "SUITES"]
 
@@ -227,6 +227,53 @@ def pretrained_suite() -> list[Case]:
     ]
 
 
+def _seeded_model(name: str, size: int) -> nn.Module:
+    torch.manual_seed(0)  # the same weights in both cases of a group
+    return create_model(name, img_size=size).eval()
+
+
+class OnnxRuntimeModel(nn.Module):
+    """A model exported with ``botnet.export.to_onnx`` and run by onnxruntime's CPU provider with
+    torch's thread count, called like the module it came from (for side-by-side timing)."""
+
+    def __init__(self, model: nn.Module, input_shape: tuple[int, int, int, int]) -> None:
+        super().__init__()
+        import tempfile
+
+        import onnxruntime
+
+        from .export import to_onnx
+
+        with tempfile.TemporaryDirectory() as folder:
+            path = os.path.join(folder, "model.onnx")
+            to_onnx(model, path, example=torch.rand(2, *input_shape[1:]))
+            options = onnxruntime.SessionOptions()
+            options.intra_op_num_threads = torch.get_num_threads()
+            self.session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.session.run(None, {"images": x.detach().cpu().numpy()})[0])
+
+
+def deploy_suite() -> list[Case]:
+    """Eager PyTorch against the same model exported to ONNX and run by onnxruntime (CPU, inference;
+    needs the ``export`` extra)."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return []
+    cases = []
+    for name, size, batch in [("botnet50", 224, 1), ("botnet50", 224, 8), ("botnet26t_256", 256, 1), ("botnet26t_256", 320, 1)]:
+        group, shape = f"deploy {name} {size} b{batch}", (batch, 3, size, size)
+        build = lambda name=name: _seeded_model(name, get_model_entry(name).img_size)  # noqa: E731
+        cases.append(Case(group, "eager pytorch", build, shape))
+        cases.append(
+            Case(group, "onnxruntime", lambda build=build, shape=shape: OnnxRuntimeModel(build(), shape), shape,
+                 flops_per_image=False)
+        )  # fmt: skip
+    return cases
+
+
 SUITES: dict[str, Callable[[], list[Case]]] = {
     "mhsa": mhsa_suite,
     "pretrained": pretrained_suite,
@@ -234,6 +281,7 @@ SUITES: dict[str, Callable[[], list[Case]]] = {
     "resolution": resolution_suite,
     "large": large_suite,
     "gpu": gpu_suite,
+    "deploy": deploy_suite,
 }
 
 

@@ -521,7 +521,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser(
         "bench", help="speed and memory side by side: MHSA and the pretrained models vs timm, BoTNet-50 vs ResNet-50"
     )
-    suites = ["mhsa", "models", "pretrained", "resolution", "large", "gpu"]  # bench.SUITES, named here to keep startup light
+    suites = ["mhsa", "models", "pretrained", "resolution", "large", "gpu", "deploy"]  # bench.SUITES, named here to keep startup light
     p.add_argument("--suite", nargs="+", choices=suites, default=["mhsa", "models"])
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--repeats", type=int, default=7, help="interleaved timed calls per case (median reported)")

@@ -92,3 +92,17 @@ def test_pretrained_cases_share_weights():
     x = torch.randn(1, 3, 256, 256)
     with torch.no_grad():
         torch.testing.assert_close(ours(x), theirs(x), atol=1e-4, rtol=1e-4)
+
+
+def test_deploy_cases_time_the_same_model_in_onnxruntime():
+    pytest.importorskip("onnxruntime")
+    groups = {}
+    for case in bench.deploy_suite():
+        groups.setdefault(case.group, []).append(case.name)
+    assert groups and all(names == ["eager pytorch", "onnxruntime"] for names in groups.values())
+    torch.manual_seed(0)
+    model = bench._seeded_model("botnet_tiny", 24)
+    runtime = bench.OnnxRuntimeModel(model, (1, 3, 24, 24))
+    x = torch.randn(3, 3, 40, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(runtime(x), model(x), atol=1e-4, rtol=1e-4)
