@@ -11,6 +11,10 @@ botnet bench --device "$device" --suite mhsa models resolution --memory --repeat
 # timm's pretrained BoTNets against ours with the same weights: as each comes, then both channels_last.
 botnet bench --device "$device" --suite pretrained --memory --repeats 7 --json "$out-pretrained.json"
 botnet bench --device "$device" --suite pretrained --channels-last --repeats 7 --json "$out-pretrained-channels-last.json"
+# Deployment: eager PyTorch against the same weights exported to ONNX and run by onnxruntime (CPU only).
+if [ "$device" = cpu ]; then
+    botnet bench --suite deploy --memory --repeats 7 --json "$out-deploy.json"
+fi
 # Detection sizes (2048 px; BoT blocks in c4 at 1024 px), with peak memory.
 botnet bench --device "$device" --suite large --memory --repeats 3 --warmup 1 --json "$out-large.json"
 if [ "$device" = cuda ]; then  # batch 32 and 64, fp32 and bf16 autocast

@@ -225,7 +225,7 @@ def explain_checkpoint(
 
         detector, _ = load_detector(checkpoint)
         image = v2.functional.to_dtype(v2.functional.to_image(read_image(image_path, "RGB")), torch.float32, scale=True)
-        batch = detector.transform([image])[0].tensors[:, :, : detector.transform.min_size[0]]
+        batch = detector.transform([image])[0].tensors  # resized, normalised and padded as the detector sees it
         model, mean, std = detector.backbone, list(detector.transform.image_mean), list(detector.transform.image_std)
     else:
         model, meta = load_model(checkpoint)

@@ -57,11 +57,17 @@ def _refuse_detector(model: nn.Module) -> None:
         )
 
 
+LARGEST_SIDE = 16384
+
+
 def _example(model: nn.Module, example: Tensor | None, static: tuple[int, int] | None) -> Tensor:
+    if static is not None and max(static) > LARGEST_SIDE:
+        raise ConfigError(f"static sizes above {LARGEST_SIDE} pixels are not supported, got {static[0]}x{static[1]}")
+    generator = torch.Generator().manual_seed(0)
     if example is not None:
         if not isinstance(example, Tensor) or example.dim() != 4:
             raise ConfigError(f"example must be a 4-D image batch (batch, channels, height, width), got {example!r:.80}")
-        return example if static is None else example[..., : static[0], : static[1]]
+        return example if static is None else torch.rand(*example.shape[:2], *static, generator=generator)
     if not isinstance(model, BoTNet):
         raise ConfigError(
             f"exporting a {type(model).__name__} needs an example input: example=torch.rand(1, 3, H, W)"
@@ -73,7 +79,7 @@ def _example(model: nn.Module, example: Tensor | None, static: tuple[int, int] |
             f"got {height}x{width}"
         )
     # Batch 2: torch.export treats a size of 1 as a constant.
-    return torch.rand(2, model.in_chans, height, width, generator=torch.Generator().manual_seed(0))
+    return torch.rand(2, model.in_chans, height, width, generator=generator)
 
 
 def _dynamic_shapes(static: tuple[int, int] | None) -> dict[str, dict[int, Any]]:
@@ -299,21 +305,24 @@ def export_checkpoint(
 
     if format not in FORMATS:
         raise ConfigError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
+    if opset is not None and not 7 <= opset <= 30:
+        raise ConfigError(f"--opset must be an ONNX opset number (7..30; default {DEFAULT_OPSET}), got {opset}")
     output = output or os.path.splitext(checkpoint)[0] + "." + format
     _, meta = read_weights(checkpoint)
     if meta.get("task") == "detection":
         model, example, extra = _detector_backbone(checkpoint)
     else:
         model, meta = load_model(checkpoint)
-        example, extra = None, {k: meta[k] for k in ("classes", "mean", "std", "interpolation", "crop_fraction", "dataset") if k in meta}
-        extra.update(model=meta["model"], img_size=[meta["img_size"]] * 2 if isinstance(meta["img_size"], int) else meta["img_size"])
+        keys = ("classes", "mean", "std", "interpolation", "crop_fraction", "dataset")
+        example, extra = None, {k: meta[k] for k in keys if k in meta}
+        extra.update(model=meta["model"], img_size=list(model.img_size))
+    pair = to_pair(tuple(static), "static") if static is not None else None
+    with _EvalMode(model), torch.no_grad():  # checks the sizes before the long part
+        names = _outputs(model(_example(model, example, pair)), model)[0]
     if format == "onnx":
         opset = opset or DEFAULT_OPSET
         return to_onnx(model, output, example=example, static=static, opset=opset, metadata=extra, check=check)
     program = to_exported_program(model, example=example, static=static)
-    pair = to_pair(tuple(static), "static") if static is not None else None
-    with _EvalMode(model), torch.no_grad():
-        names = _outputs(model(_example(model, example, pair)), model)[0]
     metadata = _metadata(model, extra, names, pair)
     save_exported_program(program, output, metadata)
     return dict(path=output, inputs=["images"], outputs=names, metadata=metadata, max_relative_error=None)

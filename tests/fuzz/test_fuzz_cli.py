@@ -13,11 +13,11 @@ from fuzzing import fuzz_settings
 from hypothesis import event, given
 from hypothesis import strategies as st
 
-from botnet import bench
+from botnet import bench, explain, export
 from botnet.cli import build_parser, main
 
 COMMANDS = [
-    ("list",), ("info",), ("train",), ("eval",), ("predict",), ("bench",),
+    ("list",), ("info",), ("train",), ("eval",), ("predict",), ("bench",), ("export",), ("attention",),
     ("detect", "train"), ("detect", "eval"), ("detect", "predict"), ("detect", "make-data"),
 ]  # fmt: skip
 NUMBERS = ["-1", "0", "1", "2", "3", "17", "64", "300", "1000000000", "0.5", "-0.1", "nan", "inf", "1e-3", "1e30"]
@@ -71,6 +71,19 @@ def stand_ins(monkeypatch, real_files):
             s: (os.path.join(root, s, "images"), os.path.join(root, s, "annotations.json")) for s in ("train", "val")
         }
 
+    def export_to(*args, **kwargs):
+        stand.reached = "export"
+        return dict(path="x", outputs=["logits"], metadata=dict(input="images"), max_relative_error=0.0)
+
+    def draw(*args, **kwargs):
+        stand.reached = "attention"
+        return ["drawn"]
+
+    monkeypatch.setattr(export, "to_onnx", export_to)
+    monkeypatch.setattr(export, "to_exported_program", export_to)
+    monkeypatch.setattr(export, "save_exported_program", lambda *args: None)
+    monkeypatch.setattr(explain, "draw_attention", draw)
+    monkeypatch.setattr(explain, "draw_position_logits", draw)
     monkeypatch.setattr(classification, "_fit", fit)
     monkeypatch.setattr(detection, "_fit_detector", fit_detector)
     monkeypatch.setattr(detection, "_generate_shapes", shapes_in)
