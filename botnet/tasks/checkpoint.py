@@ -262,10 +262,14 @@ def load_model(path: str) -> tuple[BoTNet, dict[str, Any]]:
     ):
         raise CheckpointError(f"{path}: its interpolation or crop fraction is damaged; use another checkpoint")
     try:
+        overrides = meta.get("model_overrides") or {}
+        if not isinstance(overrides, dict):
+            raise ConfigError(f"model_overrides is {overrides!r}, not a mapping")
         model = create_model(
-            meta["model"], num_classes=len(meta["classes"]), in_chans=meta["in_chans"], img_size=meta["img_size"]
+            meta["model"], num_classes=len(meta["classes"]), in_chans=meta["in_chans"], img_size=meta["img_size"],
+            **overrides,
         )
-    except ConfigError as error:
+    except (ConfigError, TypeError) as error:
         raise CheckpointError(f"{path}: its metadata does not describe a model this version builds: {error}") from error
     restore_training_state({"model": state}, path, model=model)
     return model.eval(), meta

@@ -24,7 +24,7 @@ from ..data.folder import scan_split
 from ..data.transforms import eval_transform_for
 from ..errors import CheckpointError, ConfigError, DatasetError, MissingFileError, TrainingDiverged
 from ..interrupts import init_helper_process
-from ..models import create_model, get_model_entry
+from ..models import ModelConfig, create_model, get_model_entry
 from .checkpoint import (
     check_metric_rows,
     check_new_run_dir,
@@ -61,6 +61,7 @@ class TrainConfig:
 
     data: str | None = None  # an image folder with train/ and val/; None: the bundled digits
     model: str = DEFAULT_MODEL
+    model_overrides: dict[str, Any] | None = None  # create_model settings (an ablation's variant), e.g. {"heads": 8}
     img_size: int | None = None
     pretrained: str | None = None  # a weights file of the model, or "hub": its published weights
     recipe: str | None = None  # default "finetune" with pretrained weights, else "small"
@@ -117,17 +118,28 @@ class TrainConfig:
         config.check()
         return config
 
+    def check_model(self) -> ModelConfig:
+        """The model's architecture with ``model_overrides`` applied; ConfigError names a bad setting."""
+        entry = get_model_entry(self.model)  # unknown names fail here, with suggestions
+        if self.model_overrides is not None and not isinstance(self.model_overrides, dict):
+            raise ConfigError(f"model_overrides must be a mapping of model settings, got {self.model_overrides!r}")
+        try:
+            return entry.config.with_overrides(**(self.model_overrides or {}))
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"model_overrides {self.model_overrides}: {error}") from None
+
     def check(self) -> None:
         check_field_types(self)
-        entry = get_model_entry(self.model)  # unknown names fail here, with suggestions
+        entry = get_model_entry(self.model)
         positive = dict(epochs=self.epochs, batch_size=self.batch_size, img_size=self.img_size, lr=self.lr)
         for name, value in positive.items():
             if value is None or value <= 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {value}")
-        if self.img_size < entry.config.reduction():
+        config = self.check_model()
+        if self.img_size < config.reduction():
             raise ConfigError(
                 f"--img-size {self.img_size} is too small for {self.model}, which downsamples by "
-                f"{entry.config.reduction()}: use at least that"
+                f"{config.reduction()}: use at least that"
             )
         if self.optimizer not in ("sgd", "adamw"):
             raise ConfigError(f"unknown optimizer {self.optimizer!r}; choose sgd or adamw")
@@ -303,6 +315,7 @@ def _fit(config: TrainConfig, env: DistEnv, state: dict[str, Any] | None, data, 
     model = create_model(
         config.model, num_classes=num_classes, in_chans=data.in_chans, img_size=config.img_size,
         **({} if weights is None else dict(pretrained=True if weights == PUBLISHED_WEIGHTS else weights)),
+        **(config.model_overrides or {}),
     )  # fmt: skip
     loaded = state["meta"].get("pretrained") if state is not None else _loaded_record(model)
     if loaded and state is None:
@@ -338,6 +351,7 @@ def _fit(config: TrainConfig, env: DistEnv, state: dict[str, Any] | None, data, 
         crop=data.crop,
         dataset=data.name if data.name == DIGITS else os.path.abspath(data.name),
         **({"pretrained": loaded} if loaded else {}),
+        **({"model_overrides": config.model_overrides} if config.model_overrides else {}),
     )
     params = sum(p.numel() for p in model.parameters())
     if env.is_main and (state is None or state["config"].get("epochs") != config.epochs):  # new, or extended
@@ -352,6 +366,7 @@ def _fit(config: TrainConfig, env: DistEnv, state: dict[str, Any] | None, data, 
     result = task.result
     summary = dict(
         model=config.model,
+        model_overrides=config.model_overrides,
         img_size=config.img_size,
         dataset=data.name,
         num_classes=num_classes,
