@@ -108,7 +108,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 _TRAIN_FLAGS = (
     "data", "model", "img_size", "recipe", "epochs", "batch_size", "lr", "weight_decay", "optimizer",
     "momentum", "warmup_epochs", "label_smoothing", "randaugment", "ema_decay", "seed", "output_dir",
-    "amp", "compile", "workers", "sync_bn", "skip_bad_images", "pretrained", "head_epochs", "clip_grad", "tensorboard", "hflip",
+    "amp", "compile", "workers", "sync_bn", "skip_bad_images", "pretrained", "head_epochs", "clip_grad", "tensorboard", "hflip", "time_budget",
 )  # fmt: skip
 
 
@@ -508,6 +508,11 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--head-epochs", type=int, help="first epochs in which only the new classifier trains")
     p.add_argument("--epochs", type=int)
+    p.add_argument(
+        "--time-budget", type=float, metavar="MINUTES",
+        help="instead of --epochs: time a few steps on this machine, then train as many epochs as fit (the "
+        "schedule is planned for them, so the cosine ends on time)",
+    )  # fmt: skip
     p.add_argument("--batch-size", type=int, help="per process")
     p.add_argument("--lr", type=float, help="peak learning rate")
     p.add_argument("--weight-decay", type=float)

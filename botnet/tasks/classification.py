@@ -33,7 +33,7 @@ from .checkpoint import (
     saved_config,
 )
 from .distributed import DistEnv, all_reduce_sum, init_distributed, main_process_first, shutdown_distributed
-from .engine import Optimization, Run, amp_dtype, check_tensorboard, fit, train_loader
+from .engine import Optimization, Run, amp_dtype, check_tensorboard, fit, plan_epochs, train_loader
 from .recipes import RECIPES, check_field_types, check_workers, fill_from_recipe
 from .report import plot_confusion, plot_curves, setup_logging, write_json
 from .runs import failures_end_the_run, open_run_dir, run_stamp, settings_and_state
@@ -79,6 +79,7 @@ class TrainConfig:
     hflip: bool | None = None  # random horizontal flips; default on for photo folders, off for the digits
     head_epochs: int | None = None  # first epochs in which only the classifier trains
     clip_grad: float | None = None  # largest gradient norm (None: no clipping)
+    time_budget: float | None = None  # minutes: plan the epochs to fit (instead of --epochs)
     tensorboard: bool = False  # also write the metrics as TensorBoard scalars (RUN/tensorboard)
     seed: int = 0
     output_dir: str | None = None  # default runs/DATASET-MODEL-TIME
@@ -147,6 +148,8 @@ class TrainConfig:
             raise ConfigError(f"--ema-decay must be in (0, 1), got {self.ema_decay}")
         if self.workers is not None:
             check_workers(self.workers)
+        if self.time_budget is not None and not 0 < self.time_budget <= 60 * 24 * 365:
+            raise ConfigError(f"--time-budget is in minutes and must be positive, got {self.time_budget}")
         if self.clip_grad is not None and self.clip_grad <= 0:
             raise ConfigError(f"--clip-grad must be positive, got {self.clip_grad}")
         if self.tensorboard:
@@ -252,6 +255,8 @@ def train(config: TrainConfig | None = None, *, resume: str | None = None, epoch
     env = init_distributed()
     try:
         user_config = config or TrainConfig()
+        if resume is None and user_config.time_budget is not None and user_config.epochs is not None:
+            raise ConfigError("--time-budget plans the number of epochs; give it or --epochs, not both")
         config, state = settings_and_state(lambda: user_config.resolve(env.world_size), _config_from_state, resume, epochs)
         return _train(config, env, state, user_config)
     finally:
@@ -340,6 +345,19 @@ def _fit(config: TrainConfig, env: DistEnv, state: dict[str, Any] | None, data, 
         nn.CrossEntropyLoss(label_smoothing=config.label_smoothing), val_loader, num_classes, env,
         amp_dtype(config.amp, env.device),
     )  # fmt: skip
+    plan = None
+    if config.time_budget is not None and state is None:
+        plan = plan_epochs(
+            task, model, train_data, env, config.time_budget * 60, len(val_shard), seed=config.seed,
+            amp=amp_dtype(config.amp, env.device),
+        )  # fmt: skip
+        config, opt = dataclasses.replace(config, epochs=plan.epochs), dataclasses.replace(opt, epochs=plan.epochs)
+        if config.head_epochs is not None and config.head_epochs >= plan.epochs:
+            raise ConfigError(f"--time-budget leaves {plan.epochs} epochs, not more than --head-epochs {config.head_epochs}")
+        log.info(
+            f"time budget {config.time_budget:g} min: a training step takes {plan.step_seconds:.3f} s here, an epoch "
+            f"about {plan.epoch_seconds:.1f} s with its evaluation; {plan.epochs} epochs fit"
+        )
     meta = dict(
         model=config.model,
         num_classes=num_classes,
@@ -384,6 +402,7 @@ def _fit(config: TrainConfig, env: DistEnv, state: dict[str, Any] | None, data, 
         device=env.device.type,
         skipped_bad_images=len(data.bad_images),
         pretrained=loaded,
+        time_budget=dataclasses.asdict(plan) if plan else None,
     )
     if env.is_main:
         with failures_end_the_run(run.last_pt, run.command):

@@ -38,12 +38,13 @@ from tqdm import tqdm
 from ..errors import ConfigError
 from ..interrupts import GracefulStop, init_helper_process
 from .checkpoint import check_resumable, restore_training_state, save_training_state
-from .distributed import DistEnv, all_reduce_sum, barrier, broadcast_buffers, gather_objects
+from .distributed import DistEnv, all_reduce_sum, barrier, broadcast_buffers, broadcast_object, gather_objects
 from .optim import epoch_seed, head_first, param_groups, warmup_cosine
 from .report import write_metrics_csv
 from .runs import diverged, failures_end_the_run, interrupted, restore_rng_state, rng_state
 
 __all__ = [
+    "EpochPlan",
     "FitResult",
     "GroupedBatchSampler",
     "Optimization",
@@ -53,6 +54,7 @@ __all__ = [
     "amp_dtype",
     "check_tensorboard",
     "fit",
+    "plan_epochs",
     "train_loader",
 ]
 
@@ -292,6 +294,64 @@ class _Epoch:
         for name, value in other.sums.items():
             self.sums[name] = self.sums.get(name, 0.0) + value
         self.images += other.images
+
+
+@dataclass(frozen=True)
+class EpochPlan:
+    """``--time-budget``: how many epochs fit, from steps timed before the run."""
+
+    epochs: int
+    step_seconds: float  # median of the timed steps, data loading included
+    epoch_seconds: float  # estimated: the steps plus the evaluation
+    budget_seconds: float
+
+
+# Steps timed by plan_epochs (after TIMED_WARMUP untimed ones), and the share of the budget the
+# epochs are planned into (the rest: start-up, the final evaluation and writing, machine noise).
+TIMED_STEPS = 8
+TIMED_WARMUP = 2
+BUDGET_SHARE = 0.9
+
+
+def plan_epochs(
+    task: Task, model: nn.Module, data: TrainLoader, env: DistEnv, budget_seconds: float, eval_images: int,
+    *, seed: int, amp: torch.dtype | None = None,
+) -> EpochPlan:  # fmt: skip
+    """The number of epochs that fit in ``budget_seconds`` on this machine: times a few training
+    steps (forward and backward on real batches, no optimizer step, the model's buffers put back),
+    adds the evaluation (``eval_images`` at about a third of a training image's cost) and divides.
+    The schedule is then built for that many epochs, so the cosine ends on time."""
+    model = model.to(env.device).train()
+    buffers = {name: value.clone() for name, value in model.named_buffers()}
+    data.start_epoch(seed, 0, 0)
+    times, images_per_step = [], 1
+    last = time.perf_counter()
+    for index, batch in enumerate(data.loader):
+        with torch.autocast(env.device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
+            loss, _, images_per_step = task.loss(model, batch, env.device)
+        loss.float().backward()
+        model.zero_grad(set_to_none=True)
+        now = time.perf_counter()
+        if index >= TIMED_WARMUP:
+            times.append(now - last)
+        last = now
+        if len(times) == TIMED_STEPS:
+            break
+    with torch.no_grad():
+        for name, value in model.named_buffers():
+            value.copy_(buffers[name])
+    if not times:
+        raise ConfigError(f"--time-budget needs at least {TIMED_WARMUP + 1} training steps an epoch to time; use --epochs")
+    step = sorted(times)[len(times) // 2]
+    epoch = data.steps * step + eval_images / max(images_per_step, 1) * step / 3
+    epoch = broadcast_object(epoch, env)  # every process plans rank 0's epochs (one schedule)
+    epochs = int(budget_seconds * BUDGET_SHARE // epoch)
+    if epochs < 1:
+        raise ConfigError(
+            f"one epoch takes about {epoch:.0f} s here, more than the --time-budget of {budget_seconds / 60:.1f} min; "
+            f"give more time, a smaller --img-size or model"
+        )
+    return EpochPlan(epochs, step, epoch, budget_seconds)
 
 
 class _Loop:

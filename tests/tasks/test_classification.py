@@ -19,7 +19,7 @@ from safetensors import safe_open
 from botnet.cli import main
 from botnet.data.digits import digits_splits
 from botnet.data.transforms import eval_transform_for
-from botnet.errors import DatasetError
+from botnet.errors import ConfigError, DatasetError
 from botnet.files import TEMP_SUFFIX
 from botnet.tasks import TrainConfig, TrainingDiverged, engine, evaluate_checkpoint, predict, train
 from botnet.tasks.checkpoint import CheckpointError, load_model, load_training_state, save_training_state
@@ -599,3 +599,24 @@ def test_hflip_defaults_to_photos_and_can_be_set(tmp_path):
     from botnet.cli import build_parser
 
     assert build_parser().parse_args(["train", "--no-hflip"]).hflip is False
+
+
+def test_time_budget_plans_the_epochs_and_the_schedule_ends_on_time(tmp_path):
+    run_dir = str(tmp_path / "budget")
+    summary = train(TrainConfig(time_budget=0.25, batch_size=64, output_dir=run_dir))
+    plan = summary["time_budget"]
+    assert plan["budget_seconds"] == 15.0 and plan["step_seconds"] > 0
+    assert plan["epochs"] == int(0.9 * 15.0 // plan["epoch_seconds"]) >= 1
+    assert summary["epochs"] == plan["epochs"]
+    with open(os.path.join(run_dir, "config.json")) as f:
+        assert json.load(f)["epochs"] == plan["epochs"]  # a resume keeps the plan
+    with open(os.path.join(run_dir, "metrics.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == plan["epochs"] and float(rows[-1]["lr"]) < 0.05 * max(float(r["lr"]) for r in rows)
+
+
+def test_time_budget_errors(tmp_path):
+    with pytest.raises(ConfigError, match="not both"):
+        train(TrainConfig(time_budget=1.0, epochs=3, output_dir=str(tmp_path / "a")))
+    with pytest.raises(ConfigError, match="more than the --time-budget"):
+        train(TrainConfig(time_budget=0.0001, output_dir=str(tmp_path / "b")))
