@@ -1,6 +1,7 @@
 """The paper's ablations as one command: each variant of a study trained with several seeds.
 
-A study is a list of variants, each a set of ``create_model`` settings (paper Sec. 4:
+A study is a list of variants, each a set of ``create_model`` settings (of the classifier, or of
+a detector's backbone; paper Sec. 4:
 position encodings in Table 5, where the BoT blocks go in Tables 2 and 9, heads, and the
 ResNet a BoTNet replaces). Every (variant, seed) is an ordinary run folder under the
 study's folder, so a stopped study continues where it was: finished runs are kept,
@@ -24,8 +25,18 @@ from typing import Any
 from ..errors import ConfigError
 from ..models import create_model, get_model_entry, summarize
 from ..models.weights import read_metadata
+from .recipes import check_model_overrides
 
-__all__ = ["STUDIES", "Variant", "plan_study", "run_study", "study_variants", "summarize_study"]
+__all__ = [
+    "CLASSIFICATION_METRICS",
+    "DETECTION_METRICS",
+    "STUDIES",
+    "Variant",
+    "plan_study",
+    "run_study",
+    "study_variants",
+    "summarize_study",
+]
 
 
 @dataclass(frozen=True)
@@ -85,18 +96,22 @@ def run_folder(output_dir: str, variant: Variant, seed: int) -> str:
     return os.path.join(output_dir, _slug(variant.name), f"seed-{seed}")
 
 
-def plan_study(base, study: str, seeds: int, output_dir: str) -> list[tuple[Variant, int, str]]:
+def plan_study(base, study: str, seeds: int, output_dir: str, model: str) -> list[tuple[Variant, int, str]]:
     """Check the study's settings and list its (variant, seed, run folder)s; the folder's
     settings are recorded (``study.json``) so that continuing with others is refused."""
     if not isinstance(seeds, int) or isinstance(seeds, bool) or not 1 <= seeds <= 100:
         raise ConfigError(f"--seeds must be an int from 1 to 100, got {seeds!r}")
-    model = base.model
     variants = study_variants(study, model)
     for variant in variants:  # every variant's settings are valid before any run starts
-        dataclasses.replace(base, model_overrides={**(base.model_overrides or {}), **variant.overrides}).check_model()
+        check_model_overrides(model, {**(base.model_overrides or {}), **variant.overrides})
     os.makedirs(output_dir, exist_ok=True)
     _check_same_study(output_dir, dict(study=study, model=model, seeds=seeds, base=_settings(base)))
     return [(variant, seed, run_folder(output_dir, variant, seed)) for variant in variants for seed in range(seeds)]
+
+
+# What a study reports from each run's summary.json, by task: summary key -> column name.
+CLASSIFICATION_METRICS = {"test_top1": "top1"}
+DETECTION_METRICS = {"bbox_AP": "box_ap", "segm_AP": "mask_ap"}
 
 
 def run_study(
@@ -107,10 +122,13 @@ def run_study(
     train: Callable[..., dict[str, Any]],
     log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
-    """Train every (variant, seed) of ``study`` from the ``base`` TrainConfig with ``train``, resuming
-    or skipping runs already there; then write ``study.csv`` and ``study.png`` into ``output_dir``
-    and return the CSV's rows."""
-    plan = plan_study(base, study, seeds, output_dir)
+    """Train every (variant, seed) of ``study`` from ``base`` (a TrainConfig, or a resolved
+    DetectConfig whose ``backbone`` the variants change) with ``train``, resuming or skipping runs
+    already there; then write ``study.csv`` and ``study.png`` into ``output_dir`` and return the
+    CSV's rows."""
+    detection = hasattr(base, "backbone")
+    model = base.backbone if detection else base.model
+    plan = plan_study(base, study, seeds, output_dir, model)
     for variant, seed, folder in plan:
         if os.path.exists(os.path.join(folder, "summary.json")):
             continue
@@ -124,8 +142,9 @@ def run_study(
             overrides = {**(base.model_overrides or {}), **variant.overrides}
             train(dataclasses.replace(base, model_overrides=overrides or None, seed=seed, output_dir=folder))
     variants = [variant for index, (variant, _, _) in enumerate(plan) if index % seeds == 0]
-    rows = summarize_study(output_dir, study, variants, seeds)
-    plot_study(rows, os.path.join(output_dir, "study.png"), f"{study} study: {base.model}, {seeds} seed(s) each")
+    metrics = DETECTION_METRICS if detection else CLASSIFICATION_METRICS
+    rows = summarize_study(output_dir, study, variants, seeds, metrics)
+    plot_study(rows, os.path.join(output_dir, "study.png"), f"{study} study: {model}, {seeds} seed(s) each")
     return rows
 
 
@@ -167,8 +186,23 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def summarize_study(output_dir: str, study: str, variants: list[Variant], seeds: int) -> list[dict[str, Any]]:
-    """One row per variant from its runs' summary.json files, written to ``study.csv``."""
+def _model_of(summary: dict[str, Any], in_chans: int):
+    """The network a run trained (a detector's: its backbone), for parameters and FLOPs."""
+    overrides = summary.get("model_overrides") or {}
+    if summary.get("task") == "detection":
+        return create_model(summary["backbone"], features_only=True, img_size=summary["img_size"], **overrides)
+    return create_model(
+        summary["model"], num_classes=summary["num_classes"], img_size=summary["img_size"], in_chans=in_chans,
+        **overrides,
+    )  # fmt: skip
+
+
+def summarize_study(
+    output_dir: str, study: str, variants: list[Variant], seeds: int, metrics: dict[str, str] = CLASSIFICATION_METRICS
+) -> list[dict[str, Any]]:
+    """One row per variant from its runs' summary.json files, written to ``study.csv``: for each of
+    ``metrics`` (summary key -> column) the mean, standard deviation and each run's value;
+    parameters and GFLOPs (a detector's: its backbone's), training images/s and wall time."""
     rows = []
     for variant in variants:
         summaries = []
@@ -177,21 +211,22 @@ def summarize_study(output_dir: str, study: str, variants: list[Variant], seeds:
                 summaries.append(json.load(f))
         first = summaries[0]
         meta = read_metadata(os.path.join(run_folder(output_dir, variant, 0), "model.safetensors")) or {}
-        model = create_model(
-            first["model"], num_classes=first["num_classes"], img_size=first["img_size"],
-            in_chans=meta.get("in_chans", 3), **(first.get("model_overrides") or {}),
-        )  # fmt: skip
-        top1, top1_std = _mean_std([s["test_top1"] for s in summaries])
+        model = _model_of(first, meta.get("in_chans", 3))
+        row: dict[str, Any] = dict(study=study, variant=variant.name, overrides=json.dumps(variant.overrides), seeds=seeds)
+        for key, column in metrics.items():
+            if key not in first:
+                continue
+            mean, std = _mean_std([s[key] for s in summaries])
+            row.update({f"{column}_mean": round(mean, 3), f"{column}_std": round(std, 3),
+                        f"{column}_runs": " ".join(f"{s[key]:.2f}" for s in summaries)})  # fmt: skip
         speed, _ = _mean_std([s["train_images_per_second"] for s in summaries])
         wall, _ = _mean_std([s["wall_seconds"] for s in summaries])
-        rows.append(dict(
-            study=study, variant=variant.name, overrides=json.dumps(variant.overrides), seeds=seeds,
-            top1_mean=round(top1, 3), top1_std=round(top1_std, 3),
-            top1_runs=" ".join(f"{s['test_top1']:.2f}" for s in summaries),
+        row.update(
             params=sum(p.numel() for p in model.parameters()),
             gflops=round(summarize(model, first["img_size"]).flops / 1e9, 4),
             train_images_per_second=round(speed, 1), wall_seconds=round(wall, 1),
-        ))  # fmt: skip
+        )  # fmt: skip
+        rows.append(row)
     with open(os.path.join(output_dir, "study.csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -200,14 +235,17 @@ def summarize_study(output_dir: str, study: str, variants: list[Variant], seeds:
 
 
 def plot_study(rows: list[dict[str, Any]], path: str, title: str) -> None:
-    """Top-1 (mean, with one standard deviation as error bars) against FLOPs and against wall time."""
+    """The first metric (mean, with one standard deviation as error bars) against FLOPs and against
+    wall time."""
     from matplotlib.figure import Figure
 
+    metric = next(k[: -len("_mean")] for k in rows[0] if k.endswith("_mean"))
+    ylabel = {"top1": "held-out top-1 (%)", "box_ap": "held-out box AP", "mask_ap": "held-out mask AP"}[metric]
     figure = Figure(figsize=(10, 4))
     for axis, key, label in zip(figure.subplots(1, 2), ("gflops", "wall_seconds"), ("GFLOPs per image", "training wall time (s)")):
         for row in rows:
-            axis.errorbar(row[key], row["top1_mean"], yerr=row["top1_std"], fmt="o", capsize=4, label=row["variant"])
-        axis.set(xlabel=label, ylabel="held-out top-1 (%)")
+            axis.errorbar(row[key], row[f"{metric}_mean"], yerr=row[f"{metric}_std"], fmt="o", capsize=4, label=row["variant"])
+        axis.set(xlabel=label, ylabel=ylabel)
         axis.grid(alpha=0.3)
         axis.margins(x=0.15, y=0.2)
     figure.axes[0].legend(fontsize=7)

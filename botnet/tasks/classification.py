@@ -24,7 +24,7 @@ from ..data.folder import scan_split
 from ..data.transforms import eval_transform_for
 from ..errors import CheckpointError, ConfigError, DatasetError, MissingFileError, TrainingDiverged
 from ..interrupts import init_helper_process
-from ..models import ModelConfig, create_model, get_model_entry
+from ..models import create_model, get_model_entry
 from .checkpoint import (
     check_metric_rows,
     check_new_run_dir,
@@ -34,7 +34,7 @@ from .checkpoint import (
 )
 from .distributed import DistEnv, all_reduce_sum, init_distributed, main_process_first, shutdown_distributed
 from .engine import Optimization, Run, amp_dtype, check_tensorboard, fit, plan_epochs, train_loader
-from .recipes import RECIPES, check_field_types, check_workers, fill_from_recipe
+from .recipes import RECIPES, check_field_types, check_model_overrides, check_workers, fill_from_recipe
 from .report import plot_confusion, plot_curves, setup_logging, write_json
 from .runs import failures_end_the_run, open_run_dir, run_stamp, settings_and_state
 
@@ -119,16 +119,6 @@ class TrainConfig:
         config.check()
         return config
 
-    def check_model(self) -> ModelConfig:
-        """The model's architecture with ``model_overrides`` applied; ConfigError names a bad setting."""
-        entry = get_model_entry(self.model)  # unknown names fail here, with suggestions
-        if self.model_overrides is not None and not isinstance(self.model_overrides, dict):
-            raise ConfigError(f"model_overrides must be a mapping of model settings, got {self.model_overrides!r}")
-        try:
-            return entry.config.with_overrides(**(self.model_overrides or {}))
-        except (TypeError, ValueError) as error:
-            raise ConfigError(f"model_overrides {self.model_overrides}: {error}") from None
-
     def check(self) -> None:
         check_field_types(self)
         entry = get_model_entry(self.model)
@@ -136,7 +126,7 @@ class TrainConfig:
         for name, value in positive.items():
             if value is None or value <= 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {value}")
-        config = self.check_model()
+        config = check_model_overrides(self.model, self.model_overrides)
         if self.img_size < config.reduction():
             raise ConfigError(
                 f"--img-size {self.img_size} is too small for {self.model}, which downsamples by "

@@ -36,7 +36,6 @@ from ..detection.models import DETECTORS, create_detector
 from ..errors import CheckpointError, ConfigError, DatasetError, first_line
 from ..files import atomic_write
 from ..interrupts import init_helper_process
-from ..models import get_model_entry
 from .checkpoint import (
     check_meta,
     check_metric_rows,
@@ -55,7 +54,7 @@ from .distributed import (
     shutdown_distributed,
 )
 from .engine import GroupedBatchSampler, Optimization, Run, check_tensorboard, fit, train_loader
-from .recipes import check_field_types, check_workers, fill_from_recipe
+from .recipes import check_field_types, check_model_overrides, check_workers, fill_from_recipe
 from .report import setup_logging, write_json
 from .runs import failures_end_the_run, open_run_dir, run_stamp, settings_and_state
 
@@ -134,6 +133,7 @@ class DetectConfig:
     val_annotations: str | None = None
     detector: str = "maskrcnn"
     backbone: str | None = None
+    model_overrides: dict[str, Any] | None = None  # create_model settings of the backbone (an ablation's variant)
     recipe: str = "small"
     epochs: int | None = None
     batch_size: int | None = None
@@ -208,7 +208,7 @@ class DetectConfig:
         check_field_types(self)
         if self.detector not in DETECTORS:
             raise ConfigError(f"unknown detector {self.detector!r}; choose one of {', '.join(DETECTORS)}")
-        get_model_entry(self.backbone)  # unknown names fail here, with suggestions
+        backbone = check_model_overrides(self.backbone, self.model_overrides)  # unknown names fail with suggestions
         if not self.synthetic:
             paths = dict(train_images=self.train_images, train_annotations=self.train_annotations,
                          val_images=self.val_images, val_annotations=self.val_annotations)  # fmt: skip
@@ -223,7 +223,7 @@ class DetectConfig:
             value = getattr(self, name)
             if value is None or value <= 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {value}")
-        smallest = get_model_entry(self.backbone).config.reduction()
+        smallest = backbone.reduction()
         if self.min_size < smallest:
             raise ConfigError(f"--min-size {self.min_size} is too small for {self.backbone}, which downsamples by {smallest}")
         if self.scale_jitter is not None and not 0 < self.scale_jitter[0] <= self.scale_jitter[1]:
@@ -258,6 +258,7 @@ class DetectConfig:
             roi_sampling_ratio=self.roi_sampling_ratio,
             # Pretrained ResNet parts get frozen BatchNorm (botnet_fpn_backbone's default); the rebuilt model needs it too.
             frozen_batch_norm=self.backbone_weights is not None,
+            **({"backbone_overrides": self.model_overrides} if self.model_overrides else {}),
         )
 
 
@@ -498,6 +499,8 @@ def _fit_detector(
         task="detection",
         detector=config.detector,
         backbone=config.backbone,
+        model_overrides=config.model_overrides,
+        img_size=config.min_size,
         dataset=SHAPES if config.synthetic else os.path.abspath(config.train_annotations),
         classes=train_set.class_names,
         params=sum(p.numel() for p in model.parameters()),

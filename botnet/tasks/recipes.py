@@ -12,7 +12,7 @@ from typing import Any
 
 from ..errors import ConfigError
 
-__all__ = ["RECIPES", "Recipe", "check_field_types", "check_workers", "fill_from_recipe"]
+__all__ = ["RECIPES", "Recipe", "check_field_types", "check_model_overrides", "check_workers", "fill_from_recipe"]
 
 
 def check_workers(workers: int) -> None:
@@ -20,6 +20,20 @@ def check_workers(workers: int) -> None:
     limit = max(32, 4 * (os.cpu_count() or 1))
     if not 0 <= workers <= limit:
         raise ConfigError(f"--workers must be between 0 and {limit} on this machine ({os.cpu_count()} cores), got {workers}")
+
+
+def check_model_overrides(model: str, overrides: Any):
+    """The ModelConfig of ``model`` with ``overrides`` (create_model settings) applied; ConfigError names
+    a bad setting."""
+    from ..models import get_model_entry
+
+    entry = get_model_entry(model)  # unknown names fail here, with suggestions
+    if overrides is not None and not isinstance(overrides, dict):
+        raise ConfigError(f"model_overrides must be a mapping of model settings, got {overrides!r}")
+    try:
+        return entry.config.with_overrides(**(overrides or {}))
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"model_overrides {overrides}: {error}") from None
 
 
 def _matches(value: Any, hint: Any) -> bool:

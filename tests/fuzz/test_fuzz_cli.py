@@ -19,7 +19,7 @@ from botnet.cli import build_parser, main
 
 COMMANDS = [
     ("list",), ("info",), ("train",), ("eval",), ("predict",), ("bench",), ("export",), ("attention",), ("ablate",),
-    ("detect", "train"), ("detect", "eval"), ("detect", "predict"), ("detect", "make-data"),
+    ("detect", "train"), ("detect", "eval"), ("detect", "predict"), ("detect", "make-data"), ("detect", "ablate"),
 ]  # fmt: skip
 NUMBERS = ["-1", "0", "1", "2", "3", "17", "64", "300", "1000000000", "0.5", "-0.1", "nan", "inf", "1e-3", "1e30"]
 WORDS = ["botnet_tiny", "botnet50", "botnet_mini", "resnet50", "nope", "small", "paper", "sgd", "adamw", "maskrcnn",
@@ -81,10 +81,11 @@ def stand_ins(monkeypatch, real_files):
         return ["drawn"]
 
     def run_study(base, study, seeds, output_dir, train, log=print):
-        ablate.plan_study(base, study, seeds, output_dir)  # every check, then no training
+        ablate.plan_study(base, study, seeds, output_dir, getattr(base, "backbone", None) or base.model)  # every check
         stand.reached = "ablate"
         return [dict(variant="v", top1_mean=1.0, top1_std=0.0, top1_runs="1.0", params=1, gflops=1.0,
                      train_images_per_second=1.0)]  # fmt: skip
+
 
     monkeypatch.setattr(ablate, "run_study", run_study)
     monkeypatch.setattr(export, "to_onnx", export_to)

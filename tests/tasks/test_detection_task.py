@@ -389,3 +389,22 @@ def test_export_writes_the_detectors_backbone_and_fpn(tiny_run, tmp_path, capsys
         assert a.shape == b.shape and np.abs(a - b.numpy()).max() <= 1e-4 * np.abs(b.numpy()).max()
     written = onnx_metadata(output)
     assert written["classes"] == meta["class_names"] and written["min_size"] == detector.transform.min_size[0]
+
+
+def test_detection_study_trains_each_backbone_variant(tmp_path, capsys):
+    """`botnet detect ablate`: the baseline study on a tiny shapes set; each variant's backbone is rebuilt
+    from its run (the ResNet has no attention), and study.csv reports box and mask AP."""
+    from botnet.tasks.ablate import run_folder, run_study, study_variants
+
+    out = str(tmp_path / "study")
+    base = DetectConfig(**dict(TINY, epochs=1)).resolve()
+    rows = run_study(base, "baseline", 1, out, train_detector, log=lambda line: None)
+    assert [r["variant"] for r in rows] == ["BoTNet", "ResNet (no BoT blocks)"]
+    assert all({"box_ap_mean", "box_ap_std", "mask_ap_mean"} <= set(r) for r in rows)
+    assert rows[1]["params"] > rows[0]["params"]  # BoT blocks have fewer parameters than the 3x3 convs they replace
+    resnet = study_variants("baseline", base.backbone)[1]
+    detector, meta = load_detector(os.path.join(run_folder(out, resnet, 0), "model.safetensors"))
+    assert meta["settings"]["backbone_overrides"] == {"bot_blocks": [0, 0, 0, 0]}
+    assert not any(type(m).__name__ == "MHSA" for m in detector.modules())
+    with open(os.path.join(out, "study.csv")) as f:
+        assert next(csv.DictReader(f))["box_ap_runs"] == f"{rows[0]['box_ap_mean']:.2f}"
