@@ -208,7 +208,7 @@ def _cmd_attention(args: argparse.Namespace) -> int:
 
     result = explain_checkpoint(args.checkpoint, args.image, args.output, args.points)
     layers = ", ".join(f"{name} ({h}x{w})" for name, (h, w) in result["layers"].items())
-    print(f"wrote {result['maps']}: attention of {len(args.points or [0, 0])} query points, per head, in {layers}")
+    print(f"wrote {result['maps']}: attention of {len(result['points'])} query points, per head, in {layers}")
     if result["position"]:
         print(f"wrote {result['position']}: each head's relative position logits by row and column offset")
     return 0
@@ -427,14 +427,11 @@ def _add_detect_parser(commands) -> None:
         description="Like `botnet ablate`, for detection: each variant of the backbone trained with --seeds seeds "
         "as an ordinary detection run (box and mask AP). Without --data, on the synthetic shapes.",
     )
-    p.add_argument("--study", required=True, choices=("position", "placement", "heads", "baseline"))
+    _add_study_flags(p, "runs/ablate-detect-DATA-BACKBONE-STUDY")
     p.add_argument("--data", help="ROOT with ROOT/{train,val}/images/ and ROOT/{train,val}/annotations.json")
     p.add_argument("--detector", choices=("maskrcnn", "fasterrcnn"))
     p.add_argument("--backbone", help="the BoTNet the variants change (default: the recipe's)")
     p.add_argument("--recipe", choices=("small", "paper"))
-    p.add_argument("--seeds", type=int, default=3, help="runs per variant, seeds 0..N-1 (default 3)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--output-dir", help="the study folder (default runs/ablate-detect-DATA-BACKBONE-STUDY)")
     p.set_defaults(func=_cmd_detect_ablate)
 
     p = sub.add_parser("make-data", help="write the synthetic shapes dataset (COCO format) to a folder")
@@ -472,6 +469,17 @@ def _with_debug_flag(subparsers) -> None:
         return add_parser(*args, **kwargs)
 
     subparsers.add_parser = add_parser_with_debug
+
+
+STUDY_NAMES = ("position", "placement", "heads", "baseline")  # botnet.tasks.ablate.STUDIES, named here to keep startup light
+
+
+def _add_study_flags(p: argparse.ArgumentParser, default_dir: str) -> None:
+    """The flags `botnet ablate` and `botnet detect ablate` share."""
+    p.add_argument("--study", required=True, choices=STUDY_NAMES)
+    p.add_argument("--seeds", type=int, default=3, help="runs per variant, seeds 0..N-1 (default 3)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--output-dir", help=f"the study folder (default {default_dir})")
 
 
 def _add_engine_flags(p: argparse.ArgumentParser) -> None:
@@ -608,15 +616,12 @@ def build_parser() -> argparse.ArgumentParser:
         "against its ResNet), each variant trained with --seeds seeds as an ordinary run folder. Run the same "
         "command again to continue a stopped study.",
     )
-    p.add_argument("--study", required=True, choices=("position", "placement", "heads", "baseline"))
+    _add_study_flags(p, "runs/ablate-DATA-MODEL-STUDY")
     p.add_argument("--data", help="an image folder with train/ and val/ (default: the bundled digits)")
     p.add_argument("--model", default="botnet_tiny", help="the BoTNet the variants change (default botnet_tiny)")
-    p.add_argument("--seeds", type=int, default=3, help="runs per variant, seeds 0..N-1 (default 3)")
-    p.add_argument("--epochs", type=int)
     p.add_argument("--img-size", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--recipe")
-    p.add_argument("--output-dir", help="the study folder (default runs/ablate-DATA-MODEL-STUDY)")
     p.set_defaults(func=_cmd_ablate)
 
     p = commands.add_parser(

@@ -127,16 +127,15 @@ def draw_attention(
 ) -> None:
     """One row per (BoT block, query point): the image with the query marked, then each head's
     attention from that query over the image (the first image of the recorded batch)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
 
     picture = _picture(image, mean, std)
     height, width = picture.shape[:2]
     heads = max(record.probs.shape[1] for record in records.values())
     rows = [(name, point) for name in records for point in points]
-    figure, axes = plt.subplots(len(rows), heads + 1, figsize=(1.8 * (heads + 1), 1.9 * len(rows)), squeeze=False)
+    figure = Figure(figsize=(1.8 * (heads + 1), 1.9 * len(rows)))
+    axes = figure.subplots(len(rows), heads + 1, squeeze=False)
     cmap = "gray" if picture.ndim == 2 else None
     for row, (name, point) in zip(axes, rows):
         record = records[name]
@@ -145,7 +144,7 @@ def draw_attention(
         row[0].imshow(picture, cmap=cmap)
         cell_y, cell_x = divmod(query, size[1])
         row[0].add_patch(
-            plt.Rectangle(
+            Rectangle(
                 (cell_x * width / size[1] - 0.5, cell_y * height / size[0] - 0.5), width / size[1], height / size[0],
                 fill=False, edgecolor="cyan", linewidth=2,
             )
@@ -165,23 +164,20 @@ def draw_attention(
     figure.suptitle("attention of the marked query over the image, per head", fontsize=9)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
-    plt.close(figure)
 
 
 def draw_position_logits(model: nn.Module, records: dict[str, AttentionRecord], path: str) -> list[str]:
     """One row per BoT block with relative encodings, one picture per head of
     ``relative_position_maps``; returns the blocks drawn."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     layers = _layers(model)
     drawn = [n for n in records if layers[n].position_encoding in ("relative", "relative_only")]
     if not drawn:
         return []
     heads = max(layers[n].heads for n in drawn)
-    figure, axes = plt.subplots(len(drawn), heads, figsize=(2.0 * heads, 2.1 * len(drawn)), squeeze=False)
+    figure = Figure(figsize=(2.0 * heads, 2.1 * len(drawn)))
+    axes = figure.subplots(len(drawn), heads, squeeze=False)
     for row, name in zip(axes, drawn):
         logits = relative_position_maps(layers[name], records[name]).float().numpy()
         height, width = records[name].size
@@ -199,7 +195,6 @@ def draw_position_logits(model: nn.Module, records: dict[str, AttentionRecord], 
     figure.suptitle("relative position logit per key offset (each head's mean query)", fontsize=9)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
-    plt.close(figure)
     return drawn
 
 
@@ -214,13 +209,12 @@ def explain_checkpoint(
 
     from .data.images import read_image
     from .data.transforms import eval_transform_for
-    from .tasks.checkpoint import load_model, read_weights
+    from .tasks.checkpoint import checkpoint_task, load_model
 
     points = points or [(0.5, 0.5), (0.25, 0.25)]
     for point in points:
         query_index(point, (1, 1))  # checks the fractions
-    _, meta = read_weights(checkpoint)
-    if meta.get("task") == "detection":
+    if checkpoint_task(checkpoint) == "detection":
         from .tasks.detection import load_detector
 
         detector, _ = load_detector(checkpoint)
@@ -235,4 +229,5 @@ def explain_checkpoint(
     draw_attention(batch[0], records, points, output, mean=mean, std=std)
     position = os.path.splitext(output)[0] + "_position.png"
     drawn = draw_position_logits(model, records, position)
-    return dict(maps=output, position=position if drawn else None, layers={n: r.size for n, r in records.items()})
+    layers = {n: r.size for n, r in records.items()}
+    return dict(maps=output, position=position if drawn else None, layers=layers, points=points)

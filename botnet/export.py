@@ -301,15 +301,14 @@ def export_checkpoint(
 ) -> dict[str, Any]:
     """``botnet export``: a trained classifier (or the BoTNet + FPN of a trained detector) as ONNX or
     a torch.export program, with the metadata a deployment needs (classes, normalisation, sizes)."""
-    from .tasks.checkpoint import load_model, read_weights
+    from .tasks.checkpoint import checkpoint_task, load_model
 
     if format not in FORMATS:
         raise ConfigError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
     if opset is not None and not 7 <= opset <= 30:
         raise ConfigError(f"--opset must be an ONNX opset number (7..30; default {DEFAULT_OPSET}), got {opset}")
     output = output or os.path.splitext(checkpoint)[0] + "." + format
-    _, meta = read_weights(checkpoint)
-    if meta.get("task") == "detection":
+    if checkpoint_task(checkpoint) == "detection":
         model, example, extra = _detector_backbone(checkpoint)
     else:
         model, meta = load_model(checkpoint)
@@ -317,12 +316,13 @@ def export_checkpoint(
         example, extra = None, {k: meta[k] for k in keys if k in meta}
         extra.update(model=meta["model"], img_size=list(model.img_size))
     pair = to_pair(tuple(static), "static") if static is not None else None
-    with _EvalMode(model), torch.no_grad():  # checks the sizes before the long part
-        names = _outputs(model(_example(model, example, pair)), model)[0]
+    example = _example(model, example, pair)  # checks the sizes before the long part
     if format == "onnx":
         opset = opset or DEFAULT_OPSET
         return to_onnx(model, output, example=example, static=static, opset=opset, metadata=extra, check=check)
     program = to_exported_program(model, example=example, static=static)
+    with _EvalMode(model), torch.no_grad():
+        names = _outputs(model(example), model)[0]
     metadata = _metadata(model, extra, names, pair)
     save_exported_program(program, output, metadata)
     return dict(path=output, inputs=["images"], outputs=names, metadata=metadata, max_relative_error=None)

@@ -36,6 +36,7 @@ __all__ = [
     "saved_config",
     "load_training_state",
     "save_weights",
+    "checkpoint_task",
     "load_model",
     "read_weights",
 ]
@@ -242,6 +243,15 @@ def read_weights(path: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     if not isinstance(meta, dict):
         raise CheckpointError(f"{path}: its metadata is not a mapping; the file is damaged")
     return state, meta
+
+
+def checkpoint_task(path: str) -> str:
+    """"classification" or "detection": what a run's model.safetensors (read from its header alone)
+    or last.pt was trained for."""
+    meta = read_metadata(path) if path.endswith(".safetensors") and os.path.isfile(path) else None
+    if meta is None:
+        meta = read_weights(path)[1]  # a last.pt, or a file whose errors read_weights names
+    return meta.get("task", "classification")
 
 
 def load_model(path: str) -> tuple[BoTNet, dict[str, Any]]:
