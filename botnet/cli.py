@@ -109,6 +109,7 @@ _TRAIN_FLAGS = (
     "data", "model", "img_size", "recipe", "epochs", "batch_size", "lr", "weight_decay", "optimizer",
     "momentum", "warmup_epochs", "label_smoothing", "randaugment", "ema_decay", "seed", "output_dir",
     "amp", "compile", "workers", "sync_bn", "skip_bad_images", "pretrained", "head_epochs", "clip_grad", "tensorboard", "hflip", "time_budget",
+    "in_chans", "augment",
 )  # fmt: skip
 
 
@@ -218,11 +219,19 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
     from .data import DIGITS
     from .tasks import TrainConfig, train
     from .tasks.ablate import run_study
+    from .tasks.defaults import fit_defaults
+    from .tasks.recipes import check_time_budget
 
+    check_time_budget(args.time_budget, args.epochs)
+    names = ("data", "model", "epochs", "img_size", "batch_size", "recipe", "time_budget")
+    base = TrainConfig(**{name: getattr(args, name) for name in names if getattr(args, name) is not None})
+    base, choices, profile = fit_defaults(base)  # once, so that every variant and seed shares the settings
+    if choices:
+        print(f"settings fitted to the data ({profile.describe()}):")
+        for choice in choices:
+            print(f"  {choice.setting} = {choice.value}: {choice.why}")
     dataset = DIGITS if args.data in (None, DIGITS) else os.path.basename(os.path.normpath(args.data))
-    output_dir = args.output_dir or os.path.join("runs", f"ablate-{dataset}-{args.model}-{args.study}")
-    given = {name: getattr(args, name) for name in ("data", "model", "epochs", "img_size", "batch_size", "recipe")}
-    base = TrainConfig(**{k: v for k, v in given.items() if v is not None})
+    output_dir = args.output_dir or os.path.join("runs", f"ablate-{dataset}-{base.model}-{args.study}")
     _print_study(run_study(base, args.study, args.seeds, output_dir, train), output_dir)
     return 0
 
@@ -277,7 +286,7 @@ _DETECT_FLAGS = (
     "data", "train_images", "train_annotations", "val_images", "val_annotations", "detector", "backbone", "recipe",
     "epochs", "batch_size", "optimizer", "lr", "weight_decay", "momentum", "warmup_epochs", "min_size", "max_size",
     "fpn_channels", "anchor_sizes", "eval_every", "backbone_weights", "trainable_layers", "seed", "output_dir",
-    "workers", "skip_bad", "amp", "sync_bn", "clip_grad", "scale_jitter", "tensorboard",
+    "workers", "skip_bad", "amp", "sync_bn", "clip_grad", "scale_jitter", "tensorboard", "time_budget",
 )  # fmt: skip
 
 
@@ -328,8 +337,10 @@ def _cmd_detect_predict(args: argparse.Namespace) -> int:
 def _cmd_detect_ablate(args: argparse.Namespace) -> int:
     from .tasks.ablate import run_study
     from .tasks.detection import DetectConfig, train_detector
+    from .tasks.recipes import check_time_budget
 
-    given = {name: getattr(args, name) for name in ("data", "detector", "backbone", "epochs", "recipe")}
+    check_time_budget(args.time_budget, args.epochs)
+    given = {name: getattr(args, name) for name in ("data", "detector", "backbone", "epochs", "recipe", "time_budget")}
     base = DetectConfig(**{k: v for k, v in given.items() if v is not None}).resolve()
     source = "shapes" if base.synthetic else os.path.basename(os.path.normpath(args.data or base.train_images))
     output_dir = args.output_dir or os.path.join("runs", f"ablate-detect-{source}-{base.backbone}-{args.study}")
@@ -349,6 +360,22 @@ def _cmd_detect_make_data(args: argparse.Namespace) -> int:
     splits = write_shapes_dataset(args.root, spec)
     for split, (image_dir, ann_file) in splits.items():
         print(f"{split}: {image_dir} + {ann_file}")
+    return 0
+
+
+def _cmd_make_data(args: argparse.Namespace) -> int:
+    from .data.shapes import PhotoSpec, write_shapes_folder
+
+    if args.train_per_class < 1 or args.val_per_class < 1:
+        raise ConfigError("--train-per-class and --val-per-class must be at least 1")
+    if not 8 <= args.size <= 1024:
+        raise ConfigError(f"--size must be from 8 to 1024 pixels, got {args.size}")
+    if os.path.exists(os.path.join(args.root, "train")):
+        raise ConfigError(f"{args.root} already holds a train/ folder; choose another folder")
+    spec = PhotoSpec(args.train_per_class, args.val_per_class, args.size, args.seed)
+    counts = write_shapes_folder(args.root, spec)
+    print(f"wrote {counts['train']} training and {counts['val']} held-out images to {args.root}; "
+          f"train with `botnet train --data {args.root}`")  # fmt: skip
     return 0
 
 
@@ -479,6 +506,11 @@ def _add_study_flags(p: argparse.ArgumentParser, default_dir: str) -> None:
     p.add_argument("--study", required=True, choices=STUDY_NAMES)
     p.add_argument("--seeds", type=int, default=3, help="runs per variant, seeds 0..N-1 (default 3)")
     p.add_argument("--epochs", type=int)
+    p.add_argument(
+        "--time-budget", type=float, metavar="MINUTES",
+        help="instead of --epochs: the whole study's time, shared equally by its runs (each variant plans its "
+        "epochs on its first seed; its other seeds train as many)",
+    )  # fmt: skip
     p.add_argument("--output-dir", help=f"the study folder (default {default_dir})")
 
 
@@ -487,6 +519,11 @@ def _add_engine_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--amp", action="store_true", default=None, help="bfloat16 autocast (float16 on older GPUs)")
     p.add_argument("--sync-bn", action="store_true", default=None, help="SyncBatchNorm across GPUs (torchrun)")
     p.add_argument("--clip-grad", type=float, metavar="NORM", help="clip the gradient norm to this")
+    p.add_argument(
+        "--time-budget", type=float, metavar="MINUTES",
+        help="instead of --epochs: time a few steps on this machine, then train as many epochs as fit (the "
+        "schedule is planned for them, so the cosine ends on time)",
+    )  # fmt: skip
     p.add_argument(
         "--tensorboard", action="store_true", default=None,
         help="also write the metrics as TensorBoard scalars in RUN/tensorboard (pip install 'botnet[tensorboard]')",
@@ -539,8 +576,8 @@ def build_parser() -> argparse.ArgumentParser:
         "digits are used, without --model the tiny CPU-sized BoTNet. Runs under torchrun for several processes.",
     )
     p.add_argument("--data", help="image folder with DIR/train/CLASS/* and DIR/val/CLASS/* (default: digits)")
-    p.add_argument("--model", help="a name from `botnet list` (default botnet_tiny)")
-    p.add_argument("--img-size", type=int, help="input size (default: the model's)")
+    p.add_argument("--model", help="a name from `botnet list` (default: chosen from the images' size and number)")
+    p.add_argument("--img-size", type=int, help="input size (default: the images' typical size, within the model's range)")
     p.add_argument(
         "--pretrained", nargs="?", const="hub", metavar="FILE",
         help="start from a weights file of --model (timm's or botnet's), or without FILE its published weights; "
@@ -552,11 +589,6 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--head-epochs", type=int, help="first epochs in which only the new classifier trains")
     p.add_argument("--epochs", type=int)
-    p.add_argument(
-        "--time-budget", type=float, metavar="MINUTES",
-        help="instead of --epochs: time a few steps on this machine, then train as many epochs as fit (the "
-        "schedule is planned for them, so the cosine ends on time)",
-    )  # fmt: skip
     p.add_argument("--batch-size", type=int, help="per process")
     p.add_argument("--lr", type=float, help="peak learning rate")
     p.add_argument("--weight-decay", type=float)
@@ -566,9 +598,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-smoothing", type=float)
     p.add_argument("--randaugment", action=argparse.BooleanOptionalAction, default=None, help="RandAugment(2, 10)")
     p.add_argument(
+        "--augment", choices=["crop", "jitter"],
+        help="crop: random-resized crops (photos, where the object may be anywhere); jitter: the whole image resized, "
+        "with small shifts, turns and zooms (scans, digits, documents, where a crop can cut off what tells classes "
+        "apart). Default: jitter for grey folders, crop for colour",
+    )  # fmt: skip
+    p.add_argument(
         "--hflip", action=argparse.BooleanOptionalAction, default=None,
-        help="random horizontal flips (default: on for photo folders, off for the digits; turn off for text, digits "
-        "and other classes a mirror image changes)",
+        help="random horizontal flips (default: with --augment crop; keep off for text, digits and other classes "
+        "a mirror image changes)",
+    )  # fmt: skip
+    p.add_argument(
+        "--in-chans", type=int, choices=[1, 3],
+        help="1: read the images grey, 3: in colour (default: 1 when every sampled image is grey)",
     )  # fmt: skip
     p.add_argument("--ema-decay", type=float, help="EMA of the weights (0 turns it off)")
     p.add_argument("--seed", type=int)
@@ -606,6 +648,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", help="PNG of throughput against resolution (needs --suite resolution)")
     p.set_defaults(func=_cmd_bench)
 
+    p = commands.add_parser(
+        "make-data",
+        help="write a generated photo-like image folder (DIR/train/CLASS, DIR/val/CLASS) for `botnet train --data`",
+        description="Colour images of six shape classes on textured, cluttered backgrounds with smaller shapes "
+        "of other classes around them, shrunk from 4x (soft edges, as in a downscaled photo); colour says "
+        "nothing about the class. The same settings always give the same files.",
+    )
+    p.add_argument("root", metavar="DIR")
+    p.add_argument("--train-per-class", type=int, default=700)
+    p.add_argument("--val-per-class", type=int, default=150)
+    p.add_argument("--size", type=int, default=32, help="image side in pixels (default 32)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_make_data)
+
     _add_detect_parser(commands)
 
     p = commands.add_parser(
@@ -618,7 +674,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_study_flags(p, "runs/ablate-DATA-MODEL-STUDY")
     p.add_argument("--data", help="an image folder with train/ and val/ (default: the bundled digits)")
-    p.add_argument("--model", default="botnet_tiny", help="the BoTNet the variants change (default botnet_tiny)")
+    p.add_argument("--model", help="the BoTNet the variants change (default: fitted to the data, as `botnet train` does)")
     p.add_argument("--img-size", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--recipe")

@@ -28,6 +28,9 @@ __all__ = [
 
 DIGITS = "digits"
 DIGITS_MEAN, DIGITS_STD = (0.5,), (0.5,)
+# grey folders: ImageNet's statistics averaged over the channels, so that a pretrained stem whose
+# filters are summed to one channel (in_chans=1) sees what it was trained on
+GREY_MEAN, GREY_STD = (sum(IMAGENET_MEAN) / 3,), (sum(IMAGENET_STD) / 3,)
 
 
 @dataclass
@@ -41,7 +44,7 @@ class ClassificationData:
     in_chans: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    crop: bool  # photos: random-resized / centre crops; digits: plain resizing
+    crop: bool  # photos: random-resized / centre crops; scans and digits: the whole image resized
     bad_images: BadImages
 
 
@@ -54,20 +57,24 @@ def load_classification_data(
     skip_bad_images: bool = False,
     train: bool = True,
     hflip: bool | None = None,
+    in_chans: int | None = None,
+    augment: str | None = None,
 ) -> ClassificationData:
     """The bundled digits (``data`` None or "digits") or an image folder DIR with train/ and val/.
-    ``train=False`` skips building the training pipeline (evaluation only). ``hflip``: random flips
-    in training (default: for photo folders, not for the digits)."""
-    if data in (None, DIGITS):
+    ``train=False`` skips building the training pipeline (evaluation only). ``in_chans``: 1 reads a
+    folder's images grey, 3 (default) in colour. ``augment``: "crop" (random-resized crops; the
+    default for folders) or "jitter" (the whole image, a small affine jitter; the default for the
+    digits). ``hflip``: random flips in training (default: with "crop")."""
+    digits = data in (None, DIGITS)
+    crop = (augment or ("jitter" if digits else "crop")) == "crop"
+    if digits:
         train_split, val_split = digits_splits()
-        result = ClassificationData(
-            DIGITS, train_split, val_split, DIGITS_CLASSES, 1, DIGITS_MEAN, DIGITS_STD, False, BadImages()
-        )
+        result = ClassificationData(DIGITS, train_split, val_split, DIGITS_CLASSES, 1, DIGITS_MEAN, DIGITS_STD, crop, BadImages())
     else:
-        train_split, val_split, bad = load_image_folder(data, skip_bad=skip_bad_images)
-        result = ClassificationData(
-            data, train_split, val_split, train_split.classes, 3, IMAGENET_MEAN, IMAGENET_STD, True, bad
-        )
+        grey = in_chans == 1
+        train_split, val_split, bad = load_image_folder(data, skip_bad=skip_bad_images, mode="L" if grey else "RGB")
+        mean, std = (GREY_MEAN, GREY_STD) if grey else (IMAGENET_MEAN, IMAGENET_STD)
+        result = ClassificationData(data, train_split, val_split, train_split.classes, 1 if grey else 3, mean, std, crop, bad)
     if train:
         result.train.transform = train_transform(
             img_size, result.mean, result.std, crop=result.crop, crop_scale_min=crop_scale_min, randaugment=randaugment,

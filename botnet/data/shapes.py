@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-__all__ = ["SHAPE_CLASSES", "ShapesSpec", "render_scene", "write_shapes_dataset"]
+__all__ = ["PhotoSpec", "SHAPE_CLASSES", "ShapesSpec", "render_photo", "render_scene", "write_shapes_dataset", "write_shapes_folder"]
 
 SHAPE_CLASSES = ("circle", "square", "triangle", "star", "ring", "cross")
 MIN_VISIBLE = 0.35  # a shape hidden below this share of its own area is not annotated
@@ -203,3 +203,64 @@ def write_shapes_dataset(
             json.dump(dict(images=images, annotations=annotations, categories=categories), file)
         splits[split] = (image_dir, ann_file)
     return splits
+
+
+@dataclass(frozen=True)
+class PhotoSpec:
+    """A photo-like classification folder: one shape per image on a textured, cluttered background,
+    with smaller shapes of other classes around it, drawn large and shrunk (blurred edges, as in a
+    downscaled photo). Colour says nothing about the class."""
+
+    train_per_class: int = 700
+    val_per_class: int = 150
+    size: int = 32
+    seed: int = 0
+
+
+def render_photo(rng: np.random.Generator, kind_index: int, size: int) -> np.ndarray:
+    """One (size, size, 3) uint8 image whose main object is a ``SHAPE_CLASSES[kind_index]``: 0.45-0.95 of
+    the image across, anywhere it fits, turned at random, over 0-2 distractor shapes a third its size
+    or less. Rendered at 4x and shrunk with antialiasing."""
+    big = 4 * size
+    image = _background(rng, big, big)
+    main_radius = rng.uniform(0.225, 0.475) * big
+    for _ in range(int(rng.integers(0, 3))):  # distractors: other classes, small, placed anywhere
+        other = int(rng.integers(len(SHAPE_CLASSES) - 1))
+        other += other >= kind_index
+        radius = rng.uniform(0.15, 0.33) * main_radius
+        cx, cy = rng.uniform(0, big, size=2)
+        mask = _shape_mask(SHAPE_CLASSES[other], big, big, cx, cy, radius, rng.uniform(0, 2 * math.pi))
+        image[mask] = _fill(rng, big, big)[mask]
+    cx, cy = rng.uniform(main_radius * 0.8, big - main_radius * 0.8, size=2)
+    mask = _shape_mask(SHAPE_CLASSES[kind_index], big, big, cx, cy, main_radius, rng.uniform(0, 2 * math.pi))
+    image[mask] = _fill(rng, big, big)[mask]
+    small = Image.fromarray(image.clip(0, 255).astype(np.uint8)).resize((size, size), Image.BOX)
+    noisy = np.asarray(small, dtype=np.float32) + rng.normal(0, 4, size=(size, size, 3))
+    return noisy.clip(0, 255).astype(np.uint8)
+
+
+def _write_photo(job: tuple[PhotoSpec, int, int, int, str]) -> None:
+    spec, split_index, kind_index, index, path = job
+    rng = np.random.default_rng([spec.seed, 100 + split_index, kind_index, index])
+    Image.fromarray(render_photo(rng, kind_index, spec.size)).save(path)
+
+
+def write_shapes_folder(root: str, spec: PhotoSpec = PhotoSpec(), workers: int | None = None) -> dict[str, int]:
+    """Write ROOT/{train,val}/CLASS/*.png (an image folder for ``botnet train --data ROOT``); the same
+    spec always gives the same files. Returns the number of images per split."""
+    jobs = []
+    counts = {}
+    for split_index, (split, per_class) in enumerate((("train", spec.train_per_class), ("val", spec.val_per_class))):
+        for kind_index, kind in enumerate(SHAPE_CLASSES):
+            folder = os.path.join(root, split, kind)
+            os.makedirs(folder, exist_ok=True)
+            jobs += [(spec, split_index, kind_index, i, os.path.join(folder, f"{i:05d}.png")) for i in range(per_class)]
+        counts[split] = per_class * len(SHAPE_CLASSES)
+    workers = workers or os.cpu_count() or 1
+    if workers > 1 and len(jobs) >= 64:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            list(pool.map(_write_photo, jobs, chunksize=64))
+    else:
+        for job in jobs:
+            _write_photo(job)
+    return counts

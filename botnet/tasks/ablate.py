@@ -25,6 +25,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..models import create_model, get_model_entry, summarize
 from ..models.weights import read_metadata
+from .defaults import fit_defaults
 from .recipes import check_model_overrides
 
 __all__ = [
@@ -122,11 +123,14 @@ def run_study(
     train: Callable[..., dict[str, Any]],
     log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
-    """Train every (variant, seed) of ``study`` from ``base`` (a TrainConfig, or a resolved
-    DetectConfig whose ``backbone`` the variants change) with ``train``, resuming or skipping runs
-    already there; then write ``study.csv`` and ``study.png`` into ``output_dir`` and return the
-    CSV's rows."""
+    """Train every (variant, seed) of ``study`` from ``base`` (a TrainConfig, whose unset data-fitted
+    settings are chosen once for all runs, or a resolved DetectConfig whose ``backbone`` the variants
+    change) with ``train``, resuming or skipping runs already there; then write ``study.csv`` and
+    ``study.png`` into ``output_dir`` and return the CSV's rows. ``base.time_budget`` (minutes) is
+    the whole study's, shared equally by its runs."""
     detection = hasattr(base, "backbone")
+    if not detection:
+        base = fit_defaults(base)[0]  # the data-fitted settings, chosen once for every run (none if all are given)
     model = base.backbone if detection else base.model
     plan = plan_study(base, study, seeds, output_dir, model)
     for variant, seed, folder in plan:
@@ -140,12 +144,25 @@ def run_study(
             train(resume=last)
         else:
             overrides = {**(base.model_overrides or {}), **variant.overrides}
-            train(dataclasses.replace(base, model_overrides=overrides or None, seed=seed, output_dir=folder))
+            settings = dict(model_overrides=overrides or None, seed=seed, output_dir=folder)
+            if base.time_budget is not None:
+                settings.update(_budget_share(base.time_budget / len(plan), run_folder(output_dir, variant, 0), seed))
+            train(dataclasses.replace(base, **settings))
     variants = [variant for index, (variant, _, _) in enumerate(plan) if index % seeds == 0]
     metrics = DETECTION_METRICS if detection else CLASSIFICATION_METRICS
     rows = summarize_study(output_dir, study, variants, seeds, metrics)
     plot_study(rows, os.path.join(output_dir, "study.png"), f"{study} study: {model}, {seeds} seed(s) each")
     return rows
+
+
+def _budget_share(minutes: float, first_seed_folder: str, seed: int) -> dict[str, Any]:
+    """A study's ``--time-budget`` is shared equally by its runs. A variant's first seed plans its
+    epochs in its share; the other seeds train the same epochs, so that seeds differ only by the seed."""
+    config = os.path.join(first_seed_folder, "config.json")
+    if seed > 0 and os.path.exists(config):
+        with open(config) as f:
+            return dict(time_budget=None, epochs=json.load(f)["epochs"])
+    return dict(time_budget=minutes, epochs=None)
 
 
 def _clear_unstarted(folder: str, log: Callable[[str], None]) -> None:

@@ -33,8 +33,16 @@ from .checkpoint import (
     saved_config,
 )
 from .distributed import DistEnv, all_reduce_sum, init_distributed, main_process_first, shutdown_distributed
-from .engine import Optimization, Run, amp_dtype, check_tensorboard, fit, plan_epochs, train_loader
-from .recipes import RECIPES, check_field_types, check_model_overrides, check_workers, fill_from_recipe
+from .defaults import fit_defaults
+from .engine import Optimization, Run, amp_dtype, check_tensorboard, fit, plan_run, train_loader
+from .recipes import (
+    RECIPES,
+    check_field_types,
+    check_model_overrides,
+    check_time_budget,
+    check_workers,
+    fill_from_recipe,
+)
 from .report import plot_confusion, plot_curves, setup_logging, write_json
 from .runs import failures_end_the_run, open_run_dir, run_stamp, settings_and_state
 
@@ -52,6 +60,7 @@ __all__ = [
 DEFAULT_MODEL = "botnet_tiny"
 METRIC_COLUMNS = ["epoch", "train_loss", "val_loss", "val_top1", "val_top5", "lr", "seconds"]  # metrics.csv
 PUBLISHED_WEIGHTS = "hub"  # --pretrained without a file: the model's published weights
+AUGMENTATIONS = ("crop", "jitter")  # random-resized crops (photos); the whole image with a small affine jitter (scans)
 
 
 @dataclass
@@ -60,7 +69,7 @@ class TrainConfig:
     (or, for ``img_size``, the model's own resolution)."""
 
     data: str | None = None  # an image folder with train/ and val/; None: the bundled digits
-    model: str = DEFAULT_MODEL
+    model: str | None = None  # None: fitted to the data (botnet.tasks.defaults), else botnet_tiny
     model_overrides: dict[str, Any] | None = None  # create_model settings (an ablation's variant), e.g. {"heads": 8}
     img_size: int | None = None
     pretrained: str | None = None  # a weights file of the model, or "hub": its published weights
@@ -76,7 +85,9 @@ class TrainConfig:
     randaugment: bool | None = None
     ema_decay: float | None = None
     crop_scale_min: float | None = None
-    hflip: bool | None = None  # random horizontal flips; default on for photo folders, off for the digits
+    in_chans: int | None = None  # 1: read the images grey, 3: colour; default by the data (grey folders: 1)
+    augment: str | None = None  # "crop" (random-resized crops: photos) or "jitter" (whole image, small affine: scans)
+    hflip: bool | None = None  # random horizontal flips; default with "crop" only
     head_epochs: int | None = None  # first epochs in which only the classifier trains
     clip_grad: float | None = None  # largest gradient norm (None: no clipping)
     time_budget: float | None = None  # minutes: plan the epochs to fit (instead of --epochs)
@@ -98,23 +109,29 @@ class TrainConfig:
         recipe = RECIPES[recipe_name]
         values = fill_from_recipe(self, recipe)
         values["recipe"] = recipe_name
+        values["model"] = self.model or DEFAULT_MODEL
+        digits = self.data in (None, DIGITS)
+        if values["in_chans"] is None:
+            values["in_chans"] = 1 if digits else 3
+        if values["augment"] is None:
+            values["augment"] = "jitter" if digits else "crop"
         if self.pretrained not in (None, PUBLISHED_WEIGHTS):
             values["pretrained"] = os.path.abspath(self.pretrained)
         if self.data not in (None, DIGITS):
             values["data"] = os.path.abspath(self.data)  # a resume from another folder finds it
         if values["hflip"] is None:
-            values["hflip"] = self.data not in (None, DIGITS)
+            values["hflip"] = values["augment"] == "crop"
         if self.lr is None and recipe.lr_reference_batch:
             values["lr"] = recipe.lr * values["batch_size"] * world_size / recipe.lr_reference_batch
         if values["img_size"] is None:
-            values["img_size"] = get_model_entry(self.model).img_size
+            values["img_size"] = get_model_entry(values["model"]).img_size
         if values["ema_decay"] == 0:
             values["ema_decay"] = None  # --ema-decay 0 turns a recipe's EMA off
         if values["output_dir"] is None:
-            dataset = DIGITS if self.data in (None, DIGITS) else os.path.basename(os.path.normpath(self.data))
-            values["output_dir"] = os.path.join("runs", f"{dataset}-{self.model}-{run_stamp()}")
+            dataset = DIGITS if digits else os.path.basename(os.path.normpath(self.data))
+            values["output_dir"] = os.path.join("runs", f"{dataset}-{values['model']}-{run_stamp()}")
         if values["workers"] is None:
-            values["workers"] = 0 if self.data in (None, DIGITS) else min(4, os.cpu_count() or 1)
+            values["workers"] = 0 if digits else min(4, os.cpu_count() or 1)
         config = TrainConfig(**values)
         config.check()
         return config
@@ -132,14 +149,19 @@ class TrainConfig:
                 f"--img-size {self.img_size} is too small for {self.model}, which downsamples by "
                 f"{config.reduction()}: use at least that"
             )
+        if self.in_chans not in (1, 3):
+            raise ConfigError(f"--in-chans must be 1 (grey) or 3 (colour), got {self.in_chans}")
+        if self.data in (None, DIGITS) and self.in_chans != 1:
+            raise ConfigError(f"the digits are grey: --in-chans must be 1 for them, got {self.in_chans}")
+        if self.augment not in AUGMENTATIONS:
+            raise ConfigError(f"unknown --augment {self.augment!r}; choose one of {', '.join(AUGMENTATIONS)}")
         if self.optimizer not in ("sgd", "adamw"):
             raise ConfigError(f"unknown optimizer {self.optimizer!r}; choose sgd or adamw")
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
             raise ConfigError(f"--ema-decay must be in (0, 1), got {self.ema_decay}")
         if self.workers is not None:
             check_workers(self.workers)
-        if self.time_budget is not None and not 0 < self.time_budget <= 60 * 24 * 365:
-            raise ConfigError(f"--time-budget is in minutes and must be positive, got {self.time_budget}")
+        check_time_budget(self.time_budget)
         if self.clip_grad is not None and self.clip_grad <= 0:
             raise ConfigError(f"--clip-grad must be positive, got {self.clip_grad}")
         if self.tensorboard:
@@ -244,11 +266,14 @@ def train(config: TrainConfig | None = None, *, resume: str | None = None, epoch
     """
     env = init_distributed()
     try:
-        user_config = config or TrainConfig()
-        if resume is None and user_config.time_budget is not None and user_config.epochs is not None:
-            raise ConfigError("--time-budget plans the number of epochs; give it or --epochs, not both")
+        user_config, fitted = config or TrainConfig(), None
+        if resume is None:
+            check_field_types(user_config)
+            check_time_budget(user_config.time_budget, user_config.epochs)
+            user_config, choices, profile = fit_defaults(user_config, env.world_size)
+            fitted = dict(data=profile.describe(), choices=[dataclasses.asdict(c) for c in choices])
         config, state = settings_and_state(lambda: user_config.resolve(env.world_size), _config_from_state, resume, epochs)
-        return _train(config, env, state, user_config)
+        return _train(config, env, state, user_config, fitted)
     finally:
         shutdown_distributed()
 
@@ -274,7 +299,9 @@ def _fit_batch_to_data(config: TrainConfig, user_config: TrainConfig, images: in
     return dataclasses.replace(user_config, batch_size=per_process, output_dir=config.output_dir).resolve(env.world_size)
 
 
-def _train(config: TrainConfig, env: DistEnv, state: dict[str, Any] | None, user_config: TrainConfig) -> dict[str, Any]:
+def _train(
+    config: TrainConfig, env: DistEnv, state: dict[str, Any] | None, user_config: TrainConfig, fitted: dict | None
+) -> dict[str, Any]:
     run_dir = config.output_dir
     if state is None:
         check_new_run_dir(run_dir)  # before the data is checked, which may take a while
@@ -285,6 +312,8 @@ def _train(config: TrainConfig, env: DistEnv, state: dict[str, Any] | None, user
             randaugment=config.randaugment,
             crop_scale_min=config.crop_scale_min,
             hflip=config.hflip,
+            in_chans=config.in_chans,
+            augment=config.augment,
             skip_bad_images=config.skip_bad_images,
         )
     requested_batch = config.batch_size
@@ -294,15 +323,21 @@ def _train(config: TrainConfig, env: DistEnv, state: dict[str, Any] | None, user
         log = setup_logging(run_dir if env.is_main else None, env.is_main)
         if data.bad_images:
             log.warning(f"skipped {len(data.bad_images)} unreadable file(s): {data.bad_images.summary()}")
+        if state is not None:
+            fitted = state["meta"].get("fitted_defaults")
+        elif fitted and fitted["choices"]:
+            log.info(f"settings fitted to the data ({fitted['data']}):")
+            for choice in fitted["choices"]:
+                log.info(f"  {choice['setting']} = {choice['value']}: {choice['why']}")
         if config.batch_size < requested_batch:
             log.warning(
                 f"the training split has {len(data.train)} images: batches of {config.batch_size} per process "
                 f"instead of {requested_batch}"
             )
-        return _fit(config, env, state, data, log)
+        return _fit(config, env, state, data, log, fitted)
 
 
-def _fit(config: TrainConfig, env: DistEnv, state: dict[str, Any] | None, data, log) -> dict[str, Any]:
+def _fit(config: TrainConfig, env: DistEnv, state: dict[str, Any] | None, data, log, fitted: dict | None) -> dict[str, Any]:
     run_dir = config.output_dir
     torch.manual_seed(config.seed)
     num_classes = len(data.classes)
@@ -337,17 +372,7 @@ def _fit(config: TrainConfig, env: DistEnv, state: dict[str, Any] | None, data, 
     )  # fmt: skip
     plan = None
     if config.time_budget is not None and state is None:
-        plan = plan_epochs(
-            task, model, train_data, env, config.time_budget * 60, len(val_shard), seed=config.seed,
-            amp=amp_dtype(config.amp, env.device),
-        )  # fmt: skip
-        config, opt = dataclasses.replace(config, epochs=plan.epochs), dataclasses.replace(opt, epochs=plan.epochs)
-        if config.head_epochs is not None and config.head_epochs >= plan.epochs:
-            raise ConfigError(f"--time-budget leaves {plan.epochs} epochs, not more than --head-epochs {config.head_epochs}")
-        log.info(
-            f"time budget {config.time_budget:g} min: a training step takes {plan.step_seconds:.3f} s here, an epoch "
-            f"about {plan.epoch_seconds:.1f} s with its evaluation; {plan.epochs} epochs fit"
-        )
+        config, opt, plan = plan_run(config, opt, task, model, train_data, env, len(val_shard), log)
     meta = dict(
         model=config.model,
         num_classes=num_classes,
@@ -360,6 +385,7 @@ def _fit(config: TrainConfig, env: DistEnv, state: dict[str, Any] | None, data, 
         dataset=data.name if data.name == DIGITS else os.path.abspath(data.name),
         **({"pretrained": loaded} if loaded else {}),
         **({"model_overrides": config.model_overrides} if config.model_overrides else {}),
+        **({"fitted_defaults": fitted} if fitted else {}),
     )
     params = sum(p.numel() for p in model.parameters())
     if env.is_main and (state is None or state["config"].get("epochs") != config.epochs):  # new, or extended
@@ -370,7 +396,7 @@ def _fit(config: TrainConfig, env: DistEnv, state: dict[str, Any] | None, data, 
             f"{config.epochs} epochs, {env.world_size} process(es) on {env.device.type}; writing to {run_dir}"
         )
     run = Run(config, meta, run_dir, "botnet train", env, log, state, tensorboard=config.tensorboard)
-    fitted = fit(run, task, model, train_data, opt)
+    trained = fit(run, task, model, train_data, opt)
     result = task.result
     summary = dict(
         model=config.model,
@@ -386,23 +412,24 @@ def _fit(config: TrainConfig, env: DistEnv, state: dict[str, Any] | None, data, 
         test_loss=round(result.loss, 6),
         test_images=result.count,
         per_class_top1={c: round(a, 4) for c, a in zip(data.classes, result.per_class_top1)},
-        wall_seconds=round(fitted.wall_seconds, 3),
-        train_images_per_second=round(fitted.train_images / max(fitted.train_seconds, 1e-9), 2),
+        wall_seconds=round(trained.wall_seconds, 3),
+        train_images_per_second=round(trained.train_images / max(trained.train_seconds, 1e-9), 2),
         world_size=env.world_size,
         device=env.device.type,
         skipped_bad_images=len(data.bad_images),
         pretrained=loaded,
         time_budget=dataclasses.asdict(plan) if plan else None,
+        fitted_defaults=fitted,
     )
     if env.is_main:
         with failures_end_the_run(run.last_pt, run.command):
-            save_weights(os.path.join(run_dir, "model.safetensors"), fitted.eval_model, meta)
-            plot_curves(fitted.rows, os.path.join(run_dir, "curves.png"))
+            save_weights(os.path.join(run_dir, "model.safetensors"), trained.eval_model, meta)
+            plot_curves(trained.rows, os.path.join(run_dir, "curves.png"))
             plot_confusion(result.confusion, data.classes, os.path.join(run_dir, "confusion.png"))
             write_json(os.path.join(run_dir, "summary.json"), summary)
         log.info(
             f"done: test top-1 {result.top1:.2f}%, top-5 {result.top5:.2f}% on {result.count} held-out images; "
-            f"{fitted.wall_seconds:.1f}s, {summary['train_images_per_second']:.0f} train images/s; results in {run_dir}"
+            f"{trained.wall_seconds:.1f}s, {summary['train_images_per_second']:.0f} train images/s; results in {run_dir}"
         )
     return summary
 

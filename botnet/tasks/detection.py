@@ -53,8 +53,8 @@ from .distributed import (
     main_process_first,
     shutdown_distributed,
 )
-from .engine import GroupedBatchSampler, Optimization, Run, check_tensorboard, fit, train_loader
-from .recipes import check_field_types, check_model_overrides, check_workers, fill_from_recipe
+from .engine import GroupedBatchSampler, Optimization, Run, check_tensorboard, fit, plan_run, train_loader
+from .recipes import check_field_types, check_model_overrides, check_time_budget, check_workers, fill_from_recipe
 from .report import setup_logging, write_json
 from .runs import failures_end_the_run, open_run_dir, run_stamp, settings_and_state
 
@@ -165,6 +165,7 @@ class DetectConfig:
     sync_bn: bool = False
     clip_grad: float | None = None
     tensorboard: bool = False
+    time_budget: float | None = None  # minutes: plan the epochs to fit (instead of --epochs)
 
     def resolve(self) -> DetectConfig:
         check_field_types(self)
@@ -209,6 +210,7 @@ class DetectConfig:
         if self.detector not in DETECTORS:
             raise ConfigError(f"unknown detector {self.detector!r}; choose one of {', '.join(DETECTORS)}")
         backbone = check_model_overrides(self.backbone, self.model_overrides)  # unknown names fail with suggestions
+        check_time_budget(self.time_budget)
         if not self.synthetic:
             paths = dict(train_images=self.train_images, train_annotations=self.train_annotations,
                          val_images=self.val_images, val_annotations=self.val_annotations)  # fmt: skip
@@ -346,6 +348,9 @@ def train_detector(
     env = init_distributed()
     try:
         user_config = config or DetectConfig()
+        if resume is None:
+            check_field_types(user_config)
+            check_time_budget(user_config.time_budget, user_config.epochs)
         config, state = settings_and_state(user_config.resolve, _config_from_state, resume, epochs)
         return _train_detector(config, env, state, user_config)
     finally:
@@ -482,6 +487,10 @@ def _fit_detector(
         train_set, opt, env, seed=config.seed, workers=config.workers, collate_fn=_collate,
         batch_sampler=lambda sampler, batch: GroupedBatchSampler(sampler, groups, batch),
     )  # fmt: skip
+    task = _Detection(config, val_set, env, with_masks)
+    plan = None
+    if config.time_budget is not None and state is None:
+        config, opt, plan = plan_run(config, opt, task, model, data, env, len(val_set) // env.world_size, log)
     steps = data.steps
     if env.is_main and (state is None or state["config"].get("epochs") != config.epochs):  # new, or extended
         write_json(os.path.join(run_dir, "config.json"), dataclasses.asdict(config))
@@ -493,7 +502,7 @@ def _fit_detector(
             f"lr {config.lr:g}"
         )
     run = Run(config, meta, run_dir, "botnet detect train", env, log, state, tensorboard=config.tensorboard)
-    fitted = fit(run, _Detection(config, val_set, env, with_masks), model, data, opt)
+    fitted = fit(run, task, model, data, opt)
     metrics, model = fitted.metrics, fitted.eval_model
     summary = dict(
         task="detection",
@@ -513,6 +522,7 @@ def _fit_detector(
         world_size=env.world_size,
         device=env.device.type,
         skipped=dict(train=train_set.skipped.as_dict(), val=val_set.skipped.as_dict()),
+        time_budget=dataclasses.asdict(plan) if plan else None,
     )
     if env.is_main:
         with failures_end_the_run(run.last_pt, run.command):

@@ -45,6 +45,7 @@ from .runs import diverged, failures_end_the_run, interrupted, restore_rng_state
 
 __all__ = [
     "EpochPlan",
+    "plan_run",
     "FitResult",
     "GroupedBatchSampler",
     "Optimization",
@@ -352,6 +353,22 @@ def plan_epochs(
             f"give more time, a smaller --img-size or model"
         )
     return EpochPlan(epochs, step, epoch, budget_seconds)
+
+
+def plan_run(config, opt: Optimization, task: Task, model: nn.Module, data: TrainLoader, env: DistEnv,
+             eval_images: int, log) -> tuple[Any, Optimization, EpochPlan]:  # fmt: skip
+    """A run's ``--time-budget`` turned into epochs (:func:`plan_epochs`): the run's config and
+    optimisation with them, and the plan (logged, and kept in the summary)."""
+    plan = plan_epochs(
+        task, model, data, env, config.time_budget * 60, eval_images, seed=config.seed, amp=amp_dtype(opt.amp, env.device)
+    )
+    if opt.head_epochs and opt.head_epochs >= plan.epochs:
+        raise ConfigError(f"--time-budget leaves {plan.epochs} epochs, not more than --head-epochs {opt.head_epochs}")
+    log.info(
+        f"time budget {config.time_budget:g} min: a training step takes {plan.step_seconds:.3f} s here, an epoch "
+        f"about {plan.epoch_seconds:.1f} s with its evaluation; {plan.epochs} epochs fit"
+    )
+    return dataclasses.replace(config, epochs=plan.epochs), dataclasses.replace(opt, epochs=plan.epochs), plan
 
 
 class _Loop:

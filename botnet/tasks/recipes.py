@@ -12,7 +12,15 @@ from typing import Any
 
 from ..errors import ConfigError
 
-__all__ = ["RECIPES", "Recipe", "check_field_types", "check_model_overrides", "check_workers", "fill_from_recipe"]
+__all__ = [
+    "RECIPES",
+    "Recipe",
+    "check_field_types",
+    "check_model_overrides",
+    "check_time_budget",
+    "check_workers",
+    "fill_from_recipe",
+]
 
 
 def check_workers(workers: int) -> None:
@@ -20,6 +28,16 @@ def check_workers(workers: int) -> None:
     limit = max(32, 4 * (os.cpu_count() or 1))
     if not 0 <= workers <= limit:
         raise ConfigError(f"--workers must be between 0 and {limit} on this machine ({os.cpu_count()} cores), got {workers}")
+
+
+def check_time_budget(minutes: float | None, epochs: int | None = None) -> None:
+    """--time-budget: positive minutes (up to a year), and not together with --epochs (it plans them)."""
+    if minutes is None:
+        return
+    if not 0 < minutes <= 60 * 24 * 365:
+        raise ConfigError(f"--time-budget is in minutes and must be positive, got {minutes}")
+    if epochs is not None:
+        raise ConfigError("--time-budget plans the number of epochs; give it or --epochs, not both")
 
 
 def check_model_overrides(model: str, overrides: Any):

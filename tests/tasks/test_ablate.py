@@ -100,3 +100,17 @@ def test_cli_ablate_prints_the_table(baseline_study, capsys):
                  "--output-dir", out]) == 0  # fmt: skip
     printed = capsys.readouterr().out
     assert "ResNet (no BoT blocks)" in printed and f"{rows[0]['top1_mean']:6.2f}" in printed
+
+
+def test_a_study_time_budget_is_shared_by_its_runs_and_seeds_train_alike(tmp_path):
+    out = str(tmp_path / "budget")
+    run_study(TrainConfig(batch_size=64, time_budget=1.0), "baseline", 2, out, train, log=lambda line: None)
+    for variant in study_variants("baseline", "botnet_tiny"):
+        summaries = []
+        for seed in range(2):
+            with open(os.path.join(run_folder(out, variant, seed), "summary.json")) as f:
+                summaries.append(json.load(f))
+        first, second = summaries
+        assert first["time_budget"]["budget_seconds"] == pytest.approx(1.0 * 60 / 4)
+        assert second["time_budget"] is None and second["epochs"] == first["epochs"] == first["time_budget"]["epochs"]
+    assert main(["ablate", "--study", "baseline", "--time-budget", "1", "--epochs", "2", "--output-dir", out]) == 2

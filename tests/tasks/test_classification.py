@@ -310,7 +310,8 @@ def test_image_folder_train_eval_predict(tmp_path, capsys):
     data = _image_folder(tmp_path / "data")
     run_dir = str(tmp_path / "run")
     summary = train(TrainConfig(data=str(data), epochs=2, batch_size=4, output_dir=run_dir))
-    assert summary["num_classes"] == 2 and summary["test_images"] == 12 and summary["img_size"] == 24
+    # fitted: the median short side of the 12 training images is 36 px, so 40
+    assert summary["num_classes"] == 2 and summary["test_images"] == 12 and summary["img_size"] == 40
     result, meta, source = evaluate_checkpoint(os.path.join(run_dir, "model.safetensors"), str(data))
     assert source.endswith("val") and result.top1 == pytest.approx(summary["test_top1"], abs=1e-3)
     assert main(["predict", "--checkpoint", os.path.join(run_dir, "last.pt"), str(data / "val" / "dog" / "0.png")]) == 0
@@ -603,16 +604,18 @@ def test_hflip_defaults_to_photos_and_can_be_set(tmp_path):
 
 def test_time_budget_plans_the_epochs_and_the_schedule_ends_on_time(tmp_path):
     run_dir = str(tmp_path / "budget")
-    summary = train(TrainConfig(time_budget=0.25, batch_size=64, output_dir=run_dir))
+    # no warm-up: on a busy machine one epoch may be all that fits, and it must still end the cosine
+    summary = train(TrainConfig(time_budget=0.25, batch_size=64, warmup_epochs=0, output_dir=run_dir))
     plan = summary["time_budget"]
     assert plan["budget_seconds"] == 15.0 and plan["step_seconds"] > 0
     assert plan["epochs"] == int(0.9 * 15.0 // plan["epoch_seconds"]) >= 1
     assert summary["epochs"] == plan["epochs"]
     with open(os.path.join(run_dir, "config.json")) as f:
-        assert json.load(f)["epochs"] == plan["epochs"]  # a resume keeps the plan
+        config = json.load(f)
+    assert config["epochs"] == plan["epochs"]  # a resume keeps the plan
     with open(os.path.join(run_dir, "metrics.csv")) as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == plan["epochs"] and float(rows[-1]["lr"]) < 0.05 * max(float(r["lr"]) for r in rows)
+    assert len(rows) == plan["epochs"] and float(rows[-1]["lr"]) < 0.05 * config["lr"]
 
 
 def test_time_budget_errors(tmp_path):

@@ -18,7 +18,7 @@ import botnet.tasks.detection as detection
 from botnet.cli import main
 from botnet.data.coco import CocoDetection
 from botnet.data.shapes import SHAPE_CLASSES, ShapesSpec, write_shapes_dataset
-from botnet.errors import RunInterrupted
+from botnet.errors import ConfigError, RunInterrupted
 from botnet.tasks.checkpoint import CheckpointError, load_training_state
 from botnet.tasks.classification import TrainingDiverged
 from botnet.tasks import engine
@@ -408,3 +408,17 @@ def test_detection_study_trains_each_backbone_variant(tmp_path, capsys):
     assert not any(type(m).__name__ == "MHSA" for m in detector.modules())
     with open(os.path.join(out, "study.csv")) as f:
         assert next(csv.DictReader(f))["box_ap_runs"] == f"{rows[0]['box_ap_mean']:.2f}"
+
+
+def test_time_budget_plans_a_detection_run(tmp_path):
+    run_dir = tmp_path / "budget"
+    config = DetectConfig(shapes_train_images=12, shapes_val_images=2, batch_size=2, time_budget=0.2, output_dir=str(run_dir))
+    summary = train_detector(config)
+    plan = summary["time_budget"]
+    assert plan["budget_seconds"] == 12.0 and plan["step_seconds"] > 0
+    assert summary["epochs"] == plan["epochs"] == int(0.9 * 12.0 // plan["epoch_seconds"]) >= 1
+    with open(run_dir / "config.json") as f:
+        assert json.load(f)["epochs"] == plan["epochs"]  # a resume keeps the plan
+    with pytest.raises(ConfigError, match="not both"):
+        train_detector(DetectConfig(time_budget=1.0, epochs=2, output_dir=str(tmp_path / "both")))
+    assert main(["detect", "train", "--time-budget", "-1", "--output-dir", str(tmp_path / "neg")]) == 2
