@@ -109,7 +109,7 @@ _TRAIN_FLAGS = (
     "data", "model", "img_size", "recipe", "epochs", "batch_size", "lr", "weight_decay", "optimizer",
     "momentum", "warmup_epochs", "label_smoothing", "randaugment", "ema_decay", "seed", "output_dir",
     "amp", "compile", "workers", "sync_bn", "skip_bad_images", "pretrained", "head_epochs", "clip_grad", "tensorboard", "hflip", "time_budget",
-    "in_chans", "augment",
+    "in_chans", "augment", "crop_scale_min",
 )  # fmt: skip
 
 
@@ -602,6 +602,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="crop: random-resized crops (photos, where the object may be anywhere); jitter: the whole image resized, "
         "with small shifts, turns and zooms (scans, digits, documents, where a crop can cut off what tells classes "
         "apart). Default: jitter for grey folders, crop for colour",
+    )  # fmt: skip
+    p.add_argument(
+        "--crop-scale-min", type=float, metavar="FRACTION",
+        help="with --augment crop: the smallest area a random-resized crop keeps (small recipe 0.35, paper 0.08)",
     )  # fmt: skip
     p.add_argument(
         "--hflip", action=argparse.BooleanOptionalAction, default=None,

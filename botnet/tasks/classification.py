@@ -65,8 +65,9 @@ AUGMENTATIONS = ("crop", "jitter")  # random-resized crops (photos); the whole i
 
 @dataclass
 class TrainConfig:
-    """Every setting of a run (saved as config.json). ``None`` takes the recipe's value
-    (or, for ``img_size``, the model's own resolution)."""
+    """Every setting of a run (saved as config.json). ``None``: :func:`train` first fits the model,
+    size, channels, augmentation and epochs to the data (``botnet.tasks.defaults``); what is still
+    unset takes the recipe's value (``img_size``: the model's own resolution)."""
 
     data: str | None = None  # an image folder with train/ and val/; None: the bundled digits
     model: str | None = None  # None: fitted to the data (botnet.tasks.defaults), else botnet_tiny
@@ -153,6 +154,8 @@ class TrainConfig:
             raise ConfigError(f"--in-chans must be 1 (grey) or 3 (colour), got {self.in_chans}")
         if self.data in (None, DIGITS) and self.in_chans != 1:
             raise ConfigError(f"the digits are grey: --in-chans must be 1 for them, got {self.in_chans}")
+        if not 0 < self.crop_scale_min <= 1:
+            raise ConfigError(f"--crop-scale-min is a fraction of the image's area in (0, 1], got {self.crop_scale_min}")
         if self.augment not in AUGMENTATIONS:
             raise ConfigError(f"unknown --augment {self.augment!r}; choose one of {', '.join(AUGMENTATIONS)}")
         if self.optimizer not in ("sgd", "adamw"):

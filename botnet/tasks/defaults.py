@@ -53,9 +53,9 @@ class Choice:
 
 
 def fit_defaults(config, world_size: int = 1):
-    """``config`` (a TrainConfig) with its unset data-dependent settings chosen from its data, and the
-    choices made (none when every such setting was given). Resumed runs keep their saved settings and
-    are not fitted again."""
+    """``config`` (a TrainConfig) with its unset data-dependent settings chosen from its data, the
+    choices made (none when every such setting was given) and the data's profile. Resumed runs keep
+    their saved settings and are not fitted again."""
     profile = DIGITS_PROFILE if config.data in (None, DIGITS) else profile_folder(config.data)
     choices = fitted_settings(config, profile, world_size)
     return dataclasses.replace(config, **{c.setting: c.value for c in choices}), choices, profile

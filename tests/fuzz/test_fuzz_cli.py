@@ -19,6 +19,7 @@ from botnet.cli import build_parser, main
 
 COMMANDS = [
     ("list",), ("info",), ("train",), ("eval",), ("predict",), ("bench",), ("export",), ("attention",), ("ablate",),
+    ("make-data",),
     ("detect", "train"), ("detect", "eval"), ("detect", "predict"), ("detect", "make-data"), ("detect", "ablate"),
 ]  # fmt: skip
 NUMBERS = ["-1", "0", "1", "2", "3", "17", "64", "300", "1000000000", "0.5", "-0.1", "nan", "inf", "1e-3", "1e30"]
@@ -49,7 +50,7 @@ def stand_ins(monkeypatch, real_files):
 
     stand = _Stand()
 
-    def fit(config, env, state, data, log):
+    def fit(config, env, state, data, log, fitted):
         stand.reached = "training"
         return {"stand_in": True}
 
@@ -71,6 +72,10 @@ def stand_ins(monkeypatch, real_files):
         return {
             s: (os.path.join(root, s, "images"), os.path.join(root, s, "annotations.json")) for s in ("train", "val")
         }
+
+    def write_folder(root, spec):
+        stand.reached = "make-data"
+        return dict(train=1, val=1)
 
     def export_to(*args, **kwargs):
         stand.reached = "export"
@@ -98,6 +103,7 @@ def stand_ins(monkeypatch, real_files):
     monkeypatch.setattr(detection, "_generate_shapes", shapes_in)
     monkeypatch.setattr(bench, "run_suite", run_suite)
     monkeypatch.setattr(shapes, "write_shapes_dataset", write_shapes)
+    monkeypatch.setattr(shapes, "write_shapes_folder", write_folder)
     return stand
 
 

@@ -121,6 +121,9 @@ def test_augment_and_channels_shape_the_pipelines(tmp_path):
         TrainConfig(augment="mixup").resolve(1)
     with pytest.raises(ConfigError, match="digits are grey"):
         TrainConfig(in_chans=3).resolve(1)
+    with pytest.raises(ConfigError, match="crop-scale-min"):
+        TrainConfig(crop_scale_min=1.5).resolve(1)
+    assert main(["train", "--crop-scale-min", "0", "--output-dir", str(tmp_path / "x")]) == 2
 
 
 def test_a_run_on_grey_scans_fits_records_and_predicts_grey(tmp_path, capsys):
