@@ -46,6 +46,7 @@ from .runs import diverged, failures_end_the_run, interrupted, restore_rng_state
 __all__ = [
     "EpochPlan",
     "plan_run",
+    "time_steps",
     "FitResult",
     "GroupedBatchSampler",
     "Optimization",
@@ -314,14 +315,10 @@ TIMED_WARMUP = 2
 BUDGET_SHARE = 0.9
 
 
-def plan_epochs(
-    task: Task, model: nn.Module, data: TrainLoader, env: DistEnv, budget_seconds: float, eval_images: int,
-    *, seed: int, amp: torch.dtype | None = None,
-) -> EpochPlan:  # fmt: skip
-    """The number of epochs that fit in ``budget_seconds`` on this machine: times a few training
-    steps (forward and backward on real batches, no optimizer step, the model's buffers put back),
-    adds the evaluation (``eval_images`` at about a third of a training image's cost) and divides.
-    The schedule is then built for that many epochs, so the cosine ends on time."""
+def time_steps(task: Task, model: nn.Module, data: TrainLoader, env: DistEnv, *, seed: int,
+               amp: torch.dtype | None = None) -> tuple[float, int]:  # fmt: skip
+    """The median seconds of a training step on this machine (forward and backward on real batches,
+    data loading included, no optimizer step; the model's buffers put back) and the images in a step."""
     model = model.to(env.device).train()
     buffers = {name: value.clone() for name, value in model.named_buffers()}
     data.start_epoch(seed, 0, 0)
@@ -343,7 +340,18 @@ def plan_epochs(
             value.copy_(buffers[name])
     if not times:
         raise ConfigError(f"--time-budget needs at least {TIMED_WARMUP + 1} training steps an epoch to time; use --epochs")
-    step = sorted(times)[len(times) // 2]
+    return sorted(times)[len(times) // 2], images_per_step
+
+
+def plan_epochs(
+    task: Task, model: nn.Module, data: TrainLoader, env: DistEnv, budget_seconds: float, eval_images: int,
+    *, seed: int, amp: torch.dtype | None = None,
+) -> EpochPlan:  # fmt: skip
+    """The number of epochs that fit in ``budget_seconds`` on this machine: times a few training
+    steps (:func:`time_steps`), adds the evaluation (``eval_images`` at about a third of a training
+    image's cost) and divides. The schedule is then built for that many epochs, so the cosine ends
+    on time."""
+    step, images_per_step = time_steps(task, model, data, env, seed=seed, amp=amp)
     epoch = data.steps * step + eval_images / max(images_per_step, 1) * step / 3
     epoch = broadcast_object(epoch, env)  # every process plans rank 0's epochs (one schedule)
     epochs = int(budget_seconds * BUDGET_SHARE // epoch)

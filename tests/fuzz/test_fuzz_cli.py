@@ -120,7 +120,7 @@ def argument_lists(draw, real_files, workdir):
 
     def value_for(action):
         if action.choices and draw(st.integers(0, 4)):
-            return draw(st.sampled_from(sorted(action.choices)))
+            return str(draw(st.sampled_from(sorted(action.choices))))  # argv holds strings (--in-chans 1)
         if action.type in (int, float) and draw(st.integers(0, 4)):
             return draw(st.sampled_from(NUMBERS[:9] if action.type is int else NUMBERS))
         if action.type is None and draw(st.integers(0, 2)):

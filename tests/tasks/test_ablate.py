@@ -102,8 +102,9 @@ def test_cli_ablate_prints_the_table(baseline_study, capsys):
     assert "ResNet (no BoT blocks)" in printed and f"{rows[0]['top1_mean']:6.2f}" in printed
 
 
-def test_a_study_time_budget_is_shared_by_its_runs_and_seeds_train_alike(tmp_path):
+def test_a_study_time_budget_is_shared_by_its_runs_and_seeds_train_alike(tmp_path, steady_steps):
     out = str(tmp_path / "budget")
+    steady_steps(0.25)  # a digits epoch "takes" 6 s: 2 fit in each run's 15 s
     run_study(TrainConfig(batch_size=64, time_budget=1.0), "baseline", 2, out, train, log=lambda line: None)
     for variant in study_variants("baseline", "botnet_tiny"):
         summaries = []
@@ -112,5 +113,5 @@ def test_a_study_time_budget_is_shared_by_its_runs_and_seeds_train_alike(tmp_pat
                 summaries.append(json.load(f))
         first, second = summaries
         assert first["time_budget"]["budget_seconds"] == pytest.approx(1.0 * 60 / 4)
-        assert second["time_budget"] is None and second["epochs"] == first["epochs"] == first["time_budget"]["epochs"]
+        assert second["time_budget"] is None and second["epochs"] == first["epochs"] == first["time_budget"]["epochs"] == 2
     assert main(["ablate", "--study", "baseline", "--time-budget", "1", "--epochs", "2", "--output-dir", out]) == 2

@@ -602,13 +602,14 @@ def test_hflip_defaults_to_photos_and_can_be_set(tmp_path):
     assert build_parser().parse_args(["train", "--no-hflip"]).hflip is False
 
 
-def test_time_budget_plans_the_epochs_and_the_schedule_ends_on_time(tmp_path):
+def test_time_budget_plans_the_epochs_and_the_schedule_ends_on_time(tmp_path, steady_steps):
     run_dir = str(tmp_path / "budget")
-    # no warm-up: on a busy machine one epoch may be all that fits, and it must still end the cosine
-    summary = train(TrainConfig(time_budget=0.25, batch_size=64, warmup_epochs=0, output_dir=run_dir))
+    steady_steps(0.25)  # 22 full batches and the evaluation of 360 images: 6 s an epoch, so 2 epochs fit in 13.5 s
+    summary = train(TrainConfig(time_budget=0.25, batch_size=64, output_dir=run_dir))
     plan = summary["time_budget"]
-    assert plan["budget_seconds"] == 15.0 and plan["step_seconds"] > 0
-    assert plan["epochs"] == int(0.9 * 15.0 // plan["epoch_seconds"]) >= 1
+    assert plan["budget_seconds"] == 15.0 and plan["step_seconds"] == 0.25
+    assert plan["epoch_seconds"] == pytest.approx(1437 // 64 * 0.25 + 360 / 64 * 0.25 / 3)
+    assert plan["epochs"] == int(0.9 * 15.0 // plan["epoch_seconds"]) == 2
     assert summary["epochs"] == plan["epochs"]
     with open(os.path.join(run_dir, "config.json")) as f:
         config = json.load(f)
