@@ -219,17 +219,15 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
     from .data import DIGITS
     from .tasks import TrainConfig, train
     from .tasks.ablate import run_study
-    from .tasks.defaults import fit_defaults
+    from .tasks.defaults import describe_choices, fit_defaults
     from .tasks.recipes import check_time_budget
 
     check_time_budget(args.time_budget, args.epochs)
     names = ("data", "model", "epochs", "img_size", "batch_size", "recipe", "time_budget")
     base = TrainConfig(**{name: getattr(args, name) for name in names if getattr(args, name) is not None})
     base, choices, profile = fit_defaults(base)  # once, so that every variant and seed shares the settings
-    if choices:
-        print(f"settings fitted to the data ({profile.describe()}):")
-        for choice in choices:
-            print(f"  {choice.setting} = {choice.value}: {choice.why}")
+    for line in describe_choices(profile.describe(), [dataclasses.asdict(c) for c in choices]):
+        print(line)
     dataset = DIGITS if args.data in (None, DIGITS) else os.path.basename(os.path.normpath(args.data))
     output_dir = args.output_dir or os.path.join("runs", f"ablate-{dataset}-{base.model}-{args.study}")
     _print_study(run_study(base, args.study, args.seeds, output_dir, train), output_dir)

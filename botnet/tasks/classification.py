@@ -33,7 +33,7 @@ from .checkpoint import (
     saved_config,
 )
 from .distributed import DistEnv, all_reduce_sum, init_distributed, main_process_first, shutdown_distributed
-from .defaults import fit_defaults
+from .defaults import describe_choices, fit_defaults
 from .engine import Optimization, Run, amp_dtype, check_tensorboard, fit, plan_run, train_loader
 from .recipes import (
     RECIPES,
@@ -328,10 +328,9 @@ def _train(
             log.warning(f"skipped {len(data.bad_images)} unreadable file(s): {data.bad_images.summary()}")
         if state is not None:
             fitted = state["meta"].get("fitted_defaults")
-        elif fitted and fitted["choices"]:
-            log.info(f"settings fitted to the data ({fitted['data']}):")
-            for choice in fitted["choices"]:
-                log.info(f"  {choice['setting']} = {choice['value']}: {choice['why']}")
+        elif fitted:
+            for line in describe_choices(fitted["data"], fitted["choices"]):
+                log.info(line)
         if config.batch_size < requested_batch:
             log.warning(
                 f"the training split has {len(data.train)} images: batches of {config.batch_size} per process "
