@@ -23,6 +23,8 @@ from .errors import (
     one_line,
 )
 
+from .training.settings import cli_labels
+
 __all__ = ["main"]
 
 
@@ -104,19 +106,12 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-# Flags that set a TrainConfig field; with --resume none may be given (the run keeps its settings).
-_TRAIN_FLAGS = (
-    "data", "model", "img_size", "recipe", "epochs", "batch_size", "lr", "weight_decay", "optimizer",
-    "momentum", "warmup_epochs", "label_smoothing", "randaugment", "ema_decay", "seed", "output_dir",
-    "amp", "compile", "workers", "sync_bn", "skip_bad_images", "pretrained", "head_epochs", "clip_grad", "tensorboard", "hflip", "time_budget",
-    "in_chans", "augment", "crop_scale_min",
-)  # fmt: skip
-
-
-def _start_or_resume(args: argparse.Namespace, flags: Sequence[str], config_class, train) -> int:
+def _start_or_resume(args: argparse.Namespace, config_class, train) -> int:
     """A new run from the given flags, or ``--resume`` of a saved one (which takes no setting flags but
     ``--epochs``, to extend it)."""
-    given = {name: getattr(args, name) for name in flags if getattr(args, name) is not None}
+    from .training.settings import given_settings
+
+    given = given_settings(args, config_class)
     if args.resume:
         epochs = given.pop("epochs", None)
         if given:
@@ -131,7 +126,7 @@ def _start_or_resume(args: argparse.Namespace, flags: Sequence[str], config_clas
 def _cmd_train(args: argparse.Namespace) -> int:
     from .tasks import TrainConfig, train
 
-    return _start_or_resume(args, _TRAIN_FLAGS, TrainConfig, train)
+    return _start_or_resume(args, TrainConfig, train)
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -219,12 +214,12 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
     from .data import DIGITS
     from .tasks import TrainConfig, train
     from .tasks.ablate import run_study
-    from .tasks.defaults import describe_choices, fit_defaults
-    from .tasks.recipes import check_time_budget
+    from .tasks.defaults import fit_defaults
+    from .training.pipeline import describe_choices
+    from .training.settings import check_time_budget, given_settings
 
     check_time_budget(args.time_budget, args.epochs)
-    names = ("data", "model", "epochs", "img_size", "batch_size", "recipe", "time_budget")
-    base = TrainConfig(**{name: getattr(args, name) for name in names if getattr(args, name) is not None})
+    base = TrainConfig(**given_settings(args, TrainConfig))
     base, choices, profile = fit_defaults(base)  # once, so that every variant and seed shares the settings
     for line in describe_choices(profile.describe(), [dataclasses.asdict(c) for c in choices]):
         print(line)
@@ -279,19 +274,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-# Flags that set a DetectConfig field; with --resume none may be given.
-_DETECT_FLAGS = (
-    "data", "train_images", "train_annotations", "val_images", "val_annotations", "detector", "backbone", "recipe",
-    "epochs", "batch_size", "optimizer", "lr", "weight_decay", "momentum", "warmup_epochs", "min_size", "max_size",
-    "fpn_channels", "anchor_sizes", "eval_every", "backbone_weights", "trainable_layers", "seed", "output_dir",
-    "workers", "skip_bad", "amp", "sync_bn", "clip_grad", "scale_jitter", "tensorboard", "time_budget",
-)  # fmt: skip
-
-
 def _cmd_detect_train(args: argparse.Namespace) -> int:
     from .tasks.detection import DetectConfig, train_detector
 
-    return _start_or_resume(args, _DETECT_FLAGS, DetectConfig, train_detector)
+    return _start_or_resume(args, DetectConfig, train_detector)
 
 
 def _cmd_detect_eval(args: argparse.Namespace) -> int:
@@ -335,11 +321,10 @@ def _cmd_detect_predict(args: argparse.Namespace) -> int:
 def _cmd_detect_ablate(args: argparse.Namespace) -> int:
     from .tasks.ablate import run_study
     from .tasks.detection import DetectConfig, train_detector
-    from .tasks.recipes import check_time_budget
+    from .training.settings import check_time_budget, given_settings
 
     check_time_budget(args.time_budget, args.epochs)
-    given = {name: getattr(args, name) for name in ("data", "detector", "backbone", "epochs", "recipe", "time_budget")}
-    base = DetectConfig(**{k: v for k, v in given.items() if v is not None}).resolve()
+    base = DetectConfig(**given_settings(args, DetectConfig)).resolve(world_size=1)
     source = "shapes" if base.synthetic else os.path.basename(os.path.normpath(args.data or base.train_images))
     output_dir = args.output_dir or os.path.join("runs", f"ablate-detect-{source}-{base.backbone}-{args.study}")
     _print_study(run_study(base, args.study, args.seeds, output_dir, train_detector), output_dir)
@@ -378,6 +363,9 @@ def _cmd_make_data(args: argparse.Namespace) -> int:
 
 
 def _add_detect_parser(commands) -> None:
+    from .tasks.detection import DETECT_RECIPES, DetectConfig
+    from .training.settings import add_flags
+
     detect = commands.add_parser(
         "detect",
         help="object detection and instance segmentation (Faster / Mask R-CNN with a BoTNet FPN backbone)",
@@ -393,40 +381,8 @@ def _add_detect_parser(commands) -> None:
         description="Train a detector. Without data a synthetic shapes dataset is generated into the run folder. "
         "Unset options take the recipe's values.",
     )
-    p.add_argument("--data", help="ROOT with ROOT/{train,val}/images/ and ROOT/{train,val}/annotations.json")
-    p.add_argument("--train-images", help="training image folder (instead of --data's layout)")
-    p.add_argument("--train-annotations", help="training instances JSON (COCO format)")
-    p.add_argument("--val-images", help="held-out image folder")
-    p.add_argument("--val-annotations", help="held-out instances JSON")
-    p.add_argument("--detector", choices=["maskrcnn", "fasterrcnn"], help="default maskrcnn")
-    p.add_argument("--backbone", help="a name from `botnet list` (small recipe: botnet_mini; paper: botnet50)")
-    p.add_argument("--recipe", choices=["small", "paper"], help="preset of the settings below (default small)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--optimizer", choices=["sgd", "adamw"])
-    p.add_argument("--lr", type=float, help="peak learning rate (default: the recipe's, scaled to the batch)")
-    p.add_argument("--weight-decay", type=float)
-    p.add_argument("--momentum", type=float)
-    p.add_argument("--warmup-epochs", type=float)
-    p.add_argument("--min-size", type=int, help="images are resized so the short side is this ...")
-    p.add_argument("--max-size", type=int, help="... and the long side at most this (torchvision's transform)")
-    p.add_argument("--fpn-channels", type=int)
-    p.add_argument("--anchor-sizes", type=int, nargs=5, metavar="PX", help="one anchor size per level P2..P6")
-    p.add_argument("--eval-every", type=int, help="evaluate every N epochs (and always after the last)")
-    p.add_argument("--backbone-weights", metavar="FILE", help="torchvision ResNet state dict to initialise c1-c4")
-    p.add_argument("--trainable-layers", type=int, help="stages trained, counted from c5 (0-5)")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--output-dir", help="run folder (default runs/detect-DATA-BACKBONE-TIME)")
+    add_flags(p, DetectConfig, DETECT_RECIPES)
     p.add_argument("--resume", metavar="RUN/last.pt", help="continue an interrupted run")
-    p.add_argument("--workers", type=int, help="data-loading processes (default 0)")
-    _add_engine_flags(p)
-    p.add_argument(
-        "--scale-jitter", type=float, nargs=2, metavar=("LOW", "HIGH"),
-        help="large-scale jitter: resize by a factor in [LOW, HIGH] of --min-size, crop/pad to it (paper: 0.1 2.0)",
-    )  # fmt: skip
-    p.add_argument(
-        "--skip-bad", action="store_true", default=None, help="leave out bad images and annotations (counted)"
-    )
     p.set_defaults(func=_cmd_detect_train)
 
     p = sub.add_parser("eval", help="COCO box and mask AP of a trained detector")
@@ -453,10 +409,7 @@ def _add_detect_parser(commands) -> None:
         "as an ordinary detection run (box and mask AP). Without --data, on the synthetic shapes.",
     )
     _add_study_flags(p, "runs/ablate-detect-DATA-BACKBONE-STUDY")
-    p.add_argument("--data", help="ROOT with ROOT/{train,val}/images/ and ROOT/{train,val}/annotations.json")
-    p.add_argument("--detector", choices=("maskrcnn", "fasterrcnn"))
-    p.add_argument("--backbone", help="the BoTNet the variants change (default: the recipe's)")
-    p.add_argument("--recipe", choices=("small", "paper"))
+    add_flags(p, DetectConfig, DETECT_RECIPES, only=("data", "detector", "backbone", "recipe"))
     p.set_defaults(func=_cmd_detect_ablate)
 
     p = sub.add_parser("make-data", help="write the synthetic shapes dataset (COCO format) to a folder")
@@ -496,12 +449,11 @@ def _with_debug_flag(subparsers) -> None:
     subparsers.add_parser = add_parser_with_debug
 
 
-STUDY_NAMES = ("position", "placement", "heads", "baseline")  # botnet.tasks.ablate.STUDIES, named here to keep startup light
-
-
 def _add_study_flags(p: argparse.ArgumentParser, default_dir: str) -> None:
     """The flags `botnet ablate` and `botnet detect ablate` share."""
-    p.add_argument("--study", required=True, choices=STUDY_NAMES)
+    from .tasks.ablate import STUDIES
+
+    p.add_argument("--study", required=True, choices=list(STUDIES))
     p.add_argument("--seeds", type=int, default=3, help="runs per variant, seeds 0..N-1 (default 3)")
     p.add_argument("--epochs", type=int)
     p.add_argument(
@@ -512,23 +464,10 @@ def _add_study_flags(p: argparse.ArgumentParser, default_dir: str) -> None:
     p.add_argument("--output-dir", help=f"the study folder (default {default_dir})")
 
 
-def _add_engine_flags(p: argparse.ArgumentParser) -> None:
-    """The training engine's flags, the same for both tasks."""
-    p.add_argument("--amp", action="store_true", default=None, help="bfloat16 autocast (float16 on older GPUs)")
-    p.add_argument("--sync-bn", action="store_true", default=None, help="SyncBatchNorm across GPUs (torchrun)")
-    p.add_argument("--clip-grad", type=float, metavar="NORM", help="clip the gradient norm to this")
-    p.add_argument(
-        "--time-budget", type=float, metavar="MINUTES",
-        help="instead of --epochs: time a few steps on this machine, then train as many epochs as fit (the "
-        "schedule is planned for them, so the cosine ends on time)",
-    )  # fmt: skip
-    p.add_argument(
-        "--tensorboard", action="store_true", default=None,
-        help="also write the metrics as TensorBoard scalars in RUN/tensorboard (pip install 'botnet[tensorboard]')",
-    )  # fmt: skip
-
-
 def build_parser() -> argparse.ArgumentParser:
+    from .tasks import RECIPES, TrainConfig
+    from .training.settings import add_flags
+
     parser = _Parser(
         prog="botnet",
         description="Bottleneck Transformers (BoTNet) for PyTorch.",
@@ -573,55 +512,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a classifier. Unset options take the recipe's values; without --data the bundled "
         "digits are used, without --model the tiny CPU-sized BoTNet. Runs under torchrun for several processes.",
     )
-    p.add_argument("--data", help="image folder with DIR/train/CLASS/* and DIR/val/CLASS/* (default: digits)")
-    p.add_argument("--model", help="a name from `botnet list` (default: chosen from the images' size and number)")
-    p.add_argument("--img-size", type=int, help="input size (default: the images' typical size, within the model's range)")
-    p.add_argument(
-        "--pretrained", nargs="?", const="hub", metavar="FILE",
-        help="start from a weights file of --model (timm's or botnet's), or without FILE its published weights; "
-        "every layer but the classifier is loaded",
-    )  # fmt: skip
-    p.add_argument(
-        "--recipe", choices=["small", "finetune", "paper"],
-        help="preset of the settings below (default small, or finetune with --pretrained)",
-    )  # fmt: skip
-    p.add_argument("--head-epochs", type=int, help="first epochs in which only the new classifier trains")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int, help="per process")
-    p.add_argument("--lr", type=float, help="peak learning rate")
-    p.add_argument("--weight-decay", type=float)
-    p.add_argument("--optimizer", choices=["sgd", "adamw"])
-    p.add_argument("--momentum", type=float, help="SGD momentum")
-    p.add_argument("--warmup-epochs", type=float)
-    p.add_argument("--label-smoothing", type=float)
-    p.add_argument("--randaugment", action=argparse.BooleanOptionalAction, default=None, help="RandAugment(2, 10)")
-    p.add_argument(
-        "--augment", choices=["crop", "jitter"],
-        help="crop: random-resized crops (photos, where the object may be anywhere); jitter: the whole image resized, "
-        "with small shifts, turns and zooms (scans, digits, documents, where a crop can cut off what tells classes "
-        "apart). Default: jitter for grey folders, crop for colour",
-    )  # fmt: skip
-    p.add_argument(
-        "--crop-scale-min", type=float, metavar="FRACTION",
-        help="with --augment crop: the smallest area a random-resized crop keeps (small recipe 0.35, paper 0.08)",
-    )  # fmt: skip
-    p.add_argument(
-        "--hflip", action=argparse.BooleanOptionalAction, default=None,
-        help="random horizontal flips (default: with --augment crop; keep off for text, digits and other classes "
-        "a mirror image changes)",
-    )  # fmt: skip
-    p.add_argument(
-        "--in-chans", type=int, choices=[1, 3],
-        help="1: read the images grey, 3: in colour (default: 1 when every sampled image is grey)",
-    )  # fmt: skip
-    p.add_argument("--ema-decay", type=float, help="EMA of the weights (0 turns it off)")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--output-dir", help="run folder (default runs/DATASET-MODEL-TIME)")
+    add_flags(p, TrainConfig, RECIPES)
     p.add_argument("--resume", metavar="RUN/last.pt", help="continue an interrupted run")
-    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
-    p.add_argument("--workers", type=int, help="data-loading processes")
-    p.add_argument("--skip-bad-images", action="store_true", default=None, help="leave out unreadable files")
-    _add_engine_flags(p)
     p.set_defaults(func=_cmd_train)
 
     p = commands.add_parser("eval", help="top-1, top-5, per-class accuracy and confusion matrix of a trained model")
@@ -675,11 +567,7 @@ def build_parser() -> argparse.ArgumentParser:
         "command again to continue a stopped study.",
     )
     _add_study_flags(p, "runs/ablate-DATA-MODEL-STUDY")
-    p.add_argument("--data", help="an image folder with train/ and val/ (default: the bundled digits)")
-    p.add_argument("--model", help="the BoTNet the variants change (default: fitted to the data, as `botnet train` does)")
-    p.add_argument("--img-size", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--recipe")
+    add_flags(p, TrainConfig, RECIPES, only=("data", "model", "img_size", "batch_size", "recipe"))
     p.set_defaults(func=_cmd_ablate)
 
     p = commands.add_parser(
@@ -746,7 +634,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     command = _command_name(args)
     try:
-        return args.func(args)
+        with cli_labels():  # errors name settings by their flags
+            return args.func(args)
     except KeyboardInterrupt as error:
         if args.debug:
             traceback.print_exc()

@@ -209,7 +209,8 @@ def explain_checkpoint(
 
     from .data.images import read_image
     from .data.transforms import eval_transform_for
-    from .tasks.checkpoint import checkpoint_task, load_model
+    from .tasks.classification import load_model
+    from .training.checkpoint import checkpoint_task
 
     points = points or [(0.5, 0.5), (0.25, 0.25)]
     for point in points:

@@ -301,7 +301,8 @@ def export_checkpoint(
 ) -> dict[str, Any]:
     """``botnet export``: a trained classifier (or the BoTNet + FPN of a trained detector) as ONNX or
     a torch.export program, with the metadata a deployment needs (classes, normalisation, sizes)."""
-    from .tasks.checkpoint import checkpoint_task, load_model
+    from .tasks.classification import load_model
+    from .training.checkpoint import checkpoint_task
 
     if format not in FORMATS:
         raise ConfigError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")

@@ -16,7 +16,7 @@ def steady_steps(monkeypatch):
     """``steady_steps(seconds)``: --time-budget plans as if every training step took ``seconds``. The
     real steps are still timed (and must take some time), but the plan no longer depends on how busy
     the machine is."""
-    from botnet.tasks import engine
+    from botnet.training import engine
 
     real = engine.time_steps
 

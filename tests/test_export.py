@@ -13,7 +13,7 @@ from botnet.detection.models import create_detector
 from botnet.errors import ConfigError, ExportError
 from botnet.export import onnx_metadata, to_exported_program, to_onnx
 from botnet.tasks import TrainConfig, train
-from botnet.tasks.checkpoint import load_model
+from botnet.tasks.classification import load_model
 
 ort = pytest.importorskip("onnxruntime")
 

@@ -61,6 +61,14 @@ How it is computed (``impl``)
     fused call (the absolute term folds into the keys, q.k + q.a = q.(k + a)),
     and they accept ``"auto"``, ``"fused"`` and ``"reference"``.
 
+    Under ``torch.func`` transforms (``vmap``, ``grad``; with or without
+    gradients) ``fused`` builds its bias in one piece (not in blocks) and
+    ``probs`` runs the written-out products: their eager forms write into
+    preallocated buffers (``out=`` and in-place ops), which ``vmap`` has no
+    batching rule for, and ``probs``' autograd.Function has no functorch
+    rules. The results are those of the eager paths; eager calls are
+    unaffected.
+
     Second derivatives (gradient penalties, ``create_graph=True``): where a
     fused kernel or the hand-written backward has none, the backward
     recomputes the reference formula differentiably when asked for a graph.
@@ -356,6 +364,12 @@ class _SecondOrderByRecompute(torch.autograd.Function):
         return (None, None, *(next(found) if t.requires_grad else None for t in inputs))
 
 
+def _functorch_active() -> bool:
+    """Whether a torch.func transform (vmap, grad, jvp, ...) is running: one C call, so the eager
+    paths keep their in-place, out= kernels."""
+    return torch._C._are_functorch_transforms_active()
+
+
 def _grid(q: Tensor, height: int, width: int) -> Tensor:
     return q.unflatten(-2, (height, width))
 
@@ -372,7 +386,12 @@ def fused_attention(
     rel = relative_logits(_grid(q, height, width), rel_h * position_scale, rel_w * position_scale)
     if not content:  # a zero-width content term: zero queries and keys of one channel
         q = k = q.new_zeros(1, 1, 1, 1).expand(*q.shape[:-1], 1)
-    if torch.is_grad_enabled() and (rel.requires_grad or q.requires_grad or k.requires_grad or v.requires_grad):
+    # torch.func transforms take the one-bias form too: the blocked build writes into buffers
+    # (out= ops, slice assignment), which vmap cannot batch, and their tensors may not report
+    # requires_grad.
+    if _functorch_active() or (
+        torch.is_grad_enabled() and (rel.requires_grad or q.requires_grad or k.requires_grad or v.requires_grad)
+    ):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=_dense_bias(rel, height), scale=scale)
     blocks = bias_blocks(q.shape[0], q.shape[1], q.shape[2], q.element_size(), q.device.type)
     return _attend_with_bias(q, k, v, rel, height, scale, blocks)
@@ -386,6 +405,10 @@ def probs_attention(
     backward (``_RelativeAttention``). Memory B * heads * N^2 floats per layer, plus a score-gradient
     buffer of at most ``grad_block_bytes`` (query rows a block at a time) in the backward."""
     rel = relative_logits(_grid(q, height, width), rel_h * position_scale, rel_w * position_scale)
+    if _functorch_active():
+        # The same products written out: _RelativeAttention computes in place and out= (which vmap
+        # cannot batch), and torch.func differentiates the written-out formula itself.
+        return _dense_attention(q, k, v, _dense_bias(rel, height), scale, content)
     batch, heads, tokens = q.shape[:3]
     q, k, v, rel = (t.reshape(batch * heads, tokens, t.shape[-1]) for t in (q, k, v, rel))
     out = _RelativeAttention.apply(q, k, v, rel, height, scale, content, grad_block_bytes)

@@ -200,7 +200,7 @@ class ModelConfig:
         return sum(self.depths)
 
     def with_overrides(self, **overrides) -> ModelConfig:
-        """A copy with some settings changed. Besides every field above:
+        """A copy with some settings changed: any field above except ``stages``, and:
 
         - ``bot_blocks``: one value per stage c2..c5, each an int (BoT blocks at
           the end of the stage, -1 = all) or a tuple of block indices; e.g.

@@ -201,10 +201,44 @@ def create_model(
             weights' or the model's own (224, or the paper's resolution for the
             T-model aliases). The model runs at any size regardless.
         features_only, out_indices: return feature maps instead of logits, see ``BoTNet``.
-        **overrides: any ``ModelConfig`` setting (heads, position_encoding,
-            scale_position, bot_blocks, depths, c5_stride, small_stem, se_ratio,
-            act_layer, drop_rate, drop_path_rate, width_multiplier, stem_width,
-            zero_init_last), e.g. ``create_model("botnet50", bot_blocks=(0, 0, 1, -1))``.
+        **overrides: changes to the entry's ``ModelConfig``, e.g.
+            ``create_model("botnet50", bot_blocks=(0, 0, 1, -1))``; another
+            name raises TypeError. Every one (``ModelConfig.with_overrides``):
+
+            - heads: attention heads of every MHSA (paper: 4).
+            - position_encoding: "relative" (paper), "relative_only",
+              "absolute" or "none", the paper's position-encoding ablation.
+            - scale_position: scale q by d^-0.5 in the position term as well
+              (the authors' code; timm's BoTNets: False).
+            - qk_head_dim: per-head query/key dim; 0 for the value head dim
+              width / heads (paper; timm's eca_botnext26ts: 16).
+            - attn_impl: how every MHSA computes attention ("auto", "fused",
+              "probs", "one_call", "reference"): speed and memory, same function.
+            - bot_blocks: per stage c2..c5, how many last blocks are BoT blocks
+              (-1: all) or a tuple of their indices.
+            - depths: four ints, blocks per stage.
+            - c5_stride: 1 (the paper's BoT-S1 models, Sec. 4) or 2.
+            - width_multiplier: scales the stem and every stage width.
+            - stem: "resnet", "small", "tiered" or "tiered_nopool" (``STEMS``).
+            - small_stem: True is short for ``stem="small"``.
+            - stem_width: channels of the stem.
+            - group_width: channels per group of the ResNet blocks' 3x3 convs
+              (ResNeXt); 0 for ordinary convs.
+            - se_ratio: squeeze-excitation in the ResNet blocks, squeezing to
+              this fraction of the channels; 0 for none (T-models, Sec. 4.8: 0.0625).
+            - se_position: "output" (the block's output, T-models) or "mid"
+              (the 3x3 conv's output, timm's sebotnet33ts).
+            - se_act: the activation inside SE; "" for ``act_layer``.
+            - se_divisor: round the squeezed channels to multiples of this.
+            - eca: ECA on the ResNet blocks' 3x3 conv output (timm's eca_botnext26ts).
+            - num_features: a final 1x1 conv, BN and act to this many channels
+              before pooling; 0 for none (timm's sebotnet33ts: 1280).
+            - act_layer: "relu", "silu" (T-models) or "gelu".
+            - drop_rate: dropout before the classifier (T-models).
+            - drop_path_rate: stochastic depth, rising linearly over the blocks
+              to this rate (T-models).
+            - zero_init_last: start each block's last BN at zero, so a block
+              starts as its shortcut.
     """
     entry = get_model_entry(name)
     config = entry.config.with_overrides(**overrides) if overrides else entry.config

@@ -26,7 +26,7 @@ from ..errors import ConfigError
 from ..models import create_model, get_model_entry, summarize
 from ..models.weights import read_metadata
 from .defaults import fit_defaults
-from .recipes import check_model_overrides
+from ..training.settings import check_model_overrides
 
 __all__ = [
     "CLASSIFICATION_METRICS",

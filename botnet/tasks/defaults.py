@@ -31,7 +31,7 @@ from ..data.profile import DIGITS_PROFILE, FolderProfile, profile_folder
 from ..models import get_model_entry
 from .recipes import RECIPES
 
-__all__ = ["Choice", "describe_choices", "fit_defaults", "fitted_settings"]
+__all__ = ["Choice", "fit_defaults", "fitted_settings"]
 
 WIDE_FROM_IMAGES = 20_000  # small-image folders this large get botnet_tiny at half width
 LARGE_MODEL_FROM_IMAGES = 20_000  # large-image folders this large get botnet50
@@ -59,14 +59,6 @@ def fit_defaults(config, world_size: int = 1):
     profile = DIGITS_PROFILE if config.data in (None, DIGITS) else profile_folder(config.data)
     choices = fitted_settings(config, profile, world_size)
     return dataclasses.replace(config, **{c.setting: c.value for c in choices}), choices, profile
-
-
-def describe_choices(data: str, choices: list[dict[str, Any]]) -> list[str]:
-    """The lines that report fitted settings (``choices`` as dicts, as a run records them); none
-    when nothing was fitted."""
-    if not choices:
-        return []
-    return [f"settings fitted to the data ({data}):"] + [f"  {c['setting']} = {c['value']}: {c['why']}" for c in choices]
 
 
 def fitted_settings(config, profile: FolderProfile, world_size: int = 1) -> list[Choice]:
@@ -129,7 +121,7 @@ def _size_for(model: str, pretrained: bool, profile: FolderProfile) -> Choice:
 
 
 def _epochs_for(config, profile: FolderProfile, augment: str, world_size: int) -> Choice:
-    batch = (config.batch_size or RECIPES["small"].batch_size) * world_size
+    batch = (config.batch_size or RECIPES["small"].settings["batch_size"]) * world_size
     steps_per_epoch = max(1, math.ceil(profile.train_images / batch))
     target = STEPS_PER_CLASS[augment] * profile.classes
     epochs = min(max(math.ceil(target / steps_per_epoch), MIN_EPOCHS), MAX_EPOCHS)

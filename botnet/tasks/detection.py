@@ -36,32 +36,23 @@ from ..detection.models import DETECTORS, create_detector
 from ..errors import CheckpointError, ConfigError, DatasetError, first_line
 from ..files import atomic_write
 from ..interrupts import init_helper_process
-from .checkpoint import (
-    check_meta,
-    check_metric_rows,
-    check_new_run_dir,
-    read_weights,
-    restore_training_state,
-    save_weights,
-    saved_config,
-)
-from .distributed import (
-    DistEnv,
-    broadcast_object,
-    gather_objects,
-    init_distributed,
-    main_process_first,
-    shutdown_distributed,
-)
-from .engine import GroupedBatchSampler, Optimization, Run, check_tensorboard, fit, plan_run, train_loader
-from .recipes import check_field_types, check_model_overrides, check_time_budget, check_workers, fill_from_recipe
-from .report import setup_logging, write_json
-from .runs import failures_end_the_run, open_run_dir, run_stamp, settings_and_state
+from ..records import read_record
+from ..training.checkpoint import read_weights, restore_training_state, task_of
+from ..training.distributed import DistEnv, broadcast_object, gather_objects
+from ..training.engine import FitResult, GroupedBatchSampler, train_loader
+from ..training.pipeline import Built, Fitted, run_task
+from ..training.report import write_json
+from ..training.runs import run_stamp
+from ..training.settings import RunSettings, Recipe, apply_recipe, check_model_overrides, check_settings, label, setting
 
 __all__ = [
     "DETECT_RECIPES",
     "DetectConfig",
-    "DetectRecipe",
+    "Detection",
+    "DetectorMeta",
+    "DetectorSettings",
+    "build_detector",
+    "with_masks",
     "evaluate_detector",
     "evaluate_detector_checkpoint",
     "load_detector",
@@ -74,107 +65,81 @@ LOSS_NAMES = ("loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness",
 METRIC_COLUMNS = ["epoch", "train_loss", *LOSS_NAMES, "bbox_AP", "bbox_AP50", "segm_AP", "segm_AP50", "lr", "seconds"]
 
 
-@dataclass(frozen=True)
-class DetectRecipe:
-    """Defaults for a detection run; any DetectConfig field overrides them."""
-
-    backbone: str
-    epochs: int
-    batch_size: int
-    optimizer: str  # "sgd" (with momentum) or "adamw"
-    lr: float  # for lr_reference_batch images per step, scaled linearly with the batch
-    lr_reference_batch: int
-    weight_decay: float
-    momentum: float
-    warmup_epochs: float
-    min_size: int
-    max_size: int
-    fpn_channels: int
-    anchor_sizes: tuple[int, ...] | None  # None: torchvision's 32..512
-    box_head_width: int | None  # None: torchvision's 1024
-    mask_head_width: int | None  # None: torchvision's 256
-    proposals: tuple[int, int, int, int]  # RPN pre- and post-NMS top-n, training then testing
-    box_batch_size_per_image: int  # RoIs sampled per image to train the box head (torchvision: 512)
-    roi_sampling_ratio: int  # RoI-Align samples per bin side (torchvision: 2)
-    eval_every: int
-    scale_jitter: tuple[float, float] | None = None  # large-scale jitter's scale range (None: flips only)
-
-
-DETECT_RECIPES = {
+# The detection recipes: values for DetectConfig's settings, taken where the user gives none. Their learning
+# rate is for lr_reference_batch images per step (over all processes), scaled linearly to the run's.
+DETECT_RECIPES: dict[str, Recipe] = {
     # CPU-sized: the bundled demo's settings (a mini backbone, small anchors and heads for ~128 px images;
     # 1,536 generated training images seen 5 times beat 640 seen 12 times at the same cost).
-    "small": DetectRecipe(
-        backbone="botnet_mini", epochs=5, batch_size=4, optimizer="adamw", lr=1.5e-3, lr_reference_batch=4,
+    "small": Recipe(dict(
+        detector="maskrcnn", backbone="botnet_mini", epochs=5, batch_size=4, optimizer="adamw", lr=1.5e-3,
         weight_decay=0.05, momentum=0.9, warmup_epochs=0.5, min_size=128, max_size=176, fpn_channels=64,
-        anchor_sizes=(8, 16, 32, 64, 128), box_head_width=512, mask_head_width=64,
-        proposals=(600, 300, 300, 150), box_batch_size_per_image=64, roi_sampling_ratio=1, eval_every=5,
-    ),
+        anchor_sizes=(8, 16, 32, 64, 128), box_head_width=512, mask_head_width=64, proposals=(600, 300, 300, 150),
+        box_batch_size_per_image=64, roi_sampling_ratio=1, eval_every=5,
+    ), lr_reference_batch=4),
     # The paper's COCO set-up (Sec. 4.1): Mask R-CNN, FPN, 1024 px, 36 epochs, large-scale jitter (scales
     # 0.1-2.0, then a 1024 x 1024 crop); torchvision's heads, anchors and proposal counts; SGD at 0.02 per
     # 16 images (torchvision's reference schedule shape).
-    "paper": DetectRecipe(
-        backbone="botnet50", epochs=36, batch_size=2, optimizer="sgd", lr=0.02, lr_reference_batch=16,
+    "paper": Recipe(dict(
+        detector="maskrcnn", backbone="botnet50", epochs=36, batch_size=2, optimizer="sgd", lr=0.02,
         weight_decay=1e-4, momentum=0.9, warmup_epochs=0.25, min_size=1024, max_size=1024, fpn_channels=256,
-        anchor_sizes=None, box_head_width=None, mask_head_width=None,
         proposals=(2000, 2000, 1000, 1000), box_batch_size_per_image=512, roi_sampling_ratio=2, eval_every=1,
         scale_jitter=(0.1, 2.0),
-    ),
+    ), lr_reference_batch=16),
 }  # fmt: skip
+DATA_PATHS = ("train_images", "train_annotations", "val_images", "val_annotations")
 
 
 @dataclass
-class DetectConfig:
+class DetectConfig(RunSettings):
     """Every setting of a detection run (saved as config.json); ``None`` takes the recipe's value."""
 
-    data: str | None = None  # ROOT with train/ and val/ (images/ + annotations.json each); None: synthetic shapes
-    train_images: str | None = None
-    train_annotations: str | None = None
-    val_images: str | None = None
-    val_annotations: str | None = None
-    detector: str = "maskrcnn"
-    backbone: str | None = None
-    model_overrides: dict[str, Any] | None = None  # create_model settings of the backbone (an ablation's variant)
-    recipe: str = "small"
-    epochs: int | None = None
-    batch_size: int | None = None
-    optimizer: str | None = None
-    lr: float | None = None
-    weight_decay: float | None = None
-    momentum: float | None = None
-    warmup_epochs: float | None = None
-    min_size: int | None = None
-    max_size: int | None = None
-    fpn_channels: int | None = None
-    anchor_sizes: tuple[int, ...] | None = None
-    box_head_width: int | None = None
-    mask_head_width: int | None = None
-    proposals: tuple[int, int, int, int] | None = None
-    box_batch_size_per_image: int | None = None
-    roi_sampling_ratio: int | None = None
-    eval_every: int | None = None
-    backbone_weights: str | None = None  # a torchvision ResNet state dict file (c1..c4 init)
-    trainable_layers: int | None = None
-    shapes_train_images: int = ShapesSpec.train_images
-    shapes_val_images: int = ShapesSpec.val_images
-    seed: int = 0
-    output_dir: str | None = None
-    workers: int = 0
-    skip_bad: bool = False
-    scale_jitter: tuple[float, float] | None = None
-    amp: bool = False
-    sync_bn: bool = False
-    clip_grad: float | None = None
-    tensorboard: bool = False
-    time_budget: float | None = None  # minutes: plan the epochs to fit (instead of --epochs)
+    data: str | None = setting(help="ROOT with ROOT/{train,val}/images/ and ROOT/{train,val}/annotations.json")
+    train_images: str | None = setting(help="training image folder (instead of --data's layout)")
+    train_annotations: str | None = setting(help="training instances JSON (COCO format)")
+    val_images: str | None = setting(help="held-out image folder")
+    val_annotations: str | None = setting(help="held-out instances JSON")
+    recipe: str | None = setting(choices=tuple(DETECT_RECIPES), help="preset of the unset settings (default small)")
+    detector: str | None = setting(choices=tuple(DETECTORS), help="Mask R-CNN (boxes and masks) or Faster R-CNN (boxes)")
+    backbone: str | None = setting(help="a name from `botnet list`")
+    model_overrides: dict[str, Any] | None = setting(
+        flag=False, help="create_model settings of the backbone (an ablation's variant)"
+    )
+    min_size: int | None = setting(positive=True, help="images are resized so the short side is this ...")
+    max_size: int | None = setting(positive=True, help="... and the long side at most this (torchvision's transform)")
+    fpn_channels: int | None = setting(positive=True, help="channels of the feature pyramid")
+    anchor_sizes: tuple[int, ...] | None = setting(
+        positive=True, nargs=5, metavar="PX", help="one anchor size per level P2..P6 (default: 8 x each level's stride)"
+    )
+    box_head_width: int | None = setting(positive=True, help="width of the two-layer box head (torchvision 1024)")
+    mask_head_width: int | None = setting(positive=True, help="channels of the mask head's convolutions (torchvision 256)")
+    proposals: tuple[int, int, int, int] | None = setting(
+        positive=True, metavar=("PRE_TRAIN", "POST_TRAIN", "PRE_TEST", "POST_TEST"),
+        help="RPN proposals kept before and after NMS, training then testing",
+    )  # fmt: skip
+    box_batch_size_per_image: int | None = setting(positive=True, help="RoIs sampled per image to train the box head")
+    roi_sampling_ratio: int | None = setting(positive=True, help="RoI-Align samples per bin side")
+    eval_every: int | None = setting(positive=True, help="evaluate every N epochs (and always after the last)")
+    backbone_weights: str | None = setting(metavar="FILE", help="torchvision ResNet state dict to initialise c1-c4")
+    trainable_layers: int | None = setting(help="stages trained, counted from c5 (0-5)")
+    scale_jitter: tuple[float, float] | None = setting(
+        positive=True, metavar=("LOW", "HIGH"),
+        help="large-scale jitter: resize by a factor in [LOW, HIGH] of --min-size, crop/pad to it (paper: 0.1 2.0)",
+    )  # fmt: skip
+    skip_bad: bool = setting(False, help="leave out bad images and annotations (counted) instead of stopping")
+    shapes_train_images: int = setting(ShapesSpec.train_images, flag=False, help="generated training images")
+    shapes_val_images: int = setting(ShapesSpec.val_images, flag=False, help="generated held-out images")
 
-    def resolve(self) -> DetectConfig:
-        check_field_types(self)
-        if self.recipe not in DETECT_RECIPES:
-            raise ConfigError(f"unknown recipe {self.recipe!r}; choose one of {', '.join(DETECT_RECIPES)}")
-        recipe = DETECT_RECIPES[self.recipe]
-        values = fill_from_recipe(self, recipe)
-        if self.lr is None:
-            values["lr"] = recipe.lr * values["batch_size"] / recipe.lr_reference_batch
+    @property
+    def with_masks(self) -> bool:
+        return with_masks(self.detector)
+
+    @property
+    def synthetic(self) -> bool:
+        return self.data is None and not any(getattr(self, key) for key in DATA_PATHS)
+
+    def resolve(self, world_size: int) -> DetectConfig:
+        check_settings(self)
+        values = apply_recipe(self, DETECT_RECIPES, self.recipe or "small", world_size)
         if self.data is not None:
             for split in ("train", "val"):
                 values[f"{split}_images"] = values[f"{split}_images"] or os.path.join(self.data, split, "images")
@@ -182,95 +147,128 @@ class DetectConfig:
                     self.data, split, "annotations.json"
                 )
         if values["output_dir"] is None:
-            named = self.data or self.train_images or self.train_annotations or self.val_images or self.val_annotations
+            named = self.data or next((getattr(self, key) for key in DATA_PATHS if getattr(self, key)), None)
             source = SHAPES if self.synthetic else os.path.basename(os.path.normpath(named))
-            values["output_dir"] = os.path.join(
-                "runs", f"detect-{source}-{values['backbone']}-{run_stamp()}"
-            )
-        for key in ("data", "train_images", "train_annotations", "val_images", "val_annotations", "backbone_weights"):
+            values["output_dir"] = os.path.join("runs", f"detect-{source}-{values['backbone']}-{run_stamp()}")
+        for key in ("data", *DATA_PATHS, "backbone_weights"):
             if values[key] is not None:
                 values[key] = os.path.abspath(values[key])  # a resume from another folder finds them
-        for key in ("anchor_sizes", "proposals"):
+        for key in ("anchor_sizes", "proposals", "scale_jitter"):
             if values[key] is not None:
-                values[key] = tuple(int(v) for v in values[key])
-        if values["scale_jitter"] is not None:
-            values["scale_jitter"] = tuple(float(v) for v in values["scale_jitter"])
+                values[key] = tuple(values[key])
+        if values["ema_decay"] == 0:
+            values["ema_decay"] = None
+        if values["workers"] is None:
+            values["workers"] = 0
         config = DetectConfig(**values)
         config.check()
         return config
 
-    @property
-    def synthetic(self) -> bool:
-        return self.data is None and not any(
-            (self.train_images, self.train_annotations, self.val_images, self.val_annotations)
-        )
-
     def check(self) -> None:
-        check_field_types(self)
-        if self.detector not in DETECTORS:
-            raise ConfigError(f"unknown detector {self.detector!r}; choose one of {', '.join(DETECTORS)}")
+        self.check_run()
         backbone = check_model_overrides(self.backbone, self.model_overrides)  # unknown names fail with suggestions
-        check_time_budget(self.time_budget)
         if not self.synthetic:
-            paths = dict(train_images=self.train_images, train_annotations=self.train_annotations,
-                         val_images=self.val_images, val_annotations=self.val_annotations)  # fmt: skip
-            unset = [f"--{name.replace('_', '-')}" for name, value in paths.items() if not value]
+            unset = [label(name) for name in DATA_PATHS if not getattr(self, name)]
             if unset:
-                raise ConfigError(f"COCO data needs --data ROOT or all four paths; missing {', '.join(unset)}")
-        if self.optimizer not in ("sgd", "adamw"):
-            raise ConfigError(f"unknown optimizer {self.optimizer!r}; choose sgd or adamw")
-        positive = ("epochs", "batch_size", "lr", "min_size", "max_size", "fpn_channels", "eval_every",
-                    "box_batch_size_per_image", "roi_sampling_ratio")  # fmt: skip
-        for name in positive:
-            value = getattr(self, name)
-            if value is None or value <= 0:
-                raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {value}")
+                raise ConfigError(f"COCO data needs {label('data')} ROOT or all four paths; missing {', '.join(unset)}")
         smallest = backbone.reduction()
         if self.min_size < smallest:
-            raise ConfigError(f"--min-size {self.min_size} is too small for {self.backbone}, which downsamples by {smallest}")
-        if self.scale_jitter is not None and not 0 < self.scale_jitter[0] <= self.scale_jitter[1]:
-            raise ConfigError(f"--scale-jitter needs 0 < LOW <= HIGH, got {self.scale_jitter}")
-        if self.clip_grad is not None and self.clip_grad <= 0:
-            raise ConfigError(f"--clip-grad must be positive, got {self.clip_grad}")
-        if self.tensorboard:
-            check_tensorboard()
+            raise ConfigError(
+                f"{label('min_size')} {self.min_size} is too small for {self.backbone}, which downsamples by {smallest}"
+            )
+        if self.scale_jitter is not None and not self.scale_jitter[0] <= self.scale_jitter[1]:
+            raise ConfigError(f"{label('scale_jitter')} needs 0 < LOW <= HIGH, got {self.scale_jitter}")
         if self.max_size < self.min_size:
-            raise ConfigError(f"--max-size ({self.max_size}) must be at least --min-size ({self.min_size})")
-        check_workers(self.workers)
+            raise ConfigError(
+                f"{label('max_size')} ({self.max_size}) must be at least {label('min_size')} ({self.min_size})"
+            )
         if self.synthetic and (self.shapes_train_images < 1 or self.shapes_val_images < 1):
             raise ConfigError("the synthetic dataset needs at least one training and one held-out image")
 
-    def detector_settings(self) -> dict[str, Any]:
-        """What ``create_detector`` needs besides the classes (saved with the weights)."""
-        return dict(
-            kind=self.detector,
-            backbone=self.backbone,
-            img_size=[self.min_size, self.max_size],
-            out_channels=self.fpn_channels,
-            anchor_sizes=list(self.anchor_sizes) if self.anchor_sizes else None,
-            box_head_width=self.box_head_width,
-            mask_head_width=self.mask_head_width,
-            min_size=self.min_size,
-            max_size=self.max_size,
-            rpn_pre_nms_top_n_train=self.proposals[0],
-            rpn_post_nms_top_n_train=self.proposals[1],
-            rpn_pre_nms_top_n_test=self.proposals[2],
-            rpn_post_nms_top_n_test=self.proposals[3],
-            box_batch_size_per_image=self.box_batch_size_per_image,
-            roi_sampling_ratio=self.roi_sampling_ratio,
+    def detector_settings(self) -> DetectorSettings:
+        """What rebuilding the trained detector needs besides its classes (saved with the weights)."""
+        names = {f.name for f in dataclasses.fields(DetectorSettings)} - {"frozen_batch_norm"}
+        return DetectorSettings(
+            **{name: getattr(self, name) for name in names},
             # Pretrained ResNet parts get frozen BatchNorm (botnet_fpn_backbone's default); the rebuilt model needs it too.
             frozen_batch_norm=self.backbone_weights is not None,
-            **({"backbone_overrides": self.model_overrides} if self.model_overrides else {}),
         )
 
 
-def build_detector(settings: dict[str, Any], num_classes: int, **kwargs: Any) -> nn.Module:
-    """A detector from saved ``settings`` (see DetectConfig.detector_settings)."""
-    settings = dict(settings)
-    kind, backbone = settings.pop("kind"), settings.pop("backbone")
-    settings["img_size"] = tuple(settings["img_size"])
-    settings["norm_layer"] = FrozenBatchNorm2d if settings.pop("frozen_batch_norm", False) else nn.BatchNorm2d
-    return create_detector(kind, backbone, num_classes, **settings, **kwargs)
+def with_masks(detector: str | nn.Module) -> bool:
+    """Whether ``detector`` (a name from DETECTORS, or a built model) also predicts instance masks, and so
+    needs them in the annotations and is scored on them."""
+    if isinstance(detector, nn.Module):
+        return detector.roi_heads.has_mask()
+    return detector == "maskrcnn"
+
+
+@dataclass
+class DetectorSettings:
+    """A trained detector's architecture, with DetectConfig's names (saved in its weights' metadata)."""
+
+    detector: str
+    backbone: str
+    min_size: int
+    max_size: int
+    fpn_channels: int
+    anchor_sizes: list[int] | None
+    box_head_width: int | None
+    mask_head_width: int | None
+    proposals: list[int]
+    box_batch_size_per_image: int
+    roi_sampling_ratio: int
+    frozen_batch_norm: bool = False
+    model_overrides: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:  # tuples from a config, lists from JSON: lists, as the file holds them
+        self.anchor_sizes = list(self.anchor_sizes) if self.anchor_sizes is not None else None
+        self.proposals = list(self.proposals)
+
+
+# Version-1 files named the settings as create_detector's arguments.
+_V1_NAMES = dict(kind="detector", out_channels="fpn_channels", backbone_overrides="model_overrides")
+_V1_PROPOSALS = ("rpn_pre_nms_top_n_train", "rpn_post_nms_top_n_train", "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test")
+
+
+def _from_v1(settings: Any) -> Any:
+    """Settings in version 1's names (kind, out_channels, four rpn_* counts) in today's."""
+    if not isinstance(settings, dict) or "kind" not in settings:
+        return settings
+    renamed = {_V1_NAMES.get(k, k): v for k, v in settings.items() if k not in _V1_PROPOSALS and k != "img_size"}
+    renamed["proposals"] = [settings.get(k) for k in _V1_PROPOSALS]
+    return renamed
+
+
+def build_detector(settings: DetectorSettings, num_classes: int, **kwargs: Any) -> nn.Module:
+    """A detector from its settings: the one place DetectConfig's names become create_detector's."""
+    pre_train, post_train, pre_test, post_test = settings.proposals
+    return create_detector(
+        settings.detector, settings.backbone, num_classes, img_size=(settings.min_size, settings.max_size),
+        out_channels=settings.fpn_channels, anchor_sizes=settings.anchor_sizes, box_head_width=settings.box_head_width,
+        mask_head_width=settings.mask_head_width, min_size=settings.min_size, max_size=settings.max_size,
+        rpn_pre_nms_top_n_train=pre_train, rpn_post_nms_top_n_train=post_train, rpn_pre_nms_top_n_test=pre_test,
+        rpn_post_nms_top_n_test=post_test, box_batch_size_per_image=settings.box_batch_size_per_image,
+        roi_sampling_ratio=settings.roi_sampling_ratio,
+        norm_layer=FrozenBatchNorm2d if settings.frozen_batch_norm else nn.BatchNorm2d,
+        backbone_overrides=settings.model_overrides, **kwargs,
+    )  # fmt: skip
+
+
+@dataclass
+class DetectorMeta:
+    """What a detector's weights file holds besides the weights."""
+
+    settings: dict[str, Any]  # DetectorSettings as a dict
+    num_classes: int  # object classes plus the background
+    class_names: list[str]
+    category_ids: list[int]  # the annotations' category ids, in class order
+    val_images: str
+    val_annotations: str
+    task: str = "detection"
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 def _collate(batch: list) -> tuple:
@@ -313,8 +311,7 @@ def evaluate_detector(
         outputs = model([_plain(im).to(device) for im in images])
         for output, target in zip(outputs, targets):
             results += detections_to_coco(output, target["image_id"], dataset.category_ids)
-    with_masks = isinstance(model, DETECTORS["maskrcnn"])
-    kinds = ("bbox", "segm") if with_masks else ("bbox",)
+    kinds = ("bbox", "segm") if with_masks(model) else ("bbox",)
     if env is None or not env.distributed:
         return coco_metrics(dataset.coco_gt, results, kinds)
     every = [r for rank_results in gather_objects(results, env) for r in rank_results]
@@ -336,60 +333,6 @@ def _generate_shapes(config: DetectConfig, run_dir: str, log) -> tuple[str, str,
     return train_images, train_ann, val_images, val_ann
 
 
-def train_detector(
-    config: DetectConfig | None = None, *, resume: str | None = None, epochs: int | None = None
-) -> dict[str, Any]:
-    """Train a detector; returns the summary (also written to summary.json). Runs alone or under torchrun.
-
-    ``resume``: a run's last.pt; the run continues with its saved settings in its own folder (``epochs``
-    may extend it; the schedule is then planned again for the new total).
-    Ctrl-C (or SIGTERM) stops at the end of the current step, saves last.pt and raises RunInterrupted;
-    an expected failure once training has started raises RunFailed naming the checkpoint to resume."""
-    env = init_distributed()
-    try:
-        user_config = config or DetectConfig()
-        if resume is None:
-            check_field_types(user_config)
-            check_time_budget(user_config.time_budget, user_config.epochs)
-        config, state = settings_and_state(user_config.resolve, _config_from_state, resume, epochs)
-        return _train_detector(config, env, state, user_config)
-    finally:
-        shutdown_distributed()
-
-
-def _train_detector(config: DetectConfig, env: DistEnv, state, user_config: DetectConfig) -> dict[str, Any]:
-    run_dir = config.output_dir
-    if state is None:
-        check_new_run_dir(run_dir)  # before the data is checked, which may take a while
-    with main_process_first(env):
-        data = None if config.synthetic else _load_datasets(config, config.train_images, config.train_annotations,
-                                                           config.val_images, config.val_annotations)  # fmt: skip
-    with open_run_dir(run_dir, resuming=state is not None, writer=env.is_main):
-        log = setup_logging(run_dir if env.is_main else None, env.is_main)
-        if data is None:
-            with main_process_first(env):  # rank 0 generates the shapes; the others read them
-                data = _load_datasets(config, *_generate_shapes(config, run_dir, log))
-        train_set, val_set = data
-        for name, dataset in (("training", train_set), ("held-out", val_set)):
-            if dataset.skipped.total() and env.is_main:
-                log.warning(f"{name} data: left out {dataset.skipped.summary()}")
-        per_process = len(train_set) // env.world_size
-        if state is None and per_process < config.batch_size:
-            if per_process < 1:
-                raise DatasetError(f"the training split has {len(train_set)} images, fewer than the {env.world_size} processes")
-            log.warning(f"the training split has {len(train_set)} images: batches of {per_process} instead of {config.batch_size}")
-            # resolve again, so the learning rate (scaled with the batch) fits the batch that is used
-            config = dataclasses.replace(user_config, batch_size=per_process, output_dir=run_dir).resolve()
-        return _fit_detector(config, env, state, train_set, val_set, log)
-
-
-def _config_from_state(state: dict[str, Any], path: str) -> DetectConfig:
-    if state["meta"].get("task") != "detection":
-        raise CheckpointError(f"{path} is not a detection run's checkpoint; resume it with `botnet train`")
-    check_metric_rows(state, path, METRIC_COLUMNS, ("epoch", "train_loss", "lr", "seconds"))
-    return saved_config(state, path, DetectConfig, DetectConfig.resolve)
-
-
 def train_transforms(config: DetectConfig) -> v2.Transform:
     """Horizontal flips; with ``scale_jitter`` first large-scale jitter (Ghiasi et al. 2021, the paper's
     detection augmentation): resize by a random factor of the min_size square, crop or pad to it, and
@@ -408,11 +351,11 @@ def train_transforms(config: DetectConfig) -> v2.Transform:
 
 def _load_datasets(config: DetectConfig, train_images: str, train_ann: str, val_images: str, val_ann: str):
     """The checked training and held-out sets (same categories)."""
-    with_masks = config.detector == "maskrcnn"
+    masks = config.with_masks
     train_set = CocoDetection(
-        train_images, train_ann, transforms=train_transforms(config), skip_bad=config.skip_bad, with_masks=with_masks
+        train_images, train_ann, transforms=train_transforms(config), skip_bad=config.skip_bad, with_masks=masks
     )
-    val_set = CocoDetection(val_images, val_ann, skip_bad=config.skip_bad, with_masks=with_masks)
+    val_set = CocoDetection(val_images, val_ann, skip_bad=config.skip_bad, with_masks=masks)
     if train_set.category_ids != val_set.category_ids:
         raise DatasetError(
             f"the training and held-out annotations list different categories ({train_set.category_ids} vs "
@@ -425,13 +368,14 @@ class _Detection:
     """The detection task for the engine: the detector's summed losses, COCO AP every ``eval_every`` epochs."""
 
     columns = METRIC_COLUMNS
+    head, head_epochs = None, 0  # the whole detector trains from the start
 
-    def __init__(self, config: DetectConfig, val_set: CocoDetection, env: DistEnv, with_masks: bool) -> None:
-        self.config, self.val_set, self.env, self.with_masks = config, val_set, env, with_masks
+    def __init__(self, config: DetectConfig, val_set: CocoDetection, env: DistEnv) -> None:
+        self.config, self.val_set, self.env = config, val_set, env
 
     def loss(self, model: nn.Module, batch, device: torch.device):
         images, targets = batch
-        losses = model([_plain(im).to(device) for im in images], _targets(targets, device, self.with_masks))
+        losses = model([_plain(im).to(device) for im in images], _targets(targets, device, self.config.with_masks))
         return sum(losses.values()), losses, len(images)
 
     def evaluate(self, model: nn.Module, epoch: int, last: bool) -> dict[str, float]:
@@ -452,88 +396,95 @@ def _aspect_groups(dataset: CocoDetection) -> list[int]:
     return [int(image["height"] > image["width"]) for image in dataset.coco_gt["images"]]
 
 
-def _fit_detector(
-    config: DetectConfig, env: DistEnv, state: dict[str, Any] | None, train_set: CocoDetection,
-    val_set: CocoDetection, log,
-) -> dict[str, Any]:  # fmt: skip
-    run_dir = config.output_dir
-    torch.manual_seed(config.seed)
-    with_masks = config.detector == "maskrcnn"
-    num_classes = len(train_set.category_ids) + 1
-    settings = config.detector_settings()
-    model = build_detector(
-        settings, num_classes, backbone_weights=config.backbone_weights, trainable_layers=config.trainable_layers
-    )
-    # the anchors in use, saved as numbers: a later version's defaults must not change a trained detector
-    settings["anchor_sizes"] = [int(sizes[0]) for sizes in model.rpn.anchor_generator.sizes]
-    meta = dict(
-        task="detection",
-        settings=settings,
-        num_classes=num_classes,
-        class_names=train_set.class_names,
-        category_ids=train_set.category_ids,
-        val_images=os.path.abspath(val_set.image_dir),
-        val_annotations=os.path.abspath(val_set.ann_file),
-    )
-    if config.sync_bn and env.distributed and env.device.type != "cuda":
-        raise ConfigError("--sync-bn needs GPUs (PyTorch's SyncBatchNorm runs on CUDA); drop it on CPU")
-    opt = Optimization(
-        epochs=config.epochs, batch_size=config.batch_size, optimizer=config.optimizer, lr=config.lr,
-        weight_decay=config.weight_decay, momentum=config.momentum, warmup_epochs=config.warmup_epochs,
-        amp=config.amp, sync_bn=config.sync_bn, clip_grad=config.clip_grad,
-    )  # fmt: skip
-    groups = _aspect_groups(train_set)
-    data = train_loader(
-        train_set, opt, env, seed=config.seed, workers=config.workers, collate_fn=_collate,
-        batch_sampler=lambda sampler, batch: GroupedBatchSampler(sampler, groups, batch),
-    )  # fmt: skip
-    task = _Detection(config, val_set, env, with_masks)
-    plan = None
-    if config.time_budget is not None and state is None:
-        config, opt, plan = plan_run(config, opt, task, model, data, env, len(val_set) // env.world_size, log)
-    steps = data.steps
-    if env.is_main and (state is None or state["config"].get("epochs") != config.epochs):  # new, or extended
-        write_json(os.path.join(run_dir, "config.json"), dataclasses.asdict(config))
+class Detection:
+    """The detection task for ``botnet.training.pipeline.run_task``."""
+
+    name = "detection"
+    command = "botnet detect train"
+    config_class = DetectConfig
+    metric_columns = METRIC_COLUMNS
+    required_columns = ("epoch", "train_loss", "lr", "seconds")  # AP only in the epochs that evaluate
+    min_batch = 1
+    min_batch_reason = "one image a step: the detectors' heads have no batch norm"
+
+    def fit_defaults(self, config: DetectConfig, world_size: int) -> tuple[DetectConfig, Fitted | None]:
+        return config, None
+
+    def load_data(self, config: DetectConfig, env: DistEnv):
+        return None if config.synthetic else _load_datasets(config, *(getattr(config, key) for key in DATA_PATHS))
+
+    def make_data(self, config: DetectConfig, log):
+        return _load_datasets(config, *_generate_shapes(config, config.output_dir, log))
+
+    def data_warnings(self, data) -> list[str]:
+        return [f"{name} data: left out {dataset.skipped.summary()}" for name, dataset in zip(("training", "held-out"), data)
+                if dataset.skipped.total()]  # fmt: skip
+
+    def train_images(self, data) -> int:
+        return len(data[0])
+
+    def build(self, config: DetectConfig, data, env: DistEnv, state, log) -> Built:
+        train_set, val_set = data
+        num_classes = len(train_set.category_ids) + 1
+        settings = config.detector_settings()
+        model = build_detector(
+            settings, num_classes, backbone_weights=config.backbone_weights, trainable_layers=config.trainable_layers
+        )
+        # the anchors in use, saved as numbers: a later version's defaults must not change a trained detector
+        settings.anchor_sizes = [int(sizes[0]) for sizes in model.rpn.anchor_generator.sizes]
+        meta = DetectorMeta(
+            settings=dataclasses.asdict(settings), num_classes=num_classes, class_names=train_set.class_names,
+            category_ids=train_set.category_ids, val_images=os.path.abspath(val_set.image_dir),
+            val_annotations=os.path.abspath(val_set.ann_file),
+        )  # fmt: skip
+        groups = _aspect_groups(train_set)
+        loader = train_loader(
+            train_set, config.batch_size, env, seed=config.seed, workers=config.workers, collate_fn=_collate,
+            batch_sampler=lambda sampler, batch: GroupedBatchSampler(sampler, groups, batch),
+        )  # fmt: skip
         params = sum(p.numel() for p in model.parameters())
-        log.info(
+        description = (
             f"{config.detector} with a {config.backbone} FPN backbone ({params / 1e6:.2f}M parameters), "
-            f"{num_classes - 1} classes, {len(train_set)} training / {len(val_set)} held-out images; "
-            f"{config.epochs} epochs of {steps} steps, batch {config.batch_size} x {env.world_size} process(es), "
-            f"lr {config.lr:g}"
+            f"{num_classes - 1} classes, {len(train_set)} training / {len(val_set)} held-out images"
         )
-    run = Run(config, meta, run_dir, "botnet detect train", env, log, state, tensorboard=config.tensorboard)
-    fitted = fit(run, task, model, data, opt)
-    metrics, model = fitted.metrics, fitted.eval_model
-    summary = dict(
-        task="detection",
-        detector=config.detector,
-        backbone=config.backbone,
-        model_overrides=config.model_overrides,
-        img_size=config.min_size,
-        dataset=SHAPES if config.synthetic else os.path.abspath(config.train_annotations),
-        classes=train_set.class_names,
-        params=sum(p.numel() for p in model.parameters()),
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        **{k: round(v, 3) for k, v in metrics.items()},
-        val_images=len(val_set),
-        wall_seconds=round(fitted.wall_seconds, 3),
-        train_images_per_second=round(fitted.train_images / max(fitted.train_seconds, 1e-9), 2),
-        world_size=env.world_size,
-        device=env.device.type,
-        skipped=dict(train=train_set.skipped.as_dict(), val=val_set.skipped.as_dict()),
-        time_budget=dataclasses.asdict(plan) if plan else None,
-    )
-    if env.is_main:
-        with failures_end_the_run(run.last_pt, run.command):
-            save_weights(os.path.join(run_dir, "model.safetensors"), model, meta)
-            _save_prediction_grid(model, val_set, os.path.join(run_dir, "predictions.png"))
-            write_json(os.path.join(run_dir, "summary.json"), summary)
+        task = _Detection(config, val_set, env)
+        return Built(model, task, loader, meta.as_dict(), len(val_set) // env.world_size, description)
+
+    def summary(self, config: DetectConfig, data, built: Built, result: FitResult) -> dict[str, Any]:
+        train_set, val_set = data
+        return dict(
+            **{k: round(v, 3) for k, v in result.metrics.items()},
+            detector=config.detector,
+            backbone=config.backbone,
+            model_overrides=config.model_overrides,
+            img_size=config.min_size,
+            dataset=SHAPES if config.synthetic else os.path.abspath(config.train_annotations),
+            classes=train_set.class_names,
+            params=sum(p.numel() for p in result.eval_model.parameters()),
+            val_images=len(val_set),
+            skipped=dict(train=train_set.skipped.as_dict(), val=val_set.skipped.as_dict()),
+        )
+
+    def write_artefacts(self, config: DetectConfig, data, built: Built, result: FitResult) -> None:
+        _save_prediction_grid(result.eval_model, data[1], os.path.join(config.output_dir, "predictions.png"))
+
+    def done(self, summary: dict[str, Any], result: FitResult) -> str:
         headline = ", ".join(
-            f"{k} {metrics[k]:.1f}" for k in ("bbox_AP", "bbox_AP50", "segm_AP", "segm_AP50") if k in metrics
+            f"{k} {summary[k]:.1f}" for k in ("bbox_AP", "bbox_AP50", "segm_AP", "segm_AP50") if k in summary
         )
-        log.info(f"done: {headline} on {len(val_set)} held-out images; {fitted.wall_seconds:.1f}s; results in {run_dir}")
-    return summary
+        return f"done: {headline} on {summary['val_images']} held-out images"
+
+
+def train_detector(
+    config: DetectConfig | None = None, *, resume: str | None = None, epochs: int | None = None
+) -> dict[str, Any]:
+    """Train a detector; returns the summary (also written to summary.json). Runs alone or under torchrun.
+
+    ``resume``: a run's last.pt; the run continues with its saved settings in its own folder (``epochs``
+    may extend it; the schedule is then planned again for the new total).
+    Ctrl-C (or SIGTERM) stops at the end of the current step, saves last.pt and raises RunInterrupted;
+    an expected failure once training has started raises RunFailed naming the checkpoint to resume."""
+    return run_task(Detection(), config, resume=resume, epochs=epochs)
 
 
 @torch.no_grad()
@@ -558,28 +509,24 @@ def _png_bytes(image: Tensor) -> bytes:
     return buffer.getvalue()
 
 
-# What a detector's metadata holds.
-DETECTOR_META: dict[str, type] = dict(
-    settings=dict, num_classes=int, class_names=list, category_ids=list, val_images=str, val_annotations=str
-)
-
-
 def load_detector(path: str) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a trained detector from a run's model.safetensors or last.pt (eval mode) with its metadata."""
-    state, meta = read_weights(path)
-    if meta.get("task") != "detection":
+    """Rebuild a trained detector from a run's model.safetensors or last.pt (eval mode) with its metadata
+    (a :class:`DetectorMeta` as a dict)."""
+    state, raw = read_weights(path)
+    if task_of(raw) != "detection":
         raise CheckpointError(f"{path} holds a classifier, not a detector; use `botnet eval` / `botnet predict`")
-    check_meta(meta, path, DETECTOR_META)
-    if len(meta["class_names"]) != meta["num_classes"] - 1 or not all(isinstance(n, str) for n in meta["class_names"]):
-        raise CheckpointError(f"{path}: its class names do not match its {meta['num_classes']} classes; the file is damaged")
+    meta = read_record(DetectorMeta, {**raw, "settings": _from_v1(raw.get("settings"))}, path, "metadata")
+    settings = read_record(DetectorSettings, meta.settings, path, "detector settings")
+    if len(meta.class_names) != meta.num_classes - 1:
+        raise CheckpointError(f"{path}: its class names do not match its {meta.num_classes} classes; the file is damaged")
     try:
-        model = build_detector(meta["settings"], meta["num_classes"])
+        model = build_detector(settings, meta.num_classes)
     except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError(
             f"{path}: its detector settings are not ones this version builds ({first_line(error)})"
         ) from error
     restore_training_state({"model": state}, path, model=model)
-    return model.eval(), meta
+    return model.eval(), meta.as_dict()
 
 
 def evaluate_detector_checkpoint(
@@ -592,12 +539,11 @@ def evaluate_detector_checkpoint(
 ) -> tuple[dict[str, float], dict[str, Any], CocoDetection]:
     """COCO metrics of a saved detector on COCO data (default: the held-out split it was trained against)."""  # fmt: skip
     if batch_size < 1:
-        raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
+        raise ConfigError(f"{label('batch_size')} must be at least 1, got {batch_size}")
     model, meta = load_detector(checkpoint)
     images = images or meta["val_images"]
     annotations = annotations or meta["val_annotations"]
-    with_masks = meta["settings"]["kind"] == "maskrcnn"  # mask AP needs the annotations' masks
-    dataset = CocoDetection(images, annotations, skip_bad=skip_bad, with_masks=with_masks)
+    dataset = CocoDetection(images, annotations, skip_bad=skip_bad, with_masks=with_masks(model))
     if dataset.category_ids != meta["category_ids"]:
         raise DatasetError(
             f"{annotations} lists categories {dataset.category_ids}, the model was trained on {meta['category_ids']}"
@@ -612,7 +558,7 @@ def predict_detections(
     """Detections (class, score, box [x0, y0, x1, y1]) scoring at least ``score_threshold`` for each
     image file; with ``output_dir``, also a PNG per image with masks, boxes, names and scores drawn on."""
     if not 0.0 <= score_threshold <= 1.0:
-        raise ConfigError(f"--score-threshold must be in [0, 1], got {score_threshold}")
+        raise ConfigError(f"{label('score_threshold')} must be in [0, 1], got {score_threshold}")
     model, meta = load_detector(checkpoint)
     names = meta["class_names"]
     results = []

@@ -13,7 +13,8 @@ from safetensors.torch import save_file
 from botnet.data.shapes import ShapesSpec, write_shapes_dataset
 from botnet.errors import RunInterrupted
 from botnet.models import create_model
-from botnet.tasks import TrainConfig, engine, train
+from botnet.tasks import TrainConfig, train
+from botnet.training import engine
 from botnet.tasks.detection import DetectConfig, train_detector
 
 

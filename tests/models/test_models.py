@@ -1,5 +1,8 @@
 """One suite over every registered model, plus the family's fixed facts."""
 
+import dataclasses
+import re
+
 import pytest
 import torch
 import torchvision
@@ -7,7 +10,7 @@ from torchvision.models.feature_extraction import create_feature_extractor, get_
 
 import botnet
 from botnet.layers import BoTBlock, Bottleneck
-from botnet.models import get_model_entry, summarize
+from botnet.models import ModelConfig, get_model_entry, summarize
 
 MODELS = botnet.list_models()
 # Two sizes: square and non-square odd, small enough for CI, at least 32 (the largest downsampling).
@@ -237,6 +240,32 @@ def test_model_input_errors(x, error, match):
 def test_config_errors(overrides, match):
     with pytest.raises(ValueError, match=match):
         botnet.create_model("botnet50", **overrides)
+
+
+# create_model's overrides that are not ModelConfig fields (ModelConfig.with_overrides turns them into stages).
+STAGE_OVERRIDES = ("bot_blocks", "depths", "c5_stride", "width_multiplier", "small_stem")
+
+
+def test_create_model_docstring_lists_every_override():
+    """Every ModelConfig field create_model accepts as a keyword has its own line ("- name: ...") in
+    create_model's docstring, so the two cannot drift apart."""
+    config = get_model_entry("botnet50").config
+    accepted = []
+    for field in dataclasses.fields(ModelConfig):
+        try:
+            config.with_overrides(**{field.name: getattr(config, field.name)})
+        except TypeError:  # not an override (stages: given by depths, bot_blocks, ...)
+            continue
+        accepted.append(field.name)
+    assert {f.name for f in dataclasses.fields(ModelConfig)} - set(accepted) == {"stages"}
+    stage_values = dict(
+        bot_blocks=(0, 0, 0, -1), depths=(3, 4, 6, 3), c5_stride=2, width_multiplier=1.0, small_stem=False
+    )
+    assert tuple(stage_values) == STAGE_OVERRIDES
+    config.with_overrides(**stage_values)  # accepted, so documented below too
+    doc = botnet.create_model.__doc__
+    missing = [name for name in (*accepted, *STAGE_OVERRIDES) if not re.search(rf"^\s*- {name}: \S", doc, re.M)]
+    assert not missing, f"create_model's docstring does not describe {', '.join(missing)}"
 
 
 def test_torch_compile_fullgraph_any_size():

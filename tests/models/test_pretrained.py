@@ -14,7 +14,7 @@ import botnet
 from botnet.cli import main
 from botnet.errors import CheckpointError, ConfigError, MissingFileError
 from botnet.models import convert_timm_state_dict, get_model_entry, imagenet_classes, list_pretrained
-from botnet.tasks.checkpoint import load_model
+from botnet.tasks.classification import load_model
 
 timm = pytest.importorskip("timm")
 
@@ -242,23 +242,6 @@ def test_finetune_loads_all_but_the_head_and_records_it(timm_files, tmp_path):
     assert not torch.equal(trained.state_dict()["layer1.0.conv1.weight"], before["layer1.0.conv1.weight"])
 
 
-def test_head_epochs_freeze_the_rest(timm_files):
-    """The schedule of --head-epochs: the classifier's rate rises at once, the rest stays at zero until then."""
-    from botnet.tasks.engine import Optimization, _optimizer
 
-    model = botnet.create_model("botnet_tiny", num_classes=3)
-    opt = Optimization(
-        epochs=3, batch_size=8, optimizer="adamw", lr=1e-3, weight_decay=0.05, momentum=0.9, warmup_epochs=0.5,
-        head_epochs=1, head="fc",
-    )
-    optimizer, scheduler = _optimizer(model, opt, steps=4)
-    heads = [group.get("head") for group in optimizer.param_groups]
-    assert heads == [False, False, True, True]
-    rates = []
-    for _ in range(12):
-        rates.append([group["lr"] for group in optimizer.param_groups])
-        optimizer.step()
-        scheduler.step()
-    assert all(r[0] == r[1] == 0.0 for r in rates[:4]) and all(r[2] > 0 for r in rates[:4])
-    assert all(r[0] > 0 for r in rates[4:])
+def test_the_published_weights_are_listed():
     assert set(list_pretrained()) == set(PUBLISHED)

@@ -12,7 +12,7 @@ from botnet.cli import main
 from botnet.errors import ConfigError
 from botnet.tasks import TrainConfig, train
 from botnet.tasks.ablate import run_folder, run_study, study_variants
-from botnet.tasks.checkpoint import load_model
+from botnet.tasks.classification import load_model
 
 
 def test_variants_of_each_study():

@@ -21,8 +21,11 @@ from botnet.data.digits import digits_splits
 from botnet.data.transforms import eval_transform_for
 from botnet.errors import ConfigError, DatasetError
 from botnet.files import TEMP_SUFFIX
-from botnet.tasks import TrainConfig, TrainingDiverged, engine, evaluate_checkpoint, predict, train
-from botnet.tasks.checkpoint import CheckpointError, load_model, load_training_state, save_training_state
+from botnet.tasks import TrainConfig, TrainingDiverged, evaluate_checkpoint, predict, train
+from botnet.training import engine
+from botnet.errors import CheckpointError
+from botnet.tasks.classification import load_model
+from botnet.training.state import TrainState, load_training_state, save_training_state
 
 RUN_FILES = {
     "config.json", "metrics.csv", "summary.json", "model.safetensors", "last.pt", "curves.png", "confusion.png",
@@ -141,7 +144,7 @@ def test_resume_equals_uninterrupted(uninterrupted, tmp_path, monkeypatch):
     monkeypatch.setattr(engine._Loop, "train_epoch", stop_at_second_epoch)
     with pytest.raises(KeyboardInterrupt):
         train(TrainConfig(output_dir=interrupted, **RESUME_SETTINGS))
-    assert load_training_state(os.path.join(interrupted, "last.pt"))["epoch"] == 1
+    assert load_training_state(os.path.join(interrupted, "last.pt")).epoch == 1
     assert not os.path.exists(os.path.join(interrupted, "model.safetensors"))
     monkeypatch.setattr(engine._Loop, "train_epoch", real_epoch)
     train(resume=os.path.join(interrupted, "last.pt"))
@@ -168,7 +171,7 @@ def test_ctrl_c_mid_epoch_saves_a_checkpoint_that_resumes_exactly(uninterrupted,
         f"continue with `botnet train --resume {last_pt}`"
     )
     state = load_training_state(last_pt)
-    assert (state["epoch"], state["step"]) == (1, 5) and len(steps) == 16, "the step under way was finished"
+    assert (state.epoch, state.step) == (1, 5) and len(steps) == 16, "the step under way was finished"
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "Ctrl-C works as usual afterwards"
 
     monkeypatch.setattr(engine, "_agree", real_agree)
@@ -195,7 +198,7 @@ def test_disk_full_mid_run_keeps_the_last_checkpoint(tmp_path, monkeypatch, caps
     last_pt = str(run_dir / "last.pt")
     assert len(err.splitlines()) == 1
     assert f"no space left to write {last_pt}" in err and f"--resume {last_pt}" in err, err
-    assert load_training_state(last_pt)["epoch"] == 1  # intact
+    assert load_training_state(last_pt).epoch == 1  # intact
     assert sorted(os.listdir(run_dir)) == [".lock", "config.json", "last.pt", "metrics.csv", "train.log"]
 
 
@@ -219,43 +222,8 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     with pytest.raises(TrainingDiverged, match="loss became nan at epoch 2, step 1.*last good checkpoint"):
         train(TrainConfig(epochs=3, batch_size=256, output_dir=run_dir))
     state = load_training_state(os.path.join(run_dir, "last.pt"))
-    assert state["epoch"] == 1
-    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
-
-
-def test_atomic_save_survives_interrupted_write(tmp_path, monkeypatch):
-    path = str(tmp_path / "last.pt")
-    save_training_state(path, dict(epoch=1, weights=torch.arange(4.0)))
-    real_save = torch.save
-
-    def crash_midway(obj, f, *args, **kwargs):
-        f.write(b"partial bytes of a checkpoint")
-        raise OSError("disk full")
-
-    monkeypatch.setattr(torch, "save", crash_midway)
-    with pytest.raises(OSError, match="disk full"):
-        save_training_state(path, dict(epoch=2, weights=torch.zeros(4)))
-    monkeypatch.setattr(torch, "save", real_save)
-    state = torch.load(path, weights_only=True)
-    assert state["epoch"] == 1 and torch.equal(state["weights"], torch.arange(4.0))
-    assert os.listdir(tmp_path) == ["last.pt"]  # no temporary file left behind
-
-
-class _Payload:
-    def __reduce__(self):
-        return (os.system, (f"touch {_Payload.marker}",))
-
-
-def test_pickle_with_payload_is_refused(tmp_path, capsys):
-    _Payload.marker = str(tmp_path / "pwned")
-    path = str(tmp_path / "evil.pt")
-    with open(path, "wb") as f:
-        pickle.dump({"format": "botnet-train-state-1", "model": _Payload()}, f)
-    with pytest.raises(CheckpointError, match="refusing to load"):
-        load_training_state(path)
-    assert main(["predict", "--checkpoint", path, "x.png"]) == 2
-    assert "refusing to load" in capsys.readouterr().err
-    assert not os.path.exists(_Payload.marker)
+    assert state.epoch == 1
+    assert all(torch.isfinite(v).all() for v in state.model.values() if v.is_floating_point())
 
 
 def _truncated_jpeg(path):
@@ -433,7 +401,7 @@ def test_ddp_two_cpu_processes(ddp_run):
 CTRL_C_ON_RANK_1 = """
 import os, signal, sys
 from botnet.cli import main
-from botnet.tasks import engine
+from botnet.training import engine
 
 real_agree, calls = engine._agree, []
 
@@ -457,8 +425,8 @@ def test_ddp_ranks_stop_together_and_resume_exactly(ddp_run, tmp_path, capsys):
     result = _torchrun(str(script), "train", *DDP_FLAGS, "--output-dir", str(run_dir))
     assert result.returncode != 0 and "interrupted at epoch 1, step 8 of 22" in result.stderr, result.stderr[-3000:]
     state = load_training_state(str(run_dir / "last.pt"))
-    assert (state["epoch"], state["step"], state["world_size"], len(state["rng"])) == (0, 8, 2, 2)
-    assert not torch.equal(state["rng"][0]["cpu"], state["rng"][1]["cpu"])
+    assert (state.epoch, state.step, state.world_size, len(state.rng)) == (0, 8, 2, 2)
+    assert not torch.equal(state.rng[0]["cpu"], state.rng[1]["cpu"])
 
     assert main(["train", "--resume", str(run_dir / "last.pt")]) == 2  # one process cannot continue it
     assert "written by a run of 2 process(es); resume it with the same number" in capsys.readouterr().err
@@ -545,7 +513,7 @@ def test_folder_with_workers_resumes_mid_epoch_exactly(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         train(TrainConfig(**settings, output_dir=str(tmp_path / "stopped")))
     monkeypatch.setattr(engine, "_agree", real_agree)
-    assert load_training_state(str(tmp_path / "stopped" / "last.pt"))["step"] == 3
+    assert load_training_state(str(tmp_path / "stopped" / "last.pt")).step == 3
     train(resume=str(tmp_path / "stopped" / "last.pt"))
     a = _read_weights(str(tmp_path / "whole" / "model.safetensors"))
     b = _read_weights(str(tmp_path / "stopped" / "model.safetensors"))

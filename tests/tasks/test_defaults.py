@@ -64,7 +64,7 @@ def test_profile_reads_counts_size_and_colour(tmp_path):
 def test_the_rules():
     # small colour photos: the case of 4,660 32-px photos in 10 classes
     photos = _choices(TrainConfig(data="x"), _profile(4660, 10, 32, grey=False))
-    steps = math.ceil(4660 / RECIPES["small"].batch_size)
+    steps = math.ceil(4660 / RECIPES["small"].settings["batch_size"])
     assert photos == dict(in_chans=3, augment="crop", hflip=True, model="botnet_tiny", img_size=32,
                           epochs=min(60, math.ceil(300 * 10 / steps)))  # fmt: skip
     # 8,000 grey 28-px scans: one channel, jitter, no flips, 15 epochs are 1,875 steps (over 30 per class)

@@ -19,9 +19,10 @@ from botnet.cli import main
 from botnet.data.coco import CocoDetection
 from botnet.data.shapes import SHAPE_CLASSES, ShapesSpec, write_shapes_dataset
 from botnet.errors import ConfigError, RunInterrupted
-from botnet.tasks.checkpoint import CheckpointError, load_training_state
+from botnet.errors import CheckpointError
+from botnet.training.state import load_training_state
 from botnet.tasks.classification import TrainingDiverged
-from botnet.tasks import engine
+from botnet.training import engine
 from botnet.tasks.detection import (
     DetectConfig,
     evaluate_detector_checkpoint,
@@ -117,7 +118,7 @@ def test_resume_equals_an_uninterrupted_run(tmp_path, tiny_run, monkeypatch):
 
     def stop_after_first(path, state):
         original(path, state)
-        if state["epoch"] == 1:
+        if state.epoch == 1:
             raise KeyboardInterrupt
 
     monkeypatch.setattr(engine, "save_training_state", stop_after_first)
@@ -125,10 +126,10 @@ def test_resume_equals_an_uninterrupted_run(tmp_path, tiny_run, monkeypatch):
         train_detector(config)
     monkeypatch.undo()
     state_one = load_training_state(os.path.join(first, "last.pt"))
-    assert state_one["epoch"] == 1
+    assert state_one.epoch == 1
     train_detector(resume=os.path.join(first, "last.pt"))
-    resumed = load_training_state(os.path.join(first, "last.pt"))["model"]
-    uninterrupted = load_training_state(os.path.join(run_dir, "last.pt"))["model"]
+    resumed = load_training_state(os.path.join(first, "last.pt")).model
+    uninterrupted = load_training_state(os.path.join(run_dir, "last.pt")).model
     for key, value in uninterrupted.items():
         assert torch.equal(resumed[key], value), key
 
@@ -151,10 +152,10 @@ def test_ctrl_c_mid_epoch_resumes_to_the_same_weights(tmp_path, tiny_run, monkey
         train_detector(DetectConfig(**TINY, output_dir=str(first)))
     monkeypatch.undo()
     state = load_training_state(str(first / "last.pt"))
-    assert (state["epoch"], state["step"]) == (0, 1) and not (first / "metrics.csv").exists()
+    assert (state.epoch, state.step) == (0, 1) and not (first / "metrics.csv").exists()
     assert main(["detect", "train", "--resume", str(first / "last.pt")]) == 0
-    resumed = load_training_state(str(first / "last.pt"))["model"]
-    uninterrupted = load_training_state(os.path.join(run_dir, "last.pt"))["model"]
+    resumed = load_training_state(str(first / "last.pt")).model
+    uninterrupted = load_training_state(os.path.join(run_dir, "last.pt")).model
     for key, value in uninterrupted.items():
         assert torch.equal(resumed[key], value), key
 
@@ -196,7 +197,7 @@ def test_predict_draws_and_reports(tiny_run, tmp_path):
 
 def test_checkpoints_of_the_other_task_are_refused(tiny_run):
     run_dir, _ = tiny_run
-    from botnet.tasks.checkpoint import load_model
+    from botnet.tasks.classification import load_model
 
     with pytest.raises(CheckpointError, match="detection model; use `botnet detect eval`"):
         load_model(os.path.join(run_dir, "model.safetensors"))
@@ -242,7 +243,7 @@ def test_nan_loss_stops_with_the_part_and_the_checkpoint_named(tmp_path, monkeyp
     run = tmp_path / "run"
     with pytest.raises(TrainingDiverged, match=r"loss_mask=nan at epoch 2, step 1.*last good checkpoint is kept in .*last\.pt"):
         train_detector(DetectConfig(**TINY, output_dir=str(run)))
-    assert load_training_state(str(run / "last.pt"))["epoch"] == 1
+    assert load_training_state(str(run / "last.pt")).epoch == 1
 
 
 def _broken_copy(tmp_path, change) -> str:
@@ -313,14 +314,15 @@ TWO_PROCESSES = """
 import sys
 from botnet.tasks.detection import DetectConfig, train_detector
 
-train_detector(DetectConfig(shapes_train_images=16, shapes_val_images=6, epochs=2, batch_size=2, eval_every=1,
+train_detector(DetectConfig(shapes_train_images=16, shapes_val_images=6, epochs=2, batch_size=3, eval_every=1,
                             output_dir=sys.argv[1]))
 """
 
 
 def test_two_processes_under_torchrun_report_the_ap_of_the_saved_model(tmp_path):
     """Detection under torchrun (gloo on CPU): each rank trains on its shard and detects on its share of the
-    held-out images; the AP they report together is the AP of one process evaluating the saved model."""
+    held-out images; the AP they report together is the AP of one process evaluating the saved model. The
+    learning rate is the recipe's scaled to the global batch."""
     script = tmp_path / "detect.py"
     script.write_text(TWO_PROCESSES)
     run_dir = tmp_path / "run"
@@ -329,8 +331,10 @@ def test_two_processes_under_torchrun_report_the_ap_of_the_saved_model(tmp_path)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["world_size"] == 2
+    # the small recipe's 1.5e-3 is for 4 images a step: 2 processes of 3 images train at 2.25e-3
+    assert json.loads((run_dir / "config.json").read_text())["lr"] == pytest.approx(1.5e-3 * 3 * 2 / 4) == summary["lr"]
     state = load_training_state(str(run_dir / "last.pt"))
-    assert state["world_size"] == 2 and len(state["metrics"]) == 2
+    assert state.world_size == 2 and len(state.metrics) == 2
     metrics, _, dataset = evaluate_detector_checkpoint(str(run_dir / "model.safetensors"))
     assert len(dataset) == 6
     for key in ("bbox_AP", "bbox_AP50", "segm_AP", "segm_AP50"):
@@ -341,7 +345,7 @@ def test_two_processes_under_torchrun_report_the_ap_of_the_saved_model(tmp_path)
 def test_large_scale_jitter_keeps_boxes_masks_and_labels_together(tmp_path, scale):
     root = str(tmp_path / "data")
     write_shapes_dataset(root, ShapesSpec(train_images=4, val_images=1))
-    config = DetectConfig(data=root, min_size=96, max_size=96, scale_jitter=scale).resolve()
+    config = DetectConfig(data=root, min_size=96, max_size=96, scale_jitter=scale).resolve(1)
     dataset = CocoDetection(
         os.path.join(root, "train", "images"), os.path.join(root, "train", "annotations.json"),
         transforms=detection.train_transforms(config),
@@ -360,7 +364,7 @@ def test_large_scale_jitter_keeps_boxes_masks_and_labels_together(tmp_path, scal
                 ys, xs = torch.nonzero(mask, as_tuple=True)
                 if len(xs):
                     assert xs.min() >= box[0] - 1 and xs.max() <= box[2] + 1
-    assert DetectConfig(recipe="paper").resolve().scale_jitter == (0.1, 2.0)
+    assert DetectConfig(recipe="paper").resolve(1).scale_jitter == (0.1, 2.0)
 
 
 def test_amp_and_clipping_train_a_detector(tmp_path):
@@ -397,7 +401,7 @@ def test_detection_study_trains_each_backbone_variant(tmp_path, capsys):
     from botnet.tasks.ablate import run_folder, run_study, study_variants
 
     out = str(tmp_path / "study")
-    base = DetectConfig(**dict(TINY, epochs=1)).resolve()
+    base = DetectConfig(**dict(TINY, epochs=1)).resolve(1)
     rows = run_study(base, "baseline", 1, out, train_detector, log=lambda line: None)
     assert [r["variant"] for r in rows] == ["BoTNet", "ResNet (no BoT blocks)"]
     assert all({"box_ap_mean", "box_ap_std", "mask_ap_mean"} <= set(r) for r in rows)

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import nn
 
-__all__ = ["epoch_seed", "head_first", "param_groups", "warmup_cosine"]
+__all__ = ["OPTIMIZERS", "epoch_seed", "head_first", "param_groups", "warmup_cosine"]
+
+# The optimizers a run can use, by name: each builds from parameter groups and the run's settings (lr, momentum).
+OPTIMIZERS: dict[str, Callable[[list[dict[str, Any]], Any], torch.optim.Optimizer]] = {
+    "sgd": lambda groups, settings: torch.optim.SGD(groups, lr=settings.lr, momentum=settings.momentum),
+    "adamw": lambda groups, settings: torch.optim.AdamW(groups, lr=settings.lr),
+}
 
 
 def param_groups(model: nn.Module, weight_decay: float, head: str | None = None) -> list[dict[str, Any]]:

@@ -37,11 +37,13 @@ from tqdm import tqdm
 
 from ..errors import ConfigError
 from ..interrupts import GracefulStop, init_helper_process
-from .checkpoint import check_resumable, restore_training_state, save_training_state
+from .checkpoint import restore_training_state
 from .distributed import DistEnv, all_reduce_sum, barrier, broadcast_buffers, broadcast_object, gather_objects
-from .optim import epoch_seed, head_first, param_groups, warmup_cosine
+from .optim import OPTIMIZERS, epoch_seed, head_first, param_groups, warmup_cosine
 from .report import write_metrics_csv
 from .runs import diverged, failures_end_the_run, interrupted, restore_rng_state, rng_state
+from .settings import RunSettings, label
+from .state import TrainState, check_resumable, save_training_state
 
 __all__ = [
     "EpochPlan",
@@ -49,50 +51,30 @@ __all__ = [
     "time_steps",
     "FitResult",
     "GroupedBatchSampler",
-    "Optimization",
     "Run",
     "Task",
     "TrainLoader",
     "amp_dtype",
-    "check_tensorboard",
     "fit",
     "plan_epochs",
     "train_loader",
 ]
 
 
-@dataclass(frozen=True)
-class Optimization:
-    """How a run optimises: the settings every task shares."""
-
-    epochs: int
-    batch_size: int  # per process
-    optimizer: str  # "sgd" or "adamw"
-    lr: float
-    weight_decay: float
-    momentum: float
-    warmup_epochs: float
-    head_epochs: int = 0  # first epochs in which only the module ``head`` trains
-    head: str | None = None  # the classifier's module name, for head_epochs
-    ema_decay: float | None = None
-    amp: bool = False
-    compile: bool = False
-    sync_bn: bool = False
-    clip_grad: float | None = None  # largest gradient norm; None: no clipping
-
-
 @dataclass
 class Run:
     """A run's identity: its settings (saved as they are), what its saved weights need, where it writes."""
 
-    config: Any  # the task's settings dataclass
+    config: RunSettings  # the task's settings (saved as they are); the engine reads the RunSettings fields
     meta: dict[str, Any]
-    run_dir: str
     command: str  # "botnet train", for the messages that say how to resume
     env: DistEnv
     log: Any
-    state: dict[str, Any] | None = None  # a last.pt being continued
-    tensorboard: bool = False  # also write each epoch's metrics row as TensorBoard scalars (RUN/tensorboard)
+    state: TrainState | None = None  # a last.pt being continued
+
+    @property
+    def run_dir(self) -> str:
+        return self.config.output_dir
 
     @property
     def last_pt(self) -> str:
@@ -103,6 +85,8 @@ class Task(Protocol):
     """What a task adds to the loop."""
 
     columns: Sequence[str]  # metrics.csv columns, in order (epoch, train_loss, ..., lr, seconds)
+    head: str | None  # the module (the new classifier) that trains alone for the first head_epochs, if any
+    head_epochs: int
 
     def loss(self, model: nn.Module, batch: Any, device: torch.device) -> tuple[Tensor, dict[str, Tensor], int]:
         """The loss to minimise, its named parts (for the log), and the number of images in the batch."""
@@ -225,7 +209,7 @@ class TrainLoader:
 
 def train_loader(
     dataset: Dataset,
-    opt: Optimization,
+    batch_size: int,
     env: DistEnv,
     *,
     seed: int,
@@ -240,7 +224,7 @@ def train_loader(
     sampler = DistributedSampler(
         samples, num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=seed, drop_last=True
     )
-    batches = (batch_sampler or (lambda s, b: BatchSampler(s, b, drop_last=True)))(sampler, opt.batch_size)
+    batches = (batch_sampler or (lambda s, b: BatchSampler(s, b, drop_last=True)))(sampler, batch_size)
     skip = SkipBatches(batches)
     generator = torch.Generator()
     loader = DataLoader(
@@ -250,17 +234,14 @@ def train_loader(
     return TrainLoader(loader, sampler, samples, skip, generator)
 
 
-def _optimizer(model: nn.Module, opt: Optimization, steps: int):
-    """The optimizer and its per-step schedule: warm-up then cosine; with ``head_epochs`` the head alone
-    first (the rest's rate held at zero, then its own warm-up and cosine)."""
-    head = opt.head if opt.head_epochs else None
-    groups = param_groups(model, opt.weight_decay, head=head)
-    if opt.optimizer == "sgd":
-        optimizer: torch.optim.Optimizer = torch.optim.SGD(groups, lr=opt.lr, momentum=opt.momentum)
-    else:
-        optimizer = torch.optim.AdamW(groups, lr=opt.lr)
-    total, head_steps = opt.epochs * steps, opt.head_epochs * steps
-    warmup = max(1, round(opt.warmup_epochs * steps)) if opt.warmup_epochs > 0 else 0
+def _optimizer(model: nn.Module, settings: RunSettings, task: Task, steps: int):
+    """The optimizer and its per-step schedule: warm-up then cosine; with the task's ``head_epochs`` its
+    head alone first (the rest's rate held at zero, then its own warm-up and cosine)."""
+    head = task.head if task.head_epochs else None
+    groups = param_groups(model, settings.weight_decay, head=head)
+    optimizer = OPTIMIZERS[settings.optimizer](groups, settings)
+    total, head_steps = settings.epochs * steps, task.head_epochs * steps
+    warmup = max(1, round(settings.warmup_epochs * steps)) if settings.warmup_epochs > 0 else 0
     whole, rest = warmup_cosine(warmup, total), head_first(warmup_cosine(warmup, total - head_steps), head_steps)
     factors = [whole if group.get("head", True) else rest for group in groups]
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factors)
@@ -339,7 +320,9 @@ def time_steps(task: Task, model: nn.Module, data: TrainLoader, env: DistEnv, *,
         for name, value in model.named_buffers():
             value.copy_(buffers[name])
     if not times:
-        raise ConfigError(f"--time-budget needs at least {TIMED_WARMUP + 1} training steps an epoch to time; use --epochs")
+        raise ConfigError(
+            f"{label('time_budget')} needs at least {TIMED_WARMUP + 1} training steps an epoch to time; use {label('epochs')}"
+        )
     return sorted(times)[len(times) // 2], images_per_step
 
 
@@ -357,51 +340,54 @@ def plan_epochs(
     epochs = int(budget_seconds * BUDGET_SHARE // epoch)
     if epochs < 1:
         raise ConfigError(
-            f"one epoch takes about {epoch:.0f} s here, more than the --time-budget of {budget_seconds / 60:.1f} min; "
-            f"give more time, a smaller --img-size or model"
+            f"one epoch takes about {epoch:.0f} s here, more than the {label('time_budget')} of {budget_seconds / 60:.1f} "
+            f"min; give more time, a smaller input size or model"
         )
     return EpochPlan(epochs, step, epoch, budget_seconds)
 
 
-def plan_run(config, opt: Optimization, task: Task, model: nn.Module, data: TrainLoader, env: DistEnv,
-             eval_images: int, log) -> tuple[Any, Optimization, EpochPlan]:  # fmt: skip
-    """A run's ``--time-budget`` turned into epochs (:func:`plan_epochs`): the run's config and
-    optimisation with them, and the plan (logged, and kept in the summary)."""
+def plan_run(config: RunSettings, task: Task, model: nn.Module, data: TrainLoader, env: DistEnv,
+             eval_images: int, log) -> tuple[Any, EpochPlan]:  # fmt: skip
+    """A run's ``time_budget`` turned into epochs (:func:`plan_epochs`): the run's settings with them,
+    and the plan (logged, and kept in the summary)."""
     plan = plan_epochs(
-        task, model, data, env, config.time_budget * 60, eval_images, seed=config.seed, amp=amp_dtype(opt.amp, env.device)
+        task, model, data, env, config.time_budget * 60, eval_images, seed=config.seed, amp=amp_dtype(config.amp, env.device)
     )
-    if opt.head_epochs and opt.head_epochs >= plan.epochs:
-        raise ConfigError(f"--time-budget leaves {plan.epochs} epochs, not more than --head-epochs {opt.head_epochs}")
+    if task.head_epochs and task.head_epochs >= plan.epochs:
+        raise ConfigError(
+            f"{label('time_budget')} leaves {plan.epochs} epochs, not more than {label('head_epochs')} {task.head_epochs}"
+        )
     log.info(
         f"time budget {config.time_budget:g} min: a training step takes {plan.step_seconds:.3f} s here, an epoch "
         f"about {plan.epoch_seconds:.1f} s with its evaluation; {plan.epochs} epochs fit"
     )
-    return dataclasses.replace(config, epochs=plan.epochs), dataclasses.replace(opt, epochs=plan.epochs), plan
+    return dataclasses.replace(config, epochs=plan.epochs), plan
 
 
 class _Loop:
     """The state of one fit: built once, then one epoch at a time."""
 
-    def __init__(self, run: Run, task: Task, model: nn.Module, data: TrainLoader, opt: Optimization) -> None:
-        self.run, self.task, self.opt, self.env, self.data = run, task, opt, run.env, data
-        if opt.sync_bn and self.env.distributed:
+    def __init__(self, run: Run, task: Task, model: nn.Module, data: TrainLoader) -> None:
+        self.run, self.task, self.env, self.data = run, task, run.env, data
+        self.settings = settings = run.config
+        if settings.sync_bn and self.env.distributed:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model.to(self.env.device)
         self.ema = (
-            AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(opt.ema_decay), use_buffers=True)
-            if opt.ema_decay
+            AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(settings.ema_decay), use_buffers=True)
+            if settings.ema_decay
             else None
         )
         self.eval_model = self.ema.module if self.ema is not None else self.model
         self.steps = data.steps
-        self.optimizer, self.scheduler = _optimizer(self.model, opt, self.steps)
-        self.amp_dtype = amp_dtype(opt.amp, self.env.device)
+        self.optimizer, self.scheduler = _optimizer(self.model, settings, task, self.steps)
+        self.amp_dtype = amp_dtype(settings.amp, self.env.device)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         self.train_model: nn.Module = self.model
         if self.env.distributed:
             ids = [self.env.local_rank] if self.env.device.type == "cuda" else None
             self.train_model = DistributedDataParallel(self.model, device_ids=ids)
-        if opt.compile:
+        if settings.compile:
             self.train_model = torch.compile(self.train_model)
         self.rows: list[dict[str, Any]] = []
         self.start_epoch = self.start_step = 0
@@ -410,24 +396,24 @@ class _Loop:
         self.partial = _Epoch()
         self.started = time.perf_counter()
 
-    def restore(self, state: dict[str, Any]) -> None:
+    def restore(self, state: TrainState) -> None:
         run = self.run
         check_resumable(state, run.last_pt, self.env.world_size, self.steps)
         restore_training_state(
-            state, run.last_pt, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler, ema=self.ema,
-            scaler=self.scaler if state.get("scaler") is not None else None,
+            dataclasses.asdict(state), run.last_pt, model=self.model, optimizer=self.optimizer,
+            scheduler=self.scheduler, ema=self.ema, scaler=self.scaler if state.scaler is not None else None,
         )  # fmt: skip
-        self.start_epoch, self.start_step, self.rows = state["epoch"], state.get("step", 0), state["metrics"]
-        self.previous_seconds, self.train_seconds = state["wall_seconds"], state["train_seconds"]
-        self.train_images = state["train_images"]
-        partial = dict(state.get("partial", {}))  # the loss sums and "images" of a stopped epoch
+        self.start_epoch, self.start_step, self.rows = state.epoch, state.step, state.metrics
+        self.previous_seconds, self.train_seconds = state.wall_seconds, state.train_seconds
+        self.train_images = state.train_images
+        partial = dict(state.partial)  # the loss sums and "images" of a stopped epoch
         self.partial = _Epoch(partial, int(partial.pop("images", 0)))
         where = f"epoch {self.start_epoch + 1}, step {self.start_step + 1}" if self.start_step else f"epoch {self.start_epoch + 1}"
         run.log.info(f"resuming {run.run_dir} at {where}")
 
-    def state(self, epoch: int, progress: _Epoch | None = None, rng: list | None = None) -> dict[str, Any]:
+    def state(self, epoch: int, progress: _Epoch | None = None, rng: list | None = None) -> TrainState:
         partial = {**progress.sums, "images": progress.images} if progress else {}
-        return dict(
+        return TrainState(
             config=dataclasses.asdict(self.run.config), meta=self.run.meta, epoch=epoch,
             step=progress.steps if progress else 0, world_size=self.env.world_size, partial=partial, rng=rng or [],
             model=self.model.state_dict(), ema=self.ema.state_dict() if self.ema is not None else None,
@@ -461,15 +447,15 @@ class _Loop:
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
-            if self.opt.clip_grad:
+            if self.settings.clip_grad:
                 self.scaler.unscale_(self.optimizer)
-                nn.utils.clip_grad_norm_(self.model.parameters(), self.opt.clip_grad)
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.clip_grad)
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
             loss.backward()
-            if self.opt.clip_grad:
-                nn.utils.clip_grad_norm_(self.model.parameters(), self.opt.clip_grad)
+            if self.settings.clip_grad:
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.clip_grad)
             self.optimizer.step()
         self.scheduler.step()
         if self.ema is not None:
@@ -483,7 +469,7 @@ class _Loop:
         sums = torch.zeros(0, dtype=torch.float64, device=self.env.device)
         images = 0
         show = self.env.is_main and sys.stderr.isatty()
-        bar = tqdm(self.data.loader, desc=f"epoch {epoch + 1}/{self.opt.epochs}", disable=not show, leave=False, dynamic_ncols=True)
+        bar = tqdm(self.data.loader, desc=f"epoch {epoch + 1}/{self.settings.epochs}", disable=not show, leave=False, dynamic_ncols=True)
         done, stopping = first_step, False
         for step, batch in enumerate(bar, start=first_step):
             parts, count, stopping = self.step(batch, epoch, step, stop)
@@ -513,14 +499,6 @@ class _Loop:
         return self.task.evaluate(self.eval_model, epoch, last)
 
 
-def check_tensorboard() -> None:
-    """--tensorboard needs the tensorboard package: say so before the run starts, not after an epoch."""
-    try:
-        import tensorboard  # noqa: F401
-    except ImportError:
-        raise ConfigError("--tensorboard needs the tensorboard package: pip install 'botnet[tensorboard]'") from None
-
-
 def _tensorboard_row(run_dir: str, row: Mapping[str, Any]) -> None:
     """One epoch's metrics as scalars at step = epoch, in RUN/tensorboard (appended to, across resumes)."""
     from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package: pip install 'botnet[tensorboard]'
@@ -531,16 +509,17 @@ def _tensorboard_row(run_dir: str, row: Mapping[str, Any]) -> None:
                 writer.add_scalar(name, value, row["epoch"])
 
 
-def fit(run: Run, task: Task, model: nn.Module, data: TrainLoader, opt: Optimization) -> FitResult:
-    """Train ``model`` for ``opt.epochs`` (from ``run.state`` where it stopped) on ``data`` (from
+def fit(run: Run, task: Task, model: nn.Module, data: TrainLoader) -> FitResult:
+    """Train ``model`` for ``run.config.epochs`` (from ``run.state`` where it stopped) on ``data`` (from
     :func:`train_loader`), evaluating as the task says."""
-    loop = _Loop(run, task, model, data, opt)
+    loop = _Loop(run, task, model, data)
+    settings = run.config
     env, seed = run.env, run.config.seed
     if run.state is not None:
         loop.restore(run.state)
     metrics: dict[str, float] = {}
     with GracefulStop() as stop, failures_end_the_run(run.last_pt, run.command):
-        for epoch in range(loop.start_epoch, opt.epochs):
+        for epoch in range(loop.start_epoch, settings.epochs):
             first_step = loop.start_step if epoch == loop.start_epoch else 0
             torch.manual_seed(epoch_seed(seed, epoch, env.rank))
             if first_step:
@@ -554,7 +533,7 @@ def fit(run: Run, task: Task, model: nn.Module, data: TrainLoader, opt: Optimiza
                 progress.add(loop.partial)
             if progress.stopped:
                 loop.save_and_stop(epoch, progress)
-            last = epoch + 1 == opt.epochs
+            last = epoch + 1 == settings.epochs
             evaluated = loop.evaluate(epoch, last)
             metrics = evaluated or metrics
             row: dict[str, Any] = {"epoch": epoch + 1}
@@ -566,11 +545,11 @@ def fit(run: Run, task: Task, model: nn.Module, data: TrainLoader, opt: Optimiza
             if env.is_main:
                 write_metrics_csv(os.path.join(run.run_dir, "metrics.csv"), loop.rows, task.columns)
                 save_training_state(run.last_pt, loop.state(epoch + 1))
-                if run.tensorboard:
+                if settings.tensorboard:
                     _tensorboard_row(run.run_dir, row)
-            run.log.info(f"epoch {epoch + 1}/{opt.epochs}  {task.describe(row)}  {row['seconds']:.1f}s")
+            run.log.info(f"epoch {epoch + 1}/{settings.epochs}  {task.describe(row)}  {row['seconds']:.1f}s")
             if not last and _any_rank(env, stop.requested)[0]:  # asked to stop during the evaluation
                 raise interrupted(run.last_pt, run.command, f"after epoch {epoch + 1}")
         if not metrics:  # resumed a finished run, or no evaluation yet
-            metrics = loop.evaluate(opt.epochs - 1, True)
+            metrics = loop.evaluate(settings.epochs - 1, True)
     return FitResult(loop.rows, metrics, loop.eval_model, loop.wall_seconds, loop.train_seconds, loop.train_images)

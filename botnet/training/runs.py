@@ -8,30 +8,28 @@
 - :func:`failures_end_the_run`: an expected failure once training has started
   (disk full, out of memory, a data file that changed) becomes
   :class:`RunFailed`, whose message names the cause and how to resume.
-- :class:`SkipSampler`, :func:`rng_state`: a resumed run starts its
-  interrupted epoch at the batch where it stopped, with the same order of
-  samples and the same random state.
+- :func:`rng_state`, :func:`restore_rng_state`: a resumed run continues its
+  interrupted epoch with the random state it stopped with.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import itertools
 import os
 import time
-from collections.abc import Callable, Iterator, Sized
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
-from torch.utils.data import Sampler
 
 from ..errors import ConfigError, RunFailed, RunInterrupted, TrainingDiverged, describe
 from ..files import RunLock, remove_stale_temporaries
-from .checkpoint import check_new_run_dir, load_training_state
+from .settings import label
+from .checkpoint import check_new_run_dir
+from .state import TrainState, load_training_state
 
 __all__ = [
-    "SkipSampler",
     "restarted_run",
     "run_stamp",
     "diverged",
@@ -79,8 +77,8 @@ def restarted_run(run_dir: str) -> str | None:
 
 
 def settings_and_state(
-    resolve: Callable[[], Any], config_from_state: Callable[[dict, str], Any], resume: str | None, epochs: int | None
-) -> tuple[Any, dict[str, Any] | None]:
+    resolve: Callable[[], Any], config_from_state: Callable[[TrainState, str], Any], resume: str | None, epochs: int | None
+) -> tuple[Any, TrainState | None]:
     """A run's settings and the last.pt it continues (None: a new run): ``--resume``'s, its epochs
     extended to ``epochs``; or, after torchrun restarted the group, the run folder's own."""
     if resume:
@@ -104,19 +102,19 @@ def same_settings(saved, config, path: str) -> None:
     ]  # fmt: skip
     if differ:
         raise ConfigError(
-            f"{path} holds a run with other settings ({', '.join('--' + n.replace('_', '-') for n in differ)}); "
+            f"{path} holds a run with other settings ({', '.join(label(n) for n in differ)}); "
             f"choose another --output-dir"
         )
 
 
-def extend_epochs(config, state: dict, epochs: int | None, path: str):
+def extend_epochs(config, state: TrainState, epochs: int | None, path: str):
     """``config`` with ``epochs`` (``--resume ... --epochs N``): more epochs than the run had, none fewer
     than it has finished. The schedule is planned again for the new total from the step reached (the
     cosine's rate rises again, to where the longer schedule would be at this step)."""
     if epochs is None or epochs == config.epochs:
         return config
-    if not isinstance(epochs, int) or epochs < max(1, state["epoch"]):
-        raise ConfigError(f"--epochs {epochs}: {path} has finished {state['epoch']} epochs; give at least that many")
+    if not isinstance(epochs, int) or epochs < max(1, state.epoch):
+        raise ConfigError(f"{label('epochs')} {epochs}: {path} has finished {state.epoch} epochs; give at least that many")
     return dataclasses.replace(config, epochs=epochs)
 
 
@@ -159,25 +157,6 @@ def failures_end_the_run(last_pt: str, command: str) -> Iterator[None]:
         raise RunFailed(f"the run stopped: {message}; {hint}") from error
 
 
-class SkipSampler(Sampler[int]):
-    """Another sampler's indices, the first ``skip`` of them left out (for one resumed epoch)."""
-
-    def __init__(self, sampler: Sampler[int]) -> None:
-        self.sampler, self.skip = sampler, 0
-
-    def set_epoch(self, epoch: int, skip: int = 0) -> None:
-        if hasattr(self.sampler, "set_epoch"):
-            self.sampler.set_epoch(epoch)
-        self.skip = skip
-
-    def __iter__(self) -> Iterator[int]:
-        return itertools.islice(iter(self.sampler), self.skip, None)
-
-    def __len__(self) -> int:
-        assert isinstance(self.sampler, Sized)
-        return max(0, len(self.sampler) - self.skip)
-
-
 def rng_state() -> dict[str, torch.Tensor]:
     """This process's global random generators' states (CPU, and CUDA when in use), for a mid-epoch stop."""
     state = {"cpu": torch.get_rng_state()}
@@ -186,10 +165,10 @@ def rng_state() -> dict[str, torch.Tensor]:
     return state
 
 
-def restore_rng_state(state: dict, rank: int) -> None:
-    """Put back the random state rank ``rank`` saved at a mid-epoch stop (``state["rng"][rank]``, checked by
+def restore_rng_state(state: TrainState, rank: int) -> None:
+    """Put back the random state rank ``rank`` saved at a mid-epoch stop (``state.rng[rank]``, checked by
     ``load_training_state``)."""
-    saved = state["rng"][rank]
+    saved = state.rng[rank]
     torch.set_rng_state(saved["cpu"])
     if "cuda" in saved and torch.cuda.is_available():
         torch.cuda.set_rng_state(saved["cuda"])

@@ -1,0 +1,67 @@
+"""Typed records read from files: a dataclass says what a file holds, and :func:`read_record` checks a
+mapping read from disk (a damaged or foreign file may hold anything) against it."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any, TypeVar
+
+from torch import Tensor
+
+from .errors import CheckpointError, first_line
+
+__all__ = ["read_record"]
+
+Record = TypeVar("Record")
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    """``value`` is of type ``hint`` (the few kinds these records use; a tensor is a Tensor)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in typing.get_args(hint))
+    if hint is Any:
+        return True
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint in (str, Tensor):
+        return isinstance(value, hint)
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        return isinstance(value, list) and all(_matches(v, item) for v in value)
+    if origin is dict:
+        key, item = typing.get_args(hint)
+        return isinstance(value, dict) and all(_matches(k, key) and _matches(v, item) for k, v in value.items())
+    raise TypeError(f"records do not hold {hint}")
+
+
+def read_record(record_class: type[Record], data: Any, path: str, what: str) -> Record:
+    """``data`` (a mapping read from a file) as ``record_class``, each field checked against its type; a
+    field the file lacks takes its default, keys the record does not know are dropped. CheckpointError
+    names the first field that is missing or damaged."""
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: its {what} is a {type(data).__name__}, not a mapping; the file is damaged")
+    hints = typing.get_type_hints(record_class)
+    values = {}
+    for f in dataclasses.fields(record_class):
+        if f.name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise CheckpointError(f"{path}: its {what} has no {f.name!r}; the file is damaged or was not written by botnet")
+            continue
+        if not _matches(data[f.name], hints[f.name]):
+            raise CheckpointError(
+                f"{path}: its {what} field {f.name!r} is damaged ({first_line(repr(data[f.name]))[:80]}); "
+                f"the file is damaged or was not written by botnet"
+            )
+        values[f.name] = data[f.name]
+    return record_class(**values)
+
+
