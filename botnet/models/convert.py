@@ -27,13 +27,15 @@ def convert_weights(source: str | os.PathLike | bool, name: str, output: str | o
             f"{cfg['source']} carries no class names for {name}'s {model.num_classes} outputs, so it cannot become "
             f"a model botnet predict can use; it is not {name}'s published checkpoint"
         )
-    meta = dict(
+    from ..tasks.classification import ClassifierMeta  # the one definition of a classifier's metadata
+
+    meta = ClassifierMeta(
         model=name,
         num_classes=model.num_classes,
         in_chans=model.in_chans,
         **{k: cfg[k] for k in ("img_size", "classes", "mean", "std", "crop", "interpolation", "crop_fraction") if k in cfg},
         dataset=cfg.get("dataset", "unknown"),
         source=cfg["hub_id"] if source is True else os.path.basename(cfg["source"]),
-    )
+    ).as_dict()
     save_weights(output, model, meta)
     return meta

@@ -46,17 +46,14 @@ class _Stand:
 def stand_ins(monkeypatch, real_files):
     """The long-running parts replaced after every check has run."""
     from botnet.data import shapes
-    from botnet.tasks import classification, detection
+    from botnet.tasks import detection
+    from botnet.training import pipeline
 
     stand = _Stand()
 
-    def fit(config, env, state, data, log, fitted):
-        stand.reached = "training"
+    def fit(spec, config, env, state, data, log, fitted):  # every check of the settings and the data has run
+        stand.reached = "training" if spec.name == "classification" else "detection training"
         return {"stand_in": True}
-
-    def fit_detector(config, env, state, train_set, val_set, log):
-        stand.reached = "detection training"
-        return {}
 
     def shapes_in(config, run_dir, log):
         coco = real_files["coco"]
@@ -98,8 +95,7 @@ def stand_ins(monkeypatch, real_files):
     monkeypatch.setattr(export, "save_exported_program", lambda *args: None)
     monkeypatch.setattr(explain, "draw_attention", draw)
     monkeypatch.setattr(explain, "draw_position_logits", draw)
-    monkeypatch.setattr(classification, "_fit", fit)
-    monkeypatch.setattr(detection, "_fit_detector", fit_detector)
+    monkeypatch.setattr(pipeline, "_train", fit)
     monkeypatch.setattr(detection, "_generate_shapes", shapes_in)
     monkeypatch.setattr(bench, "run_suite", run_suite)
     monkeypatch.setattr(shapes, "write_shapes_dataset", write_shapes)

@@ -250,7 +250,7 @@ def test_damaged_checkpoints_are_one_line_errors(digits_run, tmp_path, capsys):
         (["train", "--resume", str(empty)], f"{empty} is empty"),
         (["predict", "--checkpoint", str(empty), "x.png"], f"{empty} is empty"),
         (["eval", "--checkpoint", plain], "has no botnet metadata: it was not written by `botnet train`"),
-        (["predict", "--checkpoint", partial, "x.png"], "its metadata field 'model' is None"),
+        (["predict", "--checkpoint", partial, "x.png"], "its metadata has no 'model'"),
     ]
     for argv, message in cases:
         assert main(argv) == 2, argv
@@ -489,7 +489,7 @@ def test_a_restart_never_continues_another_run(digits_run, monkeypatch):
     """What a restarted worker finds must be its own run: other settings in the folder are refused."""
     run_dir, _ = digits_run
     monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
-    with pytest.raises(ValueError, match="holds a run with other settings \\(--epochs\\)"):
+    with pytest.raises(ValueError, match="holds a run with other settings \\(epochs\\)"):
         train(TrainConfig(epochs=7, output_dir=run_dir))
 
 
@@ -590,5 +590,5 @@ def test_time_budget_plans_the_epochs_and_the_schedule_ends_on_time(tmp_path, st
 def test_time_budget_errors(tmp_path):
     with pytest.raises(ConfigError, match="not both"):
         train(TrainConfig(time_budget=1.0, epochs=3, output_dir=str(tmp_path / "a")))
-    with pytest.raises(ConfigError, match="more than the --time-budget"):
+    with pytest.raises(ConfigError, match="more than the time_budget"):
         train(TrainConfig(time_budget=0.0001, output_dir=str(tmp_path / "b")))

@@ -117,11 +117,11 @@ def test_augment_and_channels_shape_the_pipelines(tmp_path):
     crop = load_classification_data(folder, 32)
     assert crop.in_chans == 3 and crop.crop and crop.train[0][0].shape == (3, 32, 32)
     assert {v2.RandomResizedCrop, v2.RandomHorizontalFlip} <= kinds(crop.train.transform)
-    with pytest.raises(ConfigError, match="--augment"):
+    with pytest.raises(ConfigError, match="unknown augment 'mixup'"):
         TrainConfig(augment="mixup").resolve(1)
     with pytest.raises(ConfigError, match="digits are grey"):
         TrainConfig(in_chans=3).resolve(1)
-    with pytest.raises(ConfigError, match="crop-scale-min"):
+    with pytest.raises(ConfigError, match="crop_scale_min is a fraction"):
         TrainConfig(crop_scale_min=1.5).resolve(1)
     assert main(["train", "--crop-scale-min", "0", "--output-dir", str(tmp_path / "x")]) == 2
 
