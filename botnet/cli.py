@@ -22,7 +22,6 @@ from .errors import (
     from_worker,
     one_line,
 )
-
 from .training.settings import cli_labels
 
 __all__ = ["main"]

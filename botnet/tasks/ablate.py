@@ -25,8 +25,8 @@ from typing import Any
 from ..errors import ConfigError
 from ..models import create_model, get_model_entry, summarize
 from ..models.weights import read_metadata
-from .defaults import fit_defaults
 from ..training.settings import check_model_overrides
+from .defaults import fit_defaults
 
 __all__ = [
     "CLASSIFICATION_METRICS",

@@ -43,7 +43,7 @@ from ..training.engine import FitResult, GroupedBatchSampler, train_loader
 from ..training.pipeline import Built, Fitted, run_task
 from ..training.report import write_json
 from ..training.runs import run_stamp
-from ..training.settings import RunSettings, Recipe, apply_recipe, check_model_overrides, check_settings, label, setting
+from ..training.settings import Recipe, RunSettings, apply_recipe, check_model_overrides, check_settings, label, setting
 
 __all__ = [
     "DETECT_RECIPES",

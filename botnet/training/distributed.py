@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-from datetime import timedelta
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist

@@ -25,8 +25,8 @@ import torch
 
 from ..errors import ConfigError, RunFailed, RunInterrupted, TrainingDiverged, describe
 from ..files import RunLock, remove_stale_temporaries
-from .settings import label
 from .checkpoint import check_new_run_dir
+from .settings import label
 from .state import TrainState, load_training_state
 
 __all__ = [

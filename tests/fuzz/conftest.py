@@ -14,8 +14,8 @@ from botnet.data.shapes import ShapesSpec, write_shapes_dataset
 from botnet.errors import RunInterrupted
 from botnet.models import create_model
 from botnet.tasks import TrainConfig, train
-from botnet.training import engine
 from botnet.tasks.detection import DetectConfig, train_detector
+from botnet.training import engine
 
 
 def _stopped_mid_epoch(run_dir: str) -> None:

@@ -19,9 +19,9 @@ from botnet.cli import main
 from botnet.errors import BotnetError
 from botnet.models import create_model, load_resnet_weights, read_state_dict
 from botnet.tasks.classification import load_model
+from botnet.tasks.detection import load_detector
 from botnet.training.checkpoint import read_weights
 from botnet.training.state import load_training_state
-from botnet.tasks.detection import load_detector
 
 
 @pytest.fixture(scope="module")

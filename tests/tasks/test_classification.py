@@ -4,7 +4,6 @@ import csv
 import errno
 import json
 import os
-import pickle
 import shutil
 import signal
 import subprocess
@@ -22,10 +21,9 @@ from botnet.data.transforms import eval_transform_for
 from botnet.errors import ConfigError, DatasetError
 from botnet.files import TEMP_SUFFIX
 from botnet.tasks import TrainConfig, TrainingDiverged, evaluate_checkpoint, predict, train
-from botnet.training import engine
-from botnet.errors import CheckpointError
 from botnet.tasks.classification import load_model
-from botnet.training.state import TrainState, load_training_state, save_training_state
+from botnet.training import engine
+from botnet.training.state import load_training_state
 
 RUN_FILES = {
     "config.json", "metrics.csv", "summary.json", "model.safetensors", "last.pt", "curves.png", "confusion.png",

@@ -18,11 +18,8 @@ import botnet.tasks.detection as detection
 from botnet.cli import main
 from botnet.data.coco import CocoDetection
 from botnet.data.shapes import SHAPE_CLASSES, ShapesSpec, write_shapes_dataset
-from botnet.errors import ConfigError, RunInterrupted
-from botnet.errors import CheckpointError
-from botnet.training.state import load_training_state
+from botnet.errors import CheckpointError, ConfigError, RunInterrupted
 from botnet.tasks.classification import TrainingDiverged
-from botnet.training import engine
 from botnet.tasks.detection import (
     DetectConfig,
     evaluate_detector_checkpoint,
@@ -30,6 +27,8 @@ from botnet.tasks.detection import (
     predict_detections,
     train_detector,
 )
+from botnet.training import engine
+from botnet.training.state import load_training_state
 
 # A few images and epochs: enough to exercise every file a run writes, in seconds.
 TINY = dict(shapes_train_images=8, shapes_val_images=4, epochs=2, batch_size=4, eval_every=1)
