@@ -4,6 +4,7 @@ mapping read from disk (a damaged or foreign file may hold anything) against it.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any, TypeVar
@@ -12,16 +13,17 @@ from torch import Tensor
 
 from .errors import CheckpointError, first_line
 
-__all__ = ["read_record"]
+__all__ = ["matches", "read_record"]
 
 Record = TypeVar("Record")
 
 
-def _matches(value: Any, hint: Any) -> bool:
-    """``value`` is of type ``hint`` (the few kinds these records use; a tensor is a Tensor)."""
+def matches(value: Any, hint: Any, *, finite: bool = False) -> bool:
+    """``value`` is of type ``hint``: None, bool, int, float (``finite``: not NaN or infinite), str, Tensor, Any,
+    and unions, lists, tuples and dicts of them (a dict's keys and values both checked)."""
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
-        return any(_matches(value, arg) for arg in typing.get_args(hint))
+        return any(matches(value, arg, finite=finite) for arg in typing.get_args(hint))
     if hint is Any:
         return True
     if hint is type(None):
@@ -31,15 +33,23 @@ def _matches(value: Any, hint: Any) -> bool:
     if hint is int:
         return isinstance(value, int) and not isinstance(value, bool)
     if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return number and (not finite or math.isfinite(value))
     if hint in (str, Tensor):
         return isinstance(value, hint)
+    args = typing.get_args(hint)
     if origin is list:
-        (item,) = typing.get_args(hint)
-        return isinstance(value, list) and all(_matches(v, item) for v in value)
+        return isinstance(value, list) and all(matches(v, args[0], finite=finite) for v in value)
+    if origin is tuple:
+        if not isinstance(value, (tuple, list)):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(matches(v, args[0], finite=finite) for v in value)
+        return len(value) == len(args) and all(matches(v, a, finite=finite) for v, a in zip(value, args))
     if origin is dict:
-        key, item = typing.get_args(hint)
-        return isinstance(value, dict) and all(_matches(k, key) and _matches(v, item) for k, v in value.items())
+        return isinstance(value, dict) and all(
+            matches(k, args[0], finite=finite) and matches(v, args[1], finite=finite) for k, v in value.items()
+        )
     raise TypeError(f"records do not hold {hint}")
 
 
@@ -56,7 +66,7 @@ def read_record(record_class: type[Record], data: Any, path: str, what: str) -> 
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise CheckpointError(f"{path}: its {what} has no {f.name!r}; the file is damaged or was not written by botnet")
             continue
-        if not _matches(data[f.name], hints[f.name]):
+        if not matches(data[f.name], hints[f.name]):
             raise CheckpointError(
                 f"{path}: its {what} field {f.name!r} is damaged ({first_line(repr(data[f.name]))[:80]}); "
                 f"the file is damaged or was not written by botnet"

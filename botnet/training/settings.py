@@ -25,7 +25,6 @@ import argparse
 import contextlib
 import contextvars
 import dataclasses
-import math
 import os
 import types
 import typing
@@ -34,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError
+from ..records import matches
 from .optim import OPTIMIZERS
 
 __all__ = [
@@ -166,32 +166,6 @@ def given_settings(args: argparse.Namespace, config_class: type) -> dict[str, An
     return {name: tuple(v) if isinstance(v, list) else v for name, v in values.items() if v is not None}
 
 
-def _matches(value: Any, hint: Any) -> bool:
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        return any(_matches(value, arg) for arg in typing.get_args(hint))
-    if hint is type(None):
-        return value is None
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if hint is str:
-        return isinstance(value, str)
-    if origin is dict:
-        return isinstance(value, dict) and all(isinstance(k, str) for k in value)
-    if origin is tuple:
-        args = typing.get_args(hint)
-        if not isinstance(value, (tuple, list)):
-            return False
-        if len(args) == 2 and args[1] is Ellipsis:
-            return all(_matches(v, args[0]) for v in value)
-        return len(value) == len(args) and all(_matches(v, a) for v, a in zip(value, args))
-    return True
-
-
 def check_settings(config: Any) -> None:
     """ConfigError unless every field holds a value of its type (floats finite, strings not empty; a value
     read from a damaged file or passed from Python may be anything), one of its choices, and a positive
@@ -201,7 +175,7 @@ def check_settings(config: Any) -> None:
         value, meta = getattr(config, field.name), field.metadata
         if isinstance(value, str) and not value.strip():
             raise ConfigError(f"{label(field.name)} is empty; give a value or leave it out")
-        if not _matches(value, hints[field.name]):
+        if not matches(value, hints[field.name], finite=True):
             expected = str(hints[field.name]).replace("typing.", "").replace("NoneType", "None")
             raise ConfigError(f"{label(field.name)} is {value!r}; it must be {expected} (finite)")
         if value is None:
