@@ -345,6 +345,19 @@ def _cmd_detect_make_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_detect_convert(args: argparse.Namespace) -> int:
+    from .data.formats import find_layout, write_coco
+
+    splits = find_layout(args.root)
+    for split in splits:  # every check a training run makes, before anything is written
+        split.dataset(with_masks=False, skip_bad=False)
+    write_coco(splits, args.output)
+    masks = "with masks" if splits.has_masks() else "boxes only: train it with --detector fasterrcnn"
+    print(f"wrote {args.output}/{{train,val}}/annotations.json and images/ from the {splits.format} data in "
+          f"{args.root} ({len(splits.class_names)} classes, {masks})")  # fmt: skip
+    return 0
+
+
 def _cmd_make_data(args: argparse.Namespace) -> int:
     from .data.shapes import PhotoSpec, write_shapes_folder
 
@@ -410,6 +423,17 @@ def _add_detect_parser(commands) -> None:
     _add_study_flags(p, "runs/ablate-detect-DATA-BACKBONE-STUDY")
     add_flags(p, DetectConfig, DETECT_RECIPES, only=("data", "detector", "backbone", "recipe"))
     p.set_defaults(func=_cmd_detect_ablate)
+
+    p = sub.add_parser(
+        "convert",
+        help="write Pascal VOC, YOLO or LabelMe annotations as COCO files (checked first)",
+        description="Recognise DIR's layout (COCO, Pascal VOC XML, YOLO txt, LabelMe JSON), check it as a training "
+        "run would, and write OUT/{train,val}/annotations.json with OUT/{train,val}/images/ (links to the images).",
+    )
+    p.add_argument("root", metavar="DIR")
+    p.add_argument("--to", choices=["coco"], default="coco", help="the format to write (coco)")
+    p.add_argument("output", metavar="OUT")
+    p.set_defaults(func=_cmd_detect_convert)
 
     p = sub.add_parser("make-data", help="write the synthetic shapes dataset (COCO format) to a folder")
     p.add_argument("root", metavar="DIR")

@@ -188,6 +188,11 @@ class _ImageRecord:
 class CocoDetection(Dataset):
     """Images and instance targets from a COCO annotation file, in the form torchvision's detectors take.
 
+    The annotations are read from ``ann_file``, or given as a dict in COCO's
+    layout with ``annotations=`` (what :mod:`botnet.data.formats` converts
+    Pascal VOC, YOLO and LabelMe labels to); ``source`` then names them in
+    messages and becomes :attr:`ann_file`. Both are checked the same way.
+
     Each item is ``(image, target)``: the image as a float32 ``tv_tensors.Image``
     in [0, 1] of shape (3, H, W), and a target with "boxes" (XYXY
     ``tv_tensors.BoundingBoxes``), "labels" (1..K, 0 is background), "masks"
@@ -202,17 +207,25 @@ class CocoDetection(Dataset):
     def __init__(
         self,
         image_dir: str,
-        ann_file: str,
+        ann_file: str | None = None,
         *,
+        annotations: dict | None = None,
+        source: str | None = None,
         transforms: Callable | None = None,
         skip_bad: bool = False,
         with_masks: bool = True,
     ) -> None:
-        self.image_dir, self.ann_file = image_dir, ann_file
+        if (ann_file is None) == (annotations is None):
+            raise TypeError("CocoDetection needs either ann_file (a COCO JSON file) or annotations (a COCO dict)")
+        # ann_file names the annotations in every message: the file, or ``source`` for a dict built in memory
+        self.image_dir = image_dir
+        self.ann_file = ann_file if ann_file is not None else (source or "the annotations given")
         self.transforms, self.with_masks = transforms, with_masks
-        data = self._read_ann_file()
+        data = self._read_ann_file() if annotations is None else self._check_layout(copy.deepcopy(annotations))
         if not os.path.isdir(image_dir):
-            raise MissingFileError(f"image folder {image_dir} does not exist (images of {ann_file} are read from it)")
+            raise MissingFileError(
+                f"image folder {image_dir} does not exist (images of {self.ann_file} are read from it)"
+            )
 
         raw_categories = self._check_categories(data["categories"])
         self.categories = [{"id": c["id"], "name": c["name"]} for c in raw_categories]
@@ -247,10 +260,10 @@ class CocoDetection(Dataset):
 
         if skipped.total() and not skip_bad:
             raise DatasetError(
-                f"{ann_file}: {skipped.total()} entries cannot be used: {skipped.summary()}. {_SKIP_HINT}"
+                f"{self.ann_file}: {skipped.total()} entries cannot be used: {skipped.summary()}. {_SKIP_HINT}"
             )
         if not records:
-            raise DatasetError(f"{ann_file}: no usable images are left ({skipped.summary()})")
+            raise DatasetError(f"{self.ann_file}: no usable images are left ({skipped.summary()})")
         self.skipped = skipped
         self._records = list(records.values())
         self.image_ids = [record.image_id for record in self._records]
@@ -273,6 +286,11 @@ class CocoDetection(Dataset):
                 data = json.load(f)
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise DatasetError(f"{self.ann_file} is not a JSON file: {error}") from error
+        return self._check_layout(data)
+
+    def _check_layout(self, data: Any) -> dict:
+        """``data`` (read from the file, or given) must be a dict with "images", "annotations" and "categories"
+        lists."""
         if not isinstance(data, dict):
             raise DatasetError(
                 f'{self.ann_file} must hold a JSON object with "images", "annotations" and "categories" '

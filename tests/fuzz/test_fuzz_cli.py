@@ -21,6 +21,7 @@ COMMANDS = [
     ("list",), ("info",), ("train",), ("eval",), ("predict",), ("bench",), ("export",), ("attention",), ("ablate",),
     ("make-data",),
     ("detect", "train"), ("detect", "eval"), ("detect", "predict"), ("detect", "make-data"), ("detect", "ablate"),
+    ("detect", "convert"),
 ]  # fmt: skip
 NUMBERS = ["-1", "0", "1", "2", "3", "17", "64", "300", "1000000000", "0.5", "-0.1", "nan", "inf", "1e-3", "1e30"]
 WORDS = ["botnet_tiny", "botnet50", "botnet_mini", "resnet50", "nope", "small", "paper", "sgd", "adamw", "maskrcnn",
