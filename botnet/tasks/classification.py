@@ -41,7 +41,7 @@ from ..training.settings import (
     label,
     setting,
 )
-from .defaults import fit_defaults
+from . import defaults
 from .recipes import RECIPES
 
 __all__ = [
@@ -127,8 +127,6 @@ class TrainConfig(RunSettings):
             values["hflip"] = values["augment"] == "crop"
         if values["img_size"] is None:
             values["img_size"] = get_model_entry(values["model"]).img_size
-        if values["ema_decay"] == 0:
-            values["ema_decay"] = None  # ema_decay 0 turns a recipe's EMA off
         if values["output_dir"] is None:
             dataset = DIGITS if digits else os.path.basename(os.path.normpath(self.data))
             values["output_dir"] = os.path.join("runs", f"{dataset}-{values['model']}-{run_stamp()}")
@@ -291,7 +289,7 @@ class Classification:
     min_batch_reason = "batch norm needs two images in a batch"
 
     def fit_defaults(self, config: TrainConfig, world_size: int) -> tuple[TrainConfig, Fitted]:
-        config, choices, profile = fit_defaults(config, world_size)
+        config, choices, profile = defaults.fit_defaults(config, world_size)
         return config, Fitted(profile.describe(), [dataclasses.asdict(c) for c in choices])
 
     def load_data(self, config: TrainConfig, env: DistEnv):

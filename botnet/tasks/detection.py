@@ -156,8 +156,6 @@ class DetectConfig(RunSettings):
         for key in ("anchor_sizes", "proposals", "scale_jitter"):
             if values[key] is not None:
                 values[key] = tuple(values[key])
-        if values["ema_decay"] == 0:
-            values["ema_decay"] = None
         if values["workers"] is None:
             values["workers"] = 0
         config = DetectConfig(**values)

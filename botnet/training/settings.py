@@ -219,8 +219,9 @@ class Recipe:
 
 
 def apply_recipe(config: Any, recipes: Mapping[str, Recipe], name: str, world_size: int) -> dict[str, Any]:
-    """The fields of ``config`` as a dict, each unset one taken from recipe ``name``; the learning rate,
-    unless given, scaled to the global batch (``batch_size * world_size``) where the recipe says so."""
+    """The fields of ``config`` as a dict, each unset one taken from recipe ``name`` (an ``ema_decay`` of 0 turns
+    the recipe's EMA off); the learning rate, unless given, scaled to the global batch (``batch_size *
+    world_size``) where the recipe says so."""
     if name not in recipes:
         raise ConfigError(f"unknown {label('recipe')} {name!r}; choose one of {', '.join(recipes)}")
     recipe = recipes[name]
@@ -232,6 +233,8 @@ def apply_recipe(config: Any, recipes: Mapping[str, Recipe], name: str, world_si
         if values[key] is None:
             values[key] = value
     values["recipe"] = name
+    if values["ema_decay"] == 0:
+        values["ema_decay"] = None  # ema_decay 0 turns a recipe's EMA off
     if config.lr is None and recipe.lr_reference_batch:
         values["lr"] = recipe.settings["lr"] * values["batch_size"] * world_size / recipe.lr_reference_batch
     return values

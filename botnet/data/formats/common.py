@@ -225,19 +225,19 @@ def _annotation(shape: Shape, width: int, height: int, image: str) -> dict:
     return ann
 
 
+def add_label_file(label_files: dict[str, str], file_name: str, path: str) -> None:
+    """Record that label file ``path`` labels image ``file_name``; DatasetError when another one already does."""
+    if file_name in label_files:
+        raise DatasetError(f"{path} and {label_files[file_name]} are labels of the same image {file_name}: keep one")
+    label_files[file_name] = path
+
+
 def to_coco(images: list[LabeledImage], categories: list[tuple[int, str]], label_files: dict[str, str]) -> dict:
-    """The COCO dict of checked ``images`` (ids 1..N in order, annotation ids 1..M); ``label_files`` maps an
-    image's file_name to the label file that named it (for messages about two label files of one image)."""
+    """The COCO dict of checked ``images`` (one per file name, ids 1..N in order, annotation ids 1..M);
+    ``label_files`` maps an image's file_name to its label file (see :func:`add_label_file`)."""
     coco: dict[str, list] = {"images": [], "annotations": [], "categories": []}
     coco["categories"] = [{"id": category_id, "name": name} for category_id, name in categories]
-    seen: dict[str, str] = {}
     for image_id, image in enumerate(images, start=1):
-        if image.file_name in seen:
-            raise DatasetError(
-                f"{label_files.get(image.file_name, image.file_name)} and {seen[image.file_name]} are labels of the "
-                f"same image {image.file_name}: keep one"
-            )
-        seen[image.file_name] = label_files.get(image.file_name, image.file_name)
         entry: dict[str, Any] = {"id": image_id, "file_name": image.file_name}
         if image.width is not None and image.height is not None:
             entry.update(width=image.width, height=image.height)

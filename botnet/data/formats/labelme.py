@@ -40,6 +40,7 @@ from .common import (
     DetectionSplits,
     LabeledImage,
     Shape,
+    add_label_file,
     category_ids,
     check_declared_size,
     image_size,
@@ -183,10 +184,7 @@ def read_labelme(root: str) -> DetectionSplits:
         folder = image_dirs[split]
         images, label_files, skipped = [], {}, {}
         for file in parsed[split]:
-            if file.file_name in label_files:
-                raise DatasetError(f"{file.path} and {label_files[file.file_name]} are labels of the same image "
-                                   f"{file.file_name}: keep one")
-            label_files[file.file_name] = file.path
+            add_label_file(label_files, file.file_name, file.path)
             for kind, count in file.skipped.items():
                 skipped[kind] = skipped.get(kind, 0) + count
             image_path = os.path.join(folder, file.file_name)

@@ -41,6 +41,7 @@ from .common import (
     DetectionSplits,
     LabeledImage,
     Shape,
+    add_label_file,
     category_ids,
     check_declared_size,
     image_size,
@@ -252,10 +253,7 @@ def read_voc(root: str, *, difficult: str = "train") -> DetectionSplits:
         label_files: dict[str, str] = {}
         for voc in parsed[split]:
             file_name = images_here.of(voc.path, voc.filename)
-            if file_name in label_files:
-                raise DatasetError(f"{voc.path} and {label_files[file_name]} are labels of the same image "
-                                   f"{file_name}: keep one")
-            label_files[file_name] = voc.path
+            add_label_file(label_files, file_name, voc.path)
             size = check_declared_size(voc.path, voc.size, image_size(os.path.join(image_dir, file_name)),
                                        os.path.join(image_dir, file_name))
             image = LabeledImage(file_name, *(size or (None, None)))
