@@ -217,7 +217,7 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
     from .training.pipeline import describe_choices
     from .training.settings import check_time_budget, given_settings
 
-    check_time_budget(args.time_budget, args.epochs)
+    check_time_budget(args.time_budget)
     base = TrainConfig(**given_settings(args, TrainConfig))
     base, choices, profile = fit_defaults(base)  # once, so that every variant and seed shares the settings
     for line in describe_choices(profile.describe(), [dataclasses.asdict(c) for c in choices]):
@@ -284,8 +284,9 @@ def _cmd_detect_eval(args: argparse.Namespace) -> int:
     from .tasks.detection import evaluate_detector_checkpoint
 
     metrics, meta, dataset = evaluate_detector_checkpoint(
-        args.checkpoint, args.images, args.annotations, batch_size=args.batch_size, skip_bad=args.skip_bad
-    )
+        args.checkpoint, args.images, args.annotations, data=args.data, batch_size=args.batch_size,
+        skip_bad=args.skip_bad,
+    )  # fmt: skip
     if args.json:
         report = dict(checkpoint=args.checkpoint, annotations=dataset.ann_file, images=len(dataset), **metrics)
         print(json.dumps(report, indent=2))
@@ -319,11 +320,19 @@ def _cmd_detect_predict(args: argparse.Namespace) -> int:
 
 def _cmd_detect_ablate(args: argparse.Namespace) -> int:
     from .tasks.ablate import run_study
-    from .tasks.detection import DetectConfig, train_detector
+    from .tasks.detection import DetectConfig, Detection, train_detector
+    from .training.pipeline import describe_choices
     from .training.settings import check_time_budget, given_settings
 
-    check_time_budget(args.time_budget, args.epochs)
-    base = DetectConfig(**given_settings(args, DetectConfig)).resolve(world_size=1)
+    check_time_budget(args.time_budget)
+    base, fitted = Detection().fit_defaults(DetectConfig(**given_settings(args, DetectConfig)), 1)  # once, for every run
+    if fitted is not None:
+        # a study's length is the user's (--time-budget is shared by its runs): the fitted epochs, no fitted budget
+        fitted.choices = [c for c in fitted.choices if c["setting"] != "time_budget"]
+        base = dataclasses.replace(base, time_budget=args.time_budget)
+        for line in describe_choices(fitted.data, fitted.choices):
+            print(line)
+    base = base.resolve(world_size=1)
     source = "shapes" if base.synthetic else os.path.basename(os.path.normpath(args.data or base.train_images))
     output_dir = args.output_dir or os.path.join("runs", f"ablate-detect-{source}-{base.backbone}-{args.study}")
     _print_study(run_study(base, args.study, args.seeds, output_dir, train_detector), output_dir)
@@ -401,6 +410,7 @@ def _add_detect_parser(commands) -> None:
     p.add_argument("--checkpoint", required=True, help="RUN/model.safetensors or RUN/last.pt")
     p.add_argument("--images", help="image folder (default: the run's held-out split)")
     p.add_argument("--annotations", help="instances JSON (default: the run's held-out split)")
+    p.add_argument("--data", metavar="ROOT", help="instead: the val split of a dataset folder in any layout `detect train` reads")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--skip-bad", action="store_true", help="leave out bad images and annotations (counted)")
     p.add_argument("--json", action="store_true", help="print JSON for machines")

@@ -28,6 +28,8 @@ from torchvision.transforms import v2
 from tqdm import tqdm
 
 from ..data.coco import CocoDetection
+from ..data.detection_profile import profile_annotations
+from ..data.formats import DetectionSplit, DetectionSplits, find_layout
 from ..data.images import read_image
 from ..data.shapes import ShapesSpec, write_shapes_dataset
 from ..detection.draw import draw_detections, tile_images
@@ -44,6 +46,7 @@ from ..training.pipeline import Built, Fitted, run_task
 from ..training.report import write_json
 from ..training.runs import run_stamp
 from ..training.settings import Recipe, RunSettings, apply_recipe, check_model_overrides, check_settings, label, setting
+from .detection_defaults import fit_detection_defaults
 
 __all__ = [
     "DETECT_RECIPES",
@@ -93,7 +96,10 @@ DATA_PATHS = ("train_images", "train_annotations", "val_images", "val_annotation
 class DetectConfig(RunSettings):
     """Every setting of a detection run (saved as config.json); ``None`` takes the recipe's value."""
 
-    data: str | None = setting(help="ROOT with ROOT/{train,val}/images/ and ROOT/{train,val}/annotations.json")
+    data: str | None = setting(
+        help="a dataset folder, found by its layout: COCO (ROOT/{train,val}/images/ + annotations.json), Pascal VOC, "
+        "YOLO or LabelMe (docs/detection.md lists the layouts); unset settings are fitted to it",
+    )
     train_images: str | None = setting(help="training image folder (instead of --data's layout)")
     train_annotations: str | None = setting(help="training instances JSON (COCO format)")
     val_images: str | None = setting(help="held-out image folder")
@@ -140,12 +146,6 @@ class DetectConfig(RunSettings):
     def resolve(self, world_size: int) -> DetectConfig:
         check_settings(self)
         values = apply_recipe(self, DETECT_RECIPES, self.recipe or "small", world_size)
-        if self.data is not None:
-            for split in ("train", "val"):
-                values[f"{split}_images"] = values[f"{split}_images"] or os.path.join(self.data, split, "images")
-                values[f"{split}_annotations"] = values[f"{split}_annotations"] or os.path.join(
-                    self.data, split, "annotations.json"
-                )
         if values["output_dir"] is None:
             named = self.data or next((getattr(self, key) for key in DATA_PATHS if getattr(self, key)), None)
             source = SHAPES if self.synthetic else os.path.basename(os.path.normpath(named))
@@ -165,10 +165,7 @@ class DetectConfig(RunSettings):
     def check(self) -> None:
         self.check_run()
         backbone = check_model_overrides(self.backbone, self.model_overrides)  # unknown names fail with suggestions
-        if not self.synthetic:
-            unset = [label(name) for name in DATA_PATHS if not getattr(self, name)]
-            if unset:
-                raise ConfigError(f"COCO data needs {label('data')} ROOT or all four paths; missing {', '.join(unset)}")
+        self.check_data()
         smallest = backbone.reduction()
         if self.min_size < smallest:
             raise ConfigError(
@@ -182,6 +179,15 @@ class DetectConfig(RunSettings):
             )
         if self.synthetic and (self.shapes_train_images < 1 or self.shapes_val_images < 1):
             raise ConfigError("the synthetic dataset needs at least one training and one held-out image")
+
+    def check_data(self) -> None:
+        """``data`` or all four COCO paths (or neither: the generated shapes)."""
+        given = [label(name) for name in DATA_PATHS if getattr(self, name)]
+        if self.data is not None and given:
+            raise ConfigError(f"give {label('data')} ROOT or the four COCO paths, not both ({', '.join(given)} given)")
+        if self.data is None and not self.synthetic and len(given) < len(DATA_PATHS):
+            unset = [label(name) for name in DATA_PATHS if not getattr(self, name)]
+            raise ConfigError(f"COCO data needs {label('data')} ROOT or all four paths; missing {', '.join(unset)}")
 
     def detector_settings(self) -> DetectorSettings:
         """What rebuilding the trained detector needs besides its classes (saved with the weights)."""
@@ -262,8 +268,9 @@ class DetectorMeta:
     class_names: list[str]
     category_ids: list[int]  # the annotations' category ids, in class order
     val_images: str
-    val_annotations: str
+    val_annotations: str | None  # None where the held-out labels are read from ``data`` in another format
     task: str = "detection"
+    data: str | None = None  # the dataset folder (--data): its held-out split is the default to evaluate
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -347,13 +354,23 @@ def train_transforms(config: DetectConfig) -> v2.Transform:
     ])  # fmt: skip
 
 
-def _load_datasets(config: DetectConfig, train_images: str, train_ann: str, val_images: str, val_ann: str):
+def data_splits(config: DetectConfig) -> DetectionSplits:
+    """The training and held-out splits the settings name: ``data``'s folder in whichever layout it is,
+    or the four COCO paths."""
+    if config.data is not None:
+        return find_layout(config.data)
+    train_images, train_ann, val_images, val_ann = (getattr(config, key) for key in DATA_PATHS)
+    return DetectionSplits(
+        "coco", os.path.dirname(train_ann), DetectionSplit("train", train_images, train_ann, ann_file=train_ann),
+        DetectionSplit("val", val_images, val_ann, ann_file=val_ann),
+    )  # fmt: skip
+
+
+def _load_datasets(config: DetectConfig, splits: DetectionSplits):
     """The checked training and held-out sets (same categories)."""
     masks = config.with_masks
-    train_set = CocoDetection(
-        train_images, train_ann, transforms=train_transforms(config), skip_bad=config.skip_bad, with_masks=masks
-    )
-    val_set = CocoDetection(val_images, val_ann, skip_bad=config.skip_bad, with_masks=masks)
+    train_set = splits.train.dataset(transforms=train_transforms(config), skip_bad=config.skip_bad, with_masks=masks)
+    val_set = splits.val.dataset(skip_bad=config.skip_bad, with_masks=masks)
     if train_set.category_ids != val_set.category_ids:
         raise DatasetError(
             f"the training and held-out annotations list different categories ({train_set.category_ids} vs "
@@ -405,14 +422,38 @@ class Detection:
     min_batch = 1
     min_batch_reason = "one image a step: the detectors' heads have no batch norm"
 
+    def __init__(self) -> None:
+        self._splits: DetectionSplits | None = None  # read once: the fitted defaults and the data both use them
+
+    def _read_splits(self, config: DetectConfig) -> DetectionSplits:
+        if self._splits is None:
+            self._splits = data_splits(config)
+        return self._splits
+
     def fit_defaults(self, config: DetectConfig, world_size: int) -> tuple[DetectConfig, Fitted | None]:
-        return config, None
+        """The generated shapes keep the small recipe; a user's data gets the settings fitted to it
+        (:mod:`botnet.tasks.detection_defaults`)."""
+        if config.synthetic:
+            return config, None
+        config.check_data()
+        splits = self._read_splits(config)
+        profile = profile_annotations(splits.train.coco(), splits.val.coco())
+        config, choices = fit_detection_defaults(config, profile, world_size)
+        if not choices:
+            return config, None
+        return config, Fitted(f"{splits.format} at {splits.root}: {profile.describe()}",
+                              [dataclasses.asdict(choice) for choice in choices])  # fmt: skip
 
     def load_data(self, config: DetectConfig, env: DistEnv):
-        return None if config.synthetic else _load_datasets(config, *(getattr(config, key) for key in DATA_PATHS))
+        return None if config.synthetic else _load_datasets(config, self._read_splits(config))
 
     def make_data(self, config: DetectConfig, log):
-        return _load_datasets(config, *_generate_shapes(config, config.output_dir, log))
+        paths = _generate_shapes(config, config.output_dir, log)
+        splits = DetectionSplits(
+            "coco", os.path.dirname(paths[0]), DetectionSplit("train", paths[0], paths[1], ann_file=paths[1]),
+            DetectionSplit("val", paths[2], paths[3], ann_file=paths[3]),
+        )  # fmt: skip
+        return _load_datasets(config, splits)
 
     def data_warnings(self, data) -> list[str]:
         return [f"{name} data: left out {dataset.skipped.summary()}" for name, dataset in zip(("training", "held-out"), data)
@@ -433,7 +474,8 @@ class Detection:
         meta = DetectorMeta(
             settings=dataclasses.asdict(settings), num_classes=num_classes, class_names=train_set.class_names,
             category_ids=train_set.category_ids, val_images=os.path.abspath(val_set.image_dir),
-            val_annotations=os.path.abspath(val_set.ann_file),
+            val_annotations=os.path.abspath(val_set.ann_file) if os.path.isfile(val_set.ann_file) else None,
+            data=config.data,
         )  # fmt: skip
         groups = _aspect_groups(train_set)
         loader = train_loader(
@@ -456,7 +498,7 @@ class Detection:
             backbone=config.backbone,
             model_overrides=config.model_overrides,
             img_size=config.min_size,
-            dataset=SHAPES if config.synthetic else os.path.abspath(config.train_annotations),
+            dataset=SHAPES if config.synthetic else (config.data or config.train_annotations),
             classes=train_set.class_names,
             params=sum(p.numel() for p in result.eval_model.parameters()),
             val_images=len(val_set),
@@ -532,19 +574,31 @@ def evaluate_detector_checkpoint(
     images: str | None = None,
     annotations: str | None = None,
     *,
+    data: str | None = None,
     batch_size: int = 4,
     skip_bad: bool = False,
 ) -> tuple[dict[str, float], dict[str, Any], CocoDetection]:
-    """COCO metrics of a saved detector on COCO data (default: the held-out split it was trained against)."""  # fmt: skip
+    """COCO metrics of a saved detector on a held-out split: ``images`` and ``annotations`` (a COCO file),
+    or ``data``'s val split (a dataset folder in any layout :func:`~botnet.data.formats.find_layout`
+    reads); by default the held-out split it was trained against."""
     if batch_size < 1:
         raise ConfigError(f"{label('batch_size')} must be at least 1, got {batch_size}")
     model, meta = load_detector(checkpoint)
-    images = images or meta["val_images"]
-    annotations = annotations or meta["val_annotations"]
-    dataset = CocoDetection(images, annotations, skip_bad=skip_bad, with_masks=with_masks(model))
+    masks = with_masks(model)
+    if data is None and images is None and annotations is None and meta.get("data"):
+        data = meta["data"]
+    if data is not None:
+        if images is not None or annotations is not None:
+            raise ConfigError(f"give {label('data')} ROOT or the held-out images and annotations, not both")
+        dataset = find_layout(data).val.dataset(skip_bad=skip_bad, with_masks=masks)
+    else:
+        images, annotations = images or meta["val_images"], annotations or meta["val_annotations"]
+        if annotations is None:
+            raise ConfigError(f"{checkpoint} names no held-out annotations file; give {label('annotations')} FILE")
+        dataset = CocoDetection(images, annotations, skip_bad=skip_bad, with_masks=masks)
     if dataset.category_ids != meta["category_ids"]:
         raise DatasetError(
-            f"{annotations} lists categories {dataset.category_ids}, the model was trained on {meta['category_ids']}"
+            f"{dataset.ann_file} lists categories {dataset.category_ids}, the model was trained on {meta['category_ids']}"
         )
     return evaluate_detector(model, dataset, batch_size=batch_size), meta, dataset
 

@@ -328,16 +328,17 @@ def time_steps(task: Task, model: nn.Module, data: TrainLoader, env: DistEnv, *,
 
 def plan_epochs(
     task: Task, model: nn.Module, data: TrainLoader, env: DistEnv, budget_seconds: float, eval_images: int,
-    *, seed: int, amp: torch.dtype | None = None,
+    *, seed: int, amp: torch.dtype | None = None, most: int | None = None,
 ) -> EpochPlan:  # fmt: skip
-    """The number of epochs that fit in ``budget_seconds`` on this machine: times a few training
-    steps (:func:`time_steps`), adds the evaluation (``eval_images`` at about a third of a training
-    image's cost) and divides. The schedule is then built for that many epochs, so the cosine ends
-    on time."""
+    """The number of epochs that fit in ``budget_seconds`` on this machine (at most ``most``): times a
+    few training steps (:func:`time_steps`), adds the evaluation (``eval_images`` at about a third of a
+    training image's cost) and divides. The schedule is then built for that many epochs, so the cosine
+    ends on time."""
     step, images_per_step = time_steps(task, model, data, env, seed=seed, amp=amp)
     epoch = data.steps * step + eval_images / max(images_per_step, 1) * step / 3
     epoch = broadcast_object(epoch, env)  # every process plans rank 0's epochs (one schedule)
-    epochs = int(budget_seconds * BUDGET_SHARE // epoch)
+    fit = int(budget_seconds * BUDGET_SHARE // epoch)
+    epochs = min(fit, most) if most is not None else fit
     if epochs < 1:
         raise ConfigError(
             f"one epoch takes about {epoch:.0f} s here, more than the {label('time_budget')} of {budget_seconds / 60:.1f} "
@@ -347,19 +348,22 @@ def plan_epochs(
 
 
 def plan_run(config: RunSettings, task: Task, model: nn.Module, data: TrainLoader, env: DistEnv,
-             eval_images: int, log) -> tuple[Any, EpochPlan]:  # fmt: skip
-    """A run's ``time_budget`` turned into epochs (:func:`plan_epochs`): the run's settings with them,
-    and the plan (logged, and kept in the summary)."""
+             eval_images: int, log, most: int | None = None) -> tuple[Any, EpochPlan]:  # fmt: skip
+    """A run's ``time_budget`` turned into epochs (:func:`plan_epochs`, at most ``most``, the epochs
+    given with it): the run's settings with them, and the plan (logged, and kept in the summary)."""
     plan = plan_epochs(
-        task, model, data, env, config.time_budget * 60, eval_images, seed=config.seed, amp=amp_dtype(config.amp, env.device)
-    )
+        task, model, data, env, config.time_budget * 60, eval_images, seed=config.seed,
+        amp=amp_dtype(config.amp, env.device), most=most,
+    )  # fmt: skip
     if task.head_epochs and task.head_epochs >= plan.epochs:
         raise ConfigError(
             f"{label('time_budget')} leaves {plan.epochs} epochs, not more than {label('head_epochs')} {task.head_epochs}"
         )
     log.info(
         f"time budget {config.time_budget:g} min: a training step takes {plan.step_seconds:.3f} s here, an epoch "
-        f"about {plan.epoch_seconds:.1f} s with its evaluation; {plan.epochs} epochs fit"
+        f"about {plan.epoch_seconds:.1f} s with its evaluation; {plan.epochs} epochs"
+        + (f" (the {most} asked for)" if plan.epochs == most else " fit")
+        + f": about {plan.epochs * plan.epoch_seconds / 60:.1f} min on this machine"
     )
     return dataclasses.replace(config, epochs=plan.epochs), plan
 

@@ -8,7 +8,7 @@
 4. a batch no larger than each process's share of the training images;
 5. hold the run folder (lock, leftovers of a killed writer removed) and log to RUN/train.log;
 6. build the model, its training loader and its :class:`~botnet.training.engine.Task`;
-7. with a time budget, time steps and plan the epochs;
+7. with a time budget, time steps and plan the epochs (at most the epochs given with it);
 8. write config.json, train (:func:`~botnet.training.engine.fit`), then, guarded so that a failure
    names the checkpoint to resume from, the weights with their metadata, the task's artefacts and
    summary.json.
@@ -125,7 +125,7 @@ def run_task(spec: TaskSpec, config: Any = None, *, resume: str | None = None, e
         user_config, fitted = config if config is not None else spec.config_class(), None
         if resume is None:
             check_settings(user_config)
-            check_time_budget(user_config.time_budget, user_config.epochs)
+            check_time_budget(user_config.time_budget)
             user_config, fitted = spec.fit_defaults(user_config, env.world_size)
 
         def from_state(state: TrainState, path: str):
@@ -171,7 +171,8 @@ def _run(spec: TaskSpec, config, user_config, env: DistEnv, state: TrainState | 
                 f"the training split has {spec.train_images(data)} images: batches of {config.batch_size} per process "
                 f"instead of {requested}"
             )
-        return _train(spec, config, env, state, data, log, fitted_record)
+        most = user_config.epochs if user_config.time_budget is not None else None
+        return _train(spec, config, env, state, data, log, fitted_record, most)
 
 
 def _fitted_record(state: TrainState | None, fitted: Fitted | None, log) -> dict[str, Any] | None:
@@ -200,14 +201,16 @@ def _fit_batch(spec: TaskSpec, config, user_config, images: int, env: DistEnv):
     return dataclasses.replace(user_config, batch_size=per_process, output_dir=config.output_dir).resolve(env.world_size)
 
 
-def _train(spec: TaskSpec, config, env: DistEnv, state, data, log, fitted: dict | None) -> dict[str, Any]:
+def _train(
+    spec: TaskSpec, config, env: DistEnv, state, data, log, fitted: dict | None, most: int | None
+) -> dict[str, Any]:
     torch.manual_seed(config.seed)
     if config.sync_bn and env.distributed and env.device.type != "cuda":
         raise ConfigError(f"{label('sync_bn')} needs GPUs (PyTorch's SyncBatchNorm runs on CUDA); drop it on CPU")
     built = spec.build(config, data, env, state, log)
     plan = None
     if config.time_budget is not None and state is None:
-        config, plan = plan_run(config, built.task, built.model, built.loader, env, built.eval_images, log)
+        config, plan = plan_run(config, built.task, built.model, built.loader, env, built.eval_images, log, most)
     meta = {"task": spec.name, **built.meta, **({"fitted_defaults": fitted} if fitted else {})}
     if env.is_main and (state is None or state.config.get("epochs") != config.epochs):  # new, or extended
         write_json(os.path.join(config.output_dir, "config.json"), dataclasses.asdict(config))

@@ -196,14 +196,10 @@ def check_workers(workers: int) -> None:
         )
 
 
-def check_time_budget(minutes: float | None, epochs: int | None = None) -> None:
-    """A time budget: positive minutes (up to a year), and not together with epochs (it plans them)."""
-    if minutes is None:
-        return
-    if not 0 < minutes <= 60 * 24 * 365:
+def check_time_budget(minutes: float | None) -> None:
+    """A time budget: positive minutes (up to a year)."""
+    if minutes is not None and not 0 < minutes <= 60 * 24 * 365:
         raise ConfigError(f"{label('time_budget')} is in minutes and must be positive, got {minutes}")
-    if epochs is not None:
-        raise ConfigError(f"{label('time_budget')} plans the number of epochs; give it or {label('epochs')}, not both")
 
 
 @dataclass(frozen=True)
@@ -262,8 +258,8 @@ class RunSettings:
     sync_bn: bool = setting(False, help="SyncBatchNorm across GPUs (torchrun)")
     time_budget: float | None = setting(
         metavar="MINUTES",
-        help="instead of --epochs: time a few steps on this machine, then train as many epochs as fit (the "
-        "schedule is planned for them, so the cosine ends on time)",
+        help="time a few steps on this machine, then train as many epochs as fit (at most --epochs, where "
+        "given; the schedule is planned for them, so the cosine ends on time)",
     )
     tensorboard: bool = setting(
         False, help="also write the metrics as TensorBoard scalars in RUN/tensorboard (pip install 'botnet[tensorboard]')"

@@ -6,6 +6,7 @@ loads and whose ground truth pycocotools can score."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 
@@ -19,8 +20,11 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from botnet.data.coco import CocoDetection
+from botnet.data.detection_profile import profile_annotations
 from botnet.detection.metrics import coco_metrics, detections_to_coco
 from botnet.errors import BotnetError
+from botnet.tasks.detection import DetectConfig
+from botnet.tasks.detection_defaults import fit_detection_defaults
 
 SIZES = {1: (40, 30), 2: (20, 16), 3: (12, 12)}  # image id -> (width, height)
 
@@ -182,3 +186,15 @@ def test_annotation_files_are_refused_cleanly_or_fully_usable(
         return
     event("accepted, entries left out" if dataset.skipped.total() else "accepted")
     _check_dataset(dataset, with_masks)
+
+
+@fuzz_settings(300)
+@given(train=annotation_files(), val=annotation_files(), recipe=st.sampled_from([None, "paper"]))
+def test_damaged_files_profile_and_fit_without_failing(train, val, recipe):
+    """The fitted defaults read the raw labels before the full check: whatever they hold, the profile and the
+    rules give settings a run accepts (the check that follows names what is wrong)."""
+    profile = profile_annotations(train, val)
+    assert profile.instances == len(profile.box_sides) == sum(profile.boxes_per_image)
+    config, _ = fit_detection_defaults(DetectConfig(data="x", recipe=recipe), profile, device="cpu")
+    resolved = dataclasses.replace(config, data=None).resolve(1)  # every value the rules chose passes the checks
+    assert resolved.min_size <= resolved.max_size and (resolved.anchor_sizes is None or min(resolved.anchor_sizes) > 0)

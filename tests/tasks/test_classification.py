@@ -585,8 +585,14 @@ def test_time_budget_plans_the_epochs_and_the_schedule_ends_on_time(tmp_path, st
     assert len(rows) == plan["epochs"] and float(rows[-1]["lr"]) < 0.05 * config["lr"]
 
 
+def test_epochs_given_with_a_time_budget_are_the_most_it_plans(tmp_path, steady_steps):
+    steady_steps(0.25)  # 2 epochs fit in 15 s (as above); 1 is asked for
+    summary = train(TrainConfig(time_budget=0.25, epochs=1, batch_size=64, output_dir=str(tmp_path / "run")))
+    assert summary["time_budget"]["epochs"] == summary["epochs"] == 1
+    with open(tmp_path / "run" / "metrics.csv") as f:
+        assert len(list(csv.DictReader(f))) == 1
+
+
 def test_time_budget_errors(tmp_path):
-    with pytest.raises(ConfigError, match="not both"):
-        train(TrainConfig(time_budget=1.0, epochs=3, output_dir=str(tmp_path / "a")))
     with pytest.raises(ConfigError, match="more than the time_budget"):
         train(TrainConfig(time_budget=0.0001, output_dir=str(tmp_path / "b")))

@@ -1,0 +1,78 @@
+"""Detection defaults fitted to the data against the previous defaults (the small recipe whatever the
+data: 128-176 px, anchors 8-128 px, 5 epochs) and against hand-set flags, on the two hard sets of
+benchmarks/detection_sets.py:
+
+- photos: real photographs scikit-image ships (coins, Hubble galaxies, tissue nuclei), segmented
+  classically, as 48 + 16 mosaics of 650-1400 px with 6-160 px objects, up to 100 an image;
+- small-objects: the generated shapes at 1024 px high with 10-30 px objects.
+
+Each case is one `botnet detect train` command, run one after another on a quiet machine; the
+results go to benchmarks/detection-defaults.json.
+Usage: python benchmarks/detection_defaults.py [WORK_DIR] [--only NAME ...]
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+from benchmarks.detection_sets import write_photo_instances, write_small_objects  # noqa: E402
+
+PREVIOUS = ["--recipe", "small"]  # a recipe given by name is not fitted: the previous defaults
+HAND_SET = PREVIOUS + ["--min-size", "384", "--max-size", "768", "--anchor-sizes", "16", "32", "64", "128", "256",
+                       "--time-budget", "10", "--amp"]  # fmt: skip
+CASES = {
+    "photos-before": ("photos", PREVIOUS),
+    "photos-fitted": ("photos", []),
+    "photos-hand-set": ("photos", HAND_SET),
+    "small-objects-before": ("small-objects", PREVIOUS),
+    "small-objects-fitted": ("small-objects", []),
+}
+SETS = {"photos": lambda root: write_photo_instances(root),
+        "small-objects": lambda root: write_small_objects(root, height=1024)}  # fmt: skip
+KEPT = ("bbox_AP", "bbox_AP50", "segm_AP", "segm_AP50", "epochs", "wall_seconds")
+
+
+def record(name: str, argv: list[str], run_dir: str, seconds: float) -> dict:
+    """A case's result: its command, headline metrics, the fitted settings and the wall time."""
+    with open(os.path.join(run_dir, "summary.json")) as f:
+        summary = json.load(f)
+    with open(os.path.join(run_dir, "config.json")) as f:
+        config = json.load(f)
+    fitted = summary.get("fitted_defaults") or {}
+    return dict(
+        case=name, command="botnet detect train " + " ".join(argv), process_seconds=round(seconds, 1),
+        **{key: summary.get(key) for key in KEPT},
+        settings={key: config[key] for key in ("min_size", "max_size", "anchor_sizes", "batch_size", "detector")},
+        fitted={c["setting"]: c["value"] for c in fitted.get("choices", [])},
+    )  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("work", nargs="?", default="/tmp/botnet-detection-defaults")
+    parser.add_argument("--only", nargs="+", choices=tuple(CASES))
+    args = parser.parse_args()
+    results = []
+    for name in args.only or CASES:
+        data, flags = CASES[name]
+        root = os.path.join(args.work, data)
+        if not os.path.exists(os.path.join(root, "stats.json")):
+            SETS[data](root)
+        argv = ["--data", root, *flags]
+        run_dir = os.path.join(args.work, "runs", name)
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "botnet", "detect", "train", *argv, "--output-dir", run_dir], check=True)
+        results.append(record(name, argv, run_dir, time.perf_counter() - started))
+        print(json.dumps(results[-1]), flush=True)
+    with open(os.path.join(HERE, "detection-defaults.json"), "w") as f:
+        json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,198 @@
+"""Detection defaults fitted to the data: the annotations' profile, the rules (hand-computed), and runs
+that record why, on other formats, on resume and with a time budget."""
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
+from botnet.data.detection_profile import DetectionProfile, profile_annotations, resized_sides
+from botnet.data.shapes import ShapesSpec, write_shapes_dataset
+from botnet.tasks import detection_defaults as rules
+from botnet.tasks.detection import DETECT_RECIPES, DetectConfig, Detection, evaluate_detector_checkpoint, train_detector
+from botnet.tasks.detection_defaults import fitted_detection_settings
+
+
+def _coco(images, boxes, masks=True, categories=1):
+    """images: [(width, height)]; boxes: [(image index, w, h)] at (1, 1)."""
+    return dict(
+        images=[dict(id=i + 1, file_name=f"{i}.png", width=w, height=h) for i, (w, h) in enumerate(images)],
+        annotations=[
+            dict(id=k + 1, image_id=i + 1, category_id=1, bbox=[1, 1, w, h], iscrowd=0,
+                 **(dict(segmentation=[[1, 1, 1 + w, 1, 1 + w, 1 + h]]) if masks else {}))
+            for k, (i, w, h) in enumerate(boxes)
+        ],
+        categories=[dict(id=c + 1, name=f"c{c}") for c in range(categories)],
+    )  # fmt: skip
+
+
+def _choices(config, profile, world_size=1, device="cpu"):
+    return {c.setting: c.value for c in fitted_detection_settings(config, profile, world_size, device)}
+
+
+def _profile(images, box_side, count, per_image=1, width=640, height=480, masks=True):
+    """``images`` of width x height, each with ``per_image`` square boxes of ``box_side`` (``count`` images held out)."""
+    train = _coco([(width, height)] * images, [(i, box_side, box_side) for i in range(images) for _ in range(per_image)], masks)
+    return profile_annotations(train, _coco([(width, height)] * count, []))
+
+
+def test_profile_reads_sizes_counts_and_masks():
+    train = _coco([(640, 480), (300, 900), (100, 100)], [(0, 16, 4), (0, 30, 30), (1, 50, 50)])
+    train["annotations"].append(dict(id=9, image_id=2, category_id=1, bbox=[0, 0, 5, 5], iscrowd=1))  # a crowd
+    train["annotations"].append(dict(id=10, image_id=77, category_id=1, bbox=[0, 0, 5, 5]))  # no such image
+    train["annotations"].append(dict(id=11, image_id=1, category_id=1, bbox="junk"))  # left to the full check
+    train["images"].append(dict(id=5, file_name="bad.png", width="wide", height=10))
+    profile = profile_annotations(train, _coco([(10, 10)] * 2, []))
+    assert (profile.train_images, profile.val_images, profile.classes, profile.instances) == (3, 2, 1, 3)
+    assert profile.box_sides == (8.0, 30.0, 50.0)  # sqrt(w * h)
+    assert profile.box_image_sides == ((480, 640), (480, 640), (300, 900))
+    assert profile.boxes_per_image == (2, 1, 0)
+    assert (profile.short_side, profile.long_side) == (300, 640)  # medians
+    assert not profile.masks  # the unannotated-mask junk entry and the box without a mask
+    assert profile_annotations(_coco([(8, 8)], [(0, 2, 2)]), _coco([(8, 8)], [(0, 2, 2)])).masks
+    assert not profile_annotations(_coco([(8, 8)], [(0, 2, 2)], masks=False), _coco([], [])).masks
+
+
+@pytest.mark.parametrize("size", [(480, 640), (900, 300), (1080, 1920)])
+def test_resized_sides_follow_torchvisions_detection_resize(size):
+    """The object sizes the rules reason about are the ones the detector sees: torchvision's own transform."""
+    height, width = size
+    train = _coco([(width, height)], [(0, 40, 10)])
+    profile = profile_annotations(train, _coco([], []))
+    transform = GeneralizedRCNNTransform(min_size=384, max_size=704, image_mean=[0.0] * 3, image_std=[1.0] * 3)
+    image = torch.zeros(3, height, width)
+    _, targets = transform([image], [dict(boxes=torch.tensor([[1.0, 1.0, 41.0, 11.0]]), labels=torch.tensor([1]))])
+    x1, y1, x2, y2 = targets[0]["boxes"][0].tolist()
+    assert resized_sides(profile, 384, 704)[0] == pytest.approx(math.sqrt((x2 - x1) * (y2 - y1)), rel=3e-3)  # pixel rounding
+
+
+def test_detector_follows_the_masks_and_a_named_recipe_is_kept():
+    boxes_only = _profile(40, 40, 8, masks=False)
+    assert _choices(DetectConfig(data="x"), boxes_only)["detector"] == "fasterrcnn"
+    assert _choices(DetectConfig(data="x"), _profile(40, 40, 8))["detector"] == "maskrcnn"
+    # a recipe given by name is taken as it is, but box-only labels still need Faster R-CNN
+    assert _choices(DetectConfig(data="x", recipe="paper"), boxes_only) == dict(detector="fasterrcnn")
+    assert _choices(DetectConfig(data="x", recipe="small", detector="maskrcnn"), boxes_only) == {}
+
+
+def test_input_size_makes_the_objects_large_enough():
+    # 640x480 images with 40-px objects: the median must reach 32 px, so a scale of 0.8, min_size 384
+    chosen = _choices(DetectConfig(data="x"), _profile(40, 40, 8))
+    assert (chosen["min_size"], chosen["max_size"]) == (384, 512)  # 384 x 4/3
+    # 18-px objects want 1.78x (853 px): on a CPU the long side stays within 1024, so 768 and a reason that says so
+    small = fitted_detection_settings(DetectConfig(data="x"), _profile(40, 18, 8), 1, "cpu")
+    size = next(c for c in small if c.setting == "min_size")
+    assert (size.value, next(c.value for c in small if c.setting == "max_size")) == (768, 1024)
+    assert "capped at a 1024-px long side" in size.why
+    assert _choices(DetectConfig(data="x"), _profile(40, 18, 8), device="cuda")["min_size"] == 864  # 1.8x
+    # large objects: the images shrink, but never below 128
+    assert _choices(DetectConfig(data="x"), _profile(40, 400, 8))["min_size"] == 128
+    # a size given is kept and max_size follows it
+    given = _choices(DetectConfig(data="x", min_size=600), _profile(40, 40, 8))
+    assert "min_size" not in given and given["max_size"] == 800
+
+
+def test_the_time_cap_shrinks_the_input_for_many_images():
+    # 2,000 images seen in 15 min x 0.85: 0.3825 s an image, 0.36 s of it pixels at 1.1 MP/s -> 0.399 MP
+    profile = _profile(500, 20, 8, width=2000, height=1500)
+    expected = int(math.sqrt((15 * 60 * 0.85 / 2000 - rules.SECONDS_PER_IMAGE) * rules.PIXELS_PER_SECOND / (4 / 3)) // 32 * 32)
+    assert expected == 544
+    assert _choices(DetectConfig(data="x"), profile)["min_size"] == expected
+    # with the epochs (or a budget) given, the run's length is the user's: no cap
+    assert _choices(DetectConfig(data="x", epochs=5), profile)["min_size"] == 768
+
+
+def test_anchors_span_the_resized_objects():
+    train = _coco([(640, 480)] * 20, [(i, side, side) for i in range(20) for side in (16, 32, 64, 128, 256)])
+    profile = profile_annotations(train, _coco([], []))
+    config = DetectConfig(data="x", min_size=480, max_size=640)  # native size: the sides are the boxes'
+    sides = np.array([16, 32, 64, 128, 256] * 20, dtype=float)
+    low, high = np.percentile(sides, 5), np.percentile(sides, 95)
+    assert _choices(config, profile)["anchor_sizes"] == tuple(round(low * (high / low) ** (k / 4)) for k in range(5))
+    # objects of one size still get a 4x range, one size per level
+    same = _choices(DetectConfig(data="x", min_size=480, max_size=640), _profile(20, 40, 4))["anchor_sizes"]
+    assert same == (40, 57, 80, 113, 160)
+
+
+def test_widths_batch_proposals_and_schedule():
+    few = _choices(DetectConfig(data="x"), _profile(55, 40, 19, per_image=100))
+    assert (few["fpn_channels"], few["box_head_width"], few["mask_head_width"], few["backbone"]) == (64, 512, 64, "botnet_mini")
+    assert few["batch_size"] == 4  # 384 x 512 = 0.2 MP
+    assert few["box_batch_size_per_image"] == 512  # 4 x 100 objects, as a power of two, at most 512
+    assert few["proposals"] == (2048, 1024, 600, 300)  # test: 3 x 100 kept
+    assert few["epochs"] == math.ceil(2000 / 14) and few["time_budget"] == 15.0  # 55 images: 14 steps an epoch
+    assert few["warmup_epochs"] == round(50 / 14, 2)
+    many = _choices(DetectConfig(data="x"), _profile(25_000, 40, 19), device="cuda")
+    assert (many["fpn_channels"], many["box_head_width"], many["backbone"]) == (256, 1024, "botnet50")
+    assert _choices(DetectConfig(data="x"), _profile(25_000, 40, 19))["backbone"] == "botnet_mini"  # not on a CPU
+    assert _choices(DetectConfig(data="x"), _profile(5000, 40, 19))["fpn_channels"] == 128
+    assert _choices(DetectConfig(data="x", min_size=800, max_size=1333), _profile(40, 40, 8))["batch_size"] == 2
+    # the global batch sets the steps; epochs or a budget given are the user's
+    assert _choices(DetectConfig(data="x"), _profile(55, 40, 19), world_size=2)["epochs"] == math.ceil(2000 / 7)
+    assert {"epochs", "time_budget"}.isdisjoint(_choices(DetectConfig(data="x", epochs=7), _profile(55, 40, 19)))
+    assert {"epochs", "time_budget"}.isdisjoint(_choices(DetectConfig(data="x", time_budget=3), _profile(55, 40, 19)))
+
+
+def test_the_bundled_shapes_keep_the_small_recipe():
+    config, fitted = Detection().fit_defaults(DetectConfig(), 1)
+    assert fitted is None and config == DetectConfig()
+    resolved = config.resolve(1)
+    small = DETECT_RECIPES["small"].settings
+    assert {key: getattr(resolved, key) for key in small} == small
+
+
+def _write_voc(coco_root, voc_root):
+    """The shapes' COCO splits as Pascal VOC folders (split/Annotations + split/JPEGImages): boxes only."""
+    for split in ("train", "val"):
+        with open(os.path.join(coco_root, split, "annotations.json")) as f:
+            coco = json.load(f)
+        names = {c["id"]: c["name"] for c in coco["categories"]}
+        os.makedirs(os.path.join(voc_root, split, "Annotations"))
+        os.symlink(os.path.join(coco_root, split, "images"), os.path.join(voc_root, split, "JPEGImages"))
+        for image in coco["images"]:
+            objects = "".join(
+                f"<object><name>{names[a['category_id']]}</name><bndbox><xmin>{a['bbox'][0] + 1}</xmin>"
+                f"<ymin>{a['bbox'][1] + 1}</ymin><xmax>{a['bbox'][0] + a['bbox'][2]}</xmax>"
+                f"<ymax>{a['bbox'][1] + a['bbox'][3]}</ymax></bndbox></object>"
+                for a in coco["annotations"] if a["image_id"] == image["id"]
+            )  # fmt: skip
+            xml = (f"<annotation><filename>{image['file_name']}</filename><size><width>{image['width']}</width>"
+                   f"<height>{image['height']}</height><depth>3</depth></size>{objects}</annotation>")  # fmt: skip
+            stem = os.path.splitext(image["file_name"])[0]
+            with open(os.path.join(voc_root, split, "Annotations", stem + ".xml"), "w") as f:
+                f.write(xml)
+
+
+def test_a_pascal_voc_folder_trains_faster_rcnn_with_the_fitted_settings_kept(tmp_path):
+    coco_root = str(tmp_path / "coco")
+    write_shapes_dataset(coco_root, ShapesSpec(train_images=6, val_images=2))
+    _write_voc(coco_root, str(tmp_path / "voc"))
+    run = str(tmp_path / "run")
+    summary = train_detector(DetectConfig(data=str(tmp_path / "voc"), epochs=1, output_dir=run))
+    fitted = {c["setting"]: c for c in summary["fitted_defaults"]["choices"]}
+    assert fitted["detector"]["value"] == "fasterrcnn" and "boxes only" in fitted["detector"]["why"]
+    assert summary["fitted_defaults"]["data"].startswith("voc at ")
+    assert "segm_AP" not in summary and summary["bbox_AP"] >= 0
+    with open(os.path.join(run, "config.json")) as f:
+        saved = json.load(f)
+    assert all(saved[name] == (list(c["value"]) if isinstance(c["value"], tuple) else c["value"])
+               for name, c in fitted.items())  # fmt: skip
+    # evaluation defaults to the folder's held-out split, read in its own format
+    metrics, meta, dataset = evaluate_detector_checkpoint(os.path.join(run, "model.safetensors"))
+    assert meta["data"] == os.path.abspath(tmp_path / "voc") and meta["val_annotations"] is None
+    assert len(dataset) == 2 and metrics["bbox_AP"] == pytest.approx(summary["bbox_AP"], abs=1e-3)
+    # a resumed run keeps what was fitted, and is not fitted again
+    resumed = train_detector(resume=os.path.join(run, "last.pt"), epochs=2)
+    assert resumed["fitted_defaults"] == summary["fitted_defaults"] and resumed["epochs"] == 2
+
+
+def test_detection_profile_is_described():
+    profile = DetectionProfile(3, 1, 2, 3, True, 480, 640, (8.0, 30.0, 50.0), ((480, 640),) * 3, (2, 1, 0))
+    assert profile.describe() == (
+        "3 training / 1 held-out images, 2 classes, 3 objects (masks); images typically 480x640 px; objects 10-48 px "
+        "across (5th-95th percentile), up to 2 an image"
+    )
