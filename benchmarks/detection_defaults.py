@@ -25,7 +25,7 @@ from benchmarks.detection_sets import write_photo_instances, write_small_objects
 
 PREVIOUS = ["--recipe", "small"]  # a recipe given by name is not fitted: the previous defaults
 HAND_SET = PREVIOUS + ["--min-size", "384", "--max-size", "768", "--anchor-sizes", "16", "32", "64", "128", "256",
-                       "--time-budget", "10", "--amp"]  # fmt: skip
+                       "--time-budget", "10"]  # fmt: skip (with --amp too, this stopped on a NaN box loss at epoch 4)
 CASES = {
     "photos-before": ("photos", PREVIOUS),
     "photos-fitted": ("photos", []),

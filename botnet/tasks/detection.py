@@ -359,7 +359,10 @@ def data_splits(config: DetectConfig) -> DetectionSplits:
     or the four COCO paths."""
     if config.data is not None:
         return find_layout(config.data)
-    train_images, train_ann, val_images, val_ann = (getattr(config, key) for key in DATA_PATHS)
+    return _coco_files(*(getattr(config, key) for key in DATA_PATHS))
+
+
+def _coco_files(train_images: str, train_ann: str, val_images: str, val_ann: str) -> DetectionSplits:
     return DetectionSplits(
         "coco", os.path.dirname(train_ann), DetectionSplit("train", train_images, train_ann, ann_file=train_ann),
         DetectionSplit("val", val_images, val_ann, ann_file=val_ann),
@@ -448,12 +451,7 @@ class Detection:
         return None if config.synthetic else _load_datasets(config, self._read_splits(config))
 
     def make_data(self, config: DetectConfig, log):
-        paths = _generate_shapes(config, config.output_dir, log)
-        splits = DetectionSplits(
-            "coco", os.path.dirname(paths[0]), DetectionSplit("train", paths[0], paths[1], ann_file=paths[1]),
-            DetectionSplit("val", paths[2], paths[3], ann_file=paths[3]),
-        )  # fmt: skip
-        return _load_datasets(config, splits)
+        return _load_datasets(config, _coco_files(*_generate_shapes(config, config.output_dir, log)))
 
     def data_warnings(self, data) -> list[str]:
         return [f"{name} data: left out {dataset.skipped.summary()}" for name, dataset in zip(("training", "held-out"), data)
