@@ -51,7 +51,7 @@ MAX_LONG_SIDE = {"cpu": 1024, "cuda": 1333}
 # batch 4, fp32): about 0.02 s plus 1 s per 1.1 megapixels. Only the size cap reads it.
 SECONDS_PER_IMAGE, PIXELS_PER_SECOND = 0.02, 1.1e6
 MIN_EPOCHS_IN_BUDGET, MIN_IMAGES_IN_BUDGET = 20, 2000
-BUDGET_SHARE = 0.85  # the share of the time budget training steps get (the engine's planner keeps the rest)
+BUDGET_SHARE = 0.85  # of the time budget, for training steps (the engine plans in 90%, evaluation included)
 TIME_BUDGET_MINUTES = 15.0
 TARGET_STEPS, MIN_EPOCHS, MAX_EPOCHS = 2000, 10, 300
 WARMUP_STEPS = 50
@@ -149,6 +149,8 @@ def _input_size(config, profile: DetectionProfile, device: str, choose) -> tuple
     }  # fmt: skip
     if config.time_budget is None and config.epochs is None and device == "cpu":  # measured on a CPU only
         caps[f"what this cpu trains in {TIME_BUDGET_MINUTES:g} minutes"] = _time_cap(profile, aspect)
+    if config.max_size is not None:
+        caps[f"the {config.max_size}-px --max-size given"] = config.max_size
     cap, largest = min(caps.items(), key=lambda item: item[1])
     largest = max(largest, MIN_INPUT)
     min_size = next((size for size in range(MIN_INPUT, largest + 1, SIZE_STEP) if _objects_fit(profile, size, aspect)),

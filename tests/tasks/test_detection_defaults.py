@@ -94,6 +94,7 @@ def test_input_size_makes_the_objects_large_enough():
     # a size given is kept and max_size follows it
     given = _choices(DetectConfig(data="x", min_size=600), _profile(40, 40, 8))
     assert "min_size" not in given and given["max_size"] == 800
+    assert _choices(DetectConfig(data="x", max_size=256), _profile(40, 18, 8))["min_size"] == 256  # never above it
 
 
 def test_the_time_cap_shrinks_the_input_for_many_images():
