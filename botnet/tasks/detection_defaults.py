@@ -13,7 +13,7 @@ summary and weights. The generated shapes (no ``--data``) keep the ``small`` rec
   sides at least 12 px and their median at least 32 px (COCO's small / medium border), enlarging the
   images at most 2x; ``max_size`` from the images' 95th-percentile aspect ratio. Capped so the long
   side stays within 1,024 px on a CPU (1,333, torchvision's, on a GPU) and, on a CPU, so the planned
-  time trains at least 20 epochs (or 2,000 images) at the cost per pixel measured on a 2-core Xeon.
+  time trains at least 20 epochs (or 2,000 images) at the cost per pixel measured on a 2-core CPU.
 - **Anchors.** One size per FPN level (P2-P6), spread geometrically from the 5th to the 95th
   percentile of the resized box sides (at least a 4x range), so every level has objects to match.
 - **Widths and backbone** by the number of training images: the small recipe's narrow heads
@@ -47,7 +47,7 @@ SIZE_STEP = 32
 MIN_INPUT = 128  # the bundled demo's short side
 MAX_UPSCALE = 2.0  # enlarging further adds pixels, not detail
 MAX_LONG_SIDE = {"cpu": 1024, "cuda": 1333}
-# Training cost per image on the 2-core CPU this was measured on (botnet_mini Mask R-CNN, narrow heads,
+# Training cost per image measured on a 2-core AMD EPYC (AVX-512, no AMX) (botnet_mini Mask R-CNN, narrow heads,
 # batch 4, fp32): about 0.02 s plus 1 s per 1.1 megapixels. Only the size cap reads it.
 SECONDS_PER_IMAGE, PIXELS_PER_SECOND = 0.02, 1.1e6
 MIN_EPOCHS_IN_BUDGET, MIN_IMAGES_IN_BUDGET = 20, 2000
