@@ -68,7 +68,7 @@ def _id(value) -> int | None:
 def profile_annotations(train: dict, val: dict) -> DetectionProfile:
     """The profile of two COCO dicts (training and held-out split); see :class:`DetectionProfile`."""
     images = {
-        _id(image.get("id")): (int(image["width"]), int(image["height"]))
+        image["id"]: (int(image["width"]), int(image["height"]))
         for image in _entries(train, "images")
         if _id(image.get("id")) is not None and _number(image.get("width")) and _number(image.get("height"))
     }
