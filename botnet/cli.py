@@ -219,7 +219,8 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
 
     check_time_budget(args.time_budget)
     base = TrainConfig(**given_settings(args, TrainConfig))
-    base, choices, profile = fit_defaults(base)  # once, so that every variant and seed shares the settings
+    # once, so that every variant and seed shares the settings; a study's length is the user's: no fitted budget
+    base, choices, profile = fit_defaults(base, budget=False)
     for line in describe_choices(profile.describe(), [dataclasses.asdict(c) for c in choices]):
         print(line)
     dataset = DIGITS if args.data in (None, DIGITS) else os.path.basename(os.path.normpath(args.data))

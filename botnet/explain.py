@@ -207,7 +207,7 @@ def explain_checkpoint(
 
     from torchvision.transforms import v2
 
-    from .data.images import read_image
+    from .data.images import read_image, read_pixels
     from .data.transforms import eval_transform_for
     from .tasks.classification import load_model
     from .training.checkpoint import checkpoint_task
@@ -224,7 +224,7 @@ def explain_checkpoint(
         model, mean, std = detector.backbone, list(detector.transform.image_mean), list(detector.transform.image_std)
     else:
         model, meta = load_model(checkpoint)
-        batch = eval_transform_for(meta)(read_image(image_path, "L" if meta["in_chans"] == 1 else "RGB"))[None]
+        batch = eval_transform_for(meta)(read_pixels(image_path, "L" if meta["in_chans"] == 1 else "RGB"))[None]
         mean, std = meta["mean"], meta["std"]
     records = record_attention(model, batch)
     draw_attention(batch[0], records, points, output, mean=mean, std=std)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from torch.utils.data import Dataset
@@ -13,12 +14,14 @@ from .transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_trans
 __all__ = [
     "DIGITS",
     "DIGITS_CLASSES",
+    "IN_MEMORY_BYTES",
     "BadImages",
     "ClassificationData",
     "DatasetError",
     "ImageFolderSplit",
     "TensorImageDataset",
     "digits_splits",
+    "keep_in_memory",
     "load_image_folder",
     "load_classification_data",
     "read_image",
@@ -48,6 +51,24 @@ class ClassificationData:
     bad_images: BadImages
 
 
+# Decoded images are kept in memory when both splits together fit in this many bytes: a folder of small
+# images then costs one decoding, not one per epoch (a 32-px colour image takes 3 kB; 100,000 of them fit).
+IN_MEMORY_BYTES = 384 * 2**20
+
+
+def keep_in_memory(*splits: ImageFolderSplit, limit_bytes: int = IN_MEMORY_BYTES) -> bool:
+    """Decode every image of ``splits`` once and keep the pixels, if they fit in ``limit_bytes`` together;
+    True if all are kept (else none is)."""
+    budget = limit_bytes
+    for split in splits:
+        if not split.keep_in_memory(budget, workers=len(os.sched_getaffinity(0))):
+            for other in splits:
+                other.decoded = None
+            return False
+        budget -= split.decoded_bytes
+    return True
+
+
 def load_classification_data(
     data: str | None,
     img_size: int,
@@ -73,6 +94,7 @@ def load_classification_data(
     else:
         grey = in_chans == 1
         train_split, val_split, bad = load_image_folder(data, skip_bad=skip_bad_images, mode="L" if grey else "RGB")
+        keep_in_memory(train_split, val_split)
         mean, std = (GREY_MEAN, GREY_STD) if grey else (IMAGENET_MEAN, IMAGENET_STD)
         result = ClassificationData(data, train_split, val_split, train_split.classes, 1 if grey else 3, mean, std, crop, bad)
     if train:

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import torch
 from torch.utils.data import Dataset
+from torchvision import tv_tensors
 
 from ..errors import DatasetError
-from .images import check_images, read_image
+from .images import check_images, read_image, read_pixels
 
 __all__ = ["BadImages", "ImageFolderSplit", "DatasetError", "load_image_folder", "read_image", "scan_split"]
 
@@ -37,19 +40,43 @@ class BadImages:
 
 
 class ImageFolderSplit(Dataset):
-    """One split of an image folder: (path, class index) samples read with PIL."""
+    """One split of an image folder: (path, class index) samples, each image read with PIL as a uint8
+    (C, H, W) ``tv_tensors.Image``; :meth:`keep_in_memory` decodes them all once instead."""
 
     def __init__(self, root: str, classes: list[str], samples: list[tuple[str, int]], mode: str = "RGB") -> None:
         self.root, self.classes, self.samples, self.mode = root, classes, samples, mode
         self.transform: Callable | None = None
+        self.decoded: list[torch.Tensor] | None = None
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int):
         path, label = self.samples[index]
-        image = read_image(path, self.mode)
+        image = tv_tensors.Image(self.decoded[index] if self.decoded is not None else read_pixels(path, self.mode))
         return (self.transform(image) if self.transform else image), label
+
+    def keep_in_memory(self, limit_bytes: int, workers: int = 1) -> bool:
+        """Decode every image once and keep the pixels, if they take at most ``limit_bytes`` (estimated from
+        the first few images first); True if they are kept. Small images are decoded faster than they are
+        read from disk each epoch; worker processes share them."""
+        if self.decoded is not None:
+            return True
+        paths = [path for path, _ in self.samples]
+        sample = [read_pixels(path, self.mode) for path in paths[:16]]
+        if sum(p.numel() for p in sample) / max(len(sample), 1) * len(paths) > limit_bytes:
+            return False
+        with ThreadPoolExecutor(max(1, workers)) as pool:  # PIL lets go of the GIL while it decodes
+            rest = list(pool.map(lambda path: read_pixels(path, self.mode), paths[len(sample):], chunksize=64))
+        decoded = sample + rest
+        if sum(p.numel() for p in decoded) > limit_bytes:
+            return False
+        self.decoded = decoded
+        return True
+
+    @property
+    def decoded_bytes(self) -> int:
+        return sum(p.numel() for p in self.decoded) if self.decoded is not None else 0
 
 
 def _list_split(split_dir: str) -> tuple[list[str], dict[str, list[str]]]:

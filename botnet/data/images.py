@@ -22,13 +22,15 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 import PIL
+import torch
 from PIL import Image
+from torchvision.transforms import v2
 
 from ..errors import DatasetError
 from ..files import atomic_write, remove_stale_temporaries
 from ..interrupts import init_helper_process
 
-__all__ = ["cache_dir", "check_image", "check_images", "read_image"]
+__all__ = ["cache_dir", "check_image", "check_images", "read_image", "read_pixels"]
 
 # what judged a file: a new PIL, or another image-size limit, checks everything again
 _CACHE_FORMAT = f"2/pillow-{PIL.__version__}/{Image.MAX_IMAGE_PIXELS}"
@@ -69,6 +71,12 @@ def read_image(path: str, mode: str) -> Image.Image:
         return _decode(path, mode)  # type: ignore[return-value]
     except Exception as error:  # PIL raises many types for bad files
         raise DatasetError(f"cannot read image {path}: {type(error).__name__}: {error}") from error
+
+
+def read_pixels(path: str, mode: str) -> torch.Tensor:
+    """:func:`read_image` as a uint8 (C, H, W) tensor (C = 1 for "L", 3 for "RGB"): what the training and
+    evaluation pipelines take."""
+    return v2.functional.to_image(read_image(path, mode)).as_subclass(torch.Tensor)
 
 
 def _transient(error: BaseException) -> bool:

@@ -130,7 +130,7 @@ def run_study(
     the whole study's, shared equally by its runs."""
     detection = hasattr(base, "backbone")
     if not detection:
-        base = fit_defaults(base)[0]  # the data-fitted settings, chosen once for every run (none if all are given)
+        base = fit_defaults(base, budget=False)[0]  # chosen once for every run (none if all are given)
     model = base.backbone if detection else base.model
     plan = plan_study(base, study, seeds, output_dir, model)
     for variant, seed, folder in plan:

@@ -18,17 +18,18 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from ..data import DIGITS, load_classification_data, read_image
+from ..data import DIGITS, load_classification_data
 from ..data.digits import digits_splits
 from ..data.folder import scan_split
-from ..data.transforms import INTERPOLATIONS, eval_transform_for
+from ..data.images import read_pixels
+from ..data.transforms import INTERPOLATIONS, TrainAugment, eval_transform_for
 from ..errors import CheckpointError, ConfigError, DatasetError, MissingFileError, TrainingDiverged
 from ..interrupts import init_helper_process
 from ..models import BoTNet, create_model, get_model_entry
 from ..records import read_record
 from ..training.checkpoint import read_weights, restore_training_state, task_of
 from ..training.distributed import DistEnv, all_reduce_sum
-from ..training.engine import FitResult, amp_dtype, train_loader
+from ..training.engine import FitResult, train_loader
 from ..training.pipeline import Built, Fitted, run_task
 from ..training.report import plot_confusion, plot_curves
 from ..training.runs import run_stamp
@@ -255,19 +256,22 @@ class _Classifier:
     columns = METRIC_COLUMNS
     head = "fc"
 
-    def __init__(self, config: TrainConfig, val_loader: DataLoader, num_classes: int, env: DistEnv) -> None:
+    def __init__(self, config: TrainConfig, augment: TrainAugment, val_loader: DataLoader, num_classes: int,
+                 env: DistEnv) -> None:  # fmt: skip
+        self.augment = augment
         self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
         self.head_epochs = config.head_epochs
         self.val_loader, self.num_classes, self.env = val_loader, num_classes, env
-        self.amp = amp_dtype(config.amp, env.device)
         self.result: EvalResult | None = None
 
     def loss(self, model: nn.Module, batch, device: torch.device):
-        images, targets = _to_device(*batch, device)
+        (images, params), targets = batch  # the per-image half of the augmentation; the batch half here
+        images = self.augment.batch(images.to(device, non_blocking=True), params)
+        targets = targets.to(device, non_blocking=True)
         return self.criterion(model(images).float(), targets), {}, len(targets)
 
-    def evaluate(self, model: nn.Module, epoch: int, last: bool) -> dict[str, float]:
-        self.result = evaluate(model, self.val_loader, self.num_classes, self.env, self.amp)
+    def evaluate(self, model: nn.Module, epoch: int, last: bool, amp: torch.dtype | None) -> dict[str, float]:
+        self.result = evaluate(model, self.val_loader, self.num_classes, self.env, amp)
         return dict(val_loss=self.result.loss, val_top1=self.result.top1, val_top5=self.result.top5)
 
     def describe(self, row) -> str:
@@ -332,7 +336,7 @@ class Classification:
             f"training {config.model} ({params / 1e6:.2f}M parameters) at {config.img_size}px on {data.name}: "
             f"{len(data.train)} train / {len(data.val)} held-out images, {len(data.classes)} classes"
         )
-        task = _Classifier(config, val_loader, len(data.classes), env)
+        task = _Classifier(config, data.train.transform, val_loader, len(data.classes), env)
         return Built(model, task, loader, meta.as_dict(), len(val_shard), description)
 
     def _model(self, config: TrainConfig, data, state) -> BoTNet:
@@ -451,7 +455,7 @@ def predict(checkpoint: str, images: list[str], top_k: int = 5) -> list[dict[str
     model, meta = load_model(checkpoint)
     transform = eval_transform_for(meta)
     mode = "L" if meta["in_chans"] == 1 else "RGB"
-    batch = torch.stack([transform(read_image(path, mode)) for path in images])
+    batch = torch.stack([transform(read_pixels(path, mode)) for path in images])
     probs = model(batch.contiguous(memory_format=torch.channels_last)).softmax(-1)
     top = probs.topk(min(top_k, probs.shape[1]), dim=1)
     return [

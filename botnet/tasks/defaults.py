@@ -14,19 +14,27 @@ kept in the run's summary. The rules (the README's "Defaults that fit the data" 
 - **Input size.** The median short side, rounded to the nearest multiple of 8 (32 for the stride-32 models),
   within the model's range: at least three final-map pixels across, and not above the size the
   model is made for (with ``--pretrained``, the size its weights were trained at).
+- **Loading.** Images that fit in memory decoded (384 MB for both splits) are decoded once and
+  loaded in the training process (``workers`` 0): the per-image part of the augmentation is a crop
+  or a resize, the rest runs per batch (``botnet.data.transforms.TrainAugment``). Larger folders are
+  decoded each epoch by up to four worker processes.
 - **Schedule** (the ``small`` recipe only). Enough epochs for about 30 optimizer steps per class
   with jitter, 300 with random-resized crops (which show every image differently each time and
-  take longer to fit), from 15 to 60 epochs.
+  take longer to fit), and at least 15 epochs or 1,000 steps, whichever is fewer; at most 60 epochs.
+  Then a time budget of 8 minutes: before the run a few steps are timed, and if those epochs take
+  longer here, as many as fit are planned instead (the cosine then ends on time). The precision is
+  chosen by the same timed steps (``botnet.training.engine.plan_epochs``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass
 from typing import Any
 
-from ..data import DIGITS
+from ..data import DIGITS, IN_MEMORY_BYTES
 from ..data.profile import DIGITS_PROFILE, FolderProfile, profile_folder
 from ..models import get_model_entry
 from .recipes import RECIPES
@@ -40,7 +48,8 @@ MEDIUM_IMAGE_SIDE = 160  # up to this: botnet_mini
 # the input sizes each default model takes (the smallest leaves a 3x3 final map)
 SIZE_RANGE = {"botnet_tiny": (24, SMALL_IMAGE_SIDE), "botnet_mini": (96, MEDIUM_IMAGE_SIDE), "botnet50": (96, 224)}
 STEPS_PER_CLASS = {"jitter": 30, "crop": 300}
-MIN_EPOCHS, MAX_EPOCHS = 15, 60
+MIN_EPOCHS, MIN_STEPS, MAX_EPOCHS = 15, 1000, 60  # at least MIN_EPOCHS or MIN_STEPS, whichever is fewer
+DEFAULT_MINUTES = 8.0  # a fitted schedule trains at most this long on the machine it runs on
 
 
 @dataclass(frozen=True)
@@ -52,12 +61,13 @@ class Choice:
     why: str
 
 
-def fit_defaults(config, world_size: int = 1):
+def fit_defaults(config, world_size: int = 1, *, budget: bool = True):
     """``config`` (a TrainConfig) with its unset data-dependent settings chosen from its data, the
     choices made (none when every such setting was given) and the data's profile. Resumed runs keep
-    their saved settings and are not fitted again."""
+    their saved settings and are not fitted again. ``budget=False``: no fitted time budget (a study's
+    length is its user's)."""
     profile = DIGITS_PROFILE if config.data in (None, DIGITS) else profile_folder(config.data)
-    choices = fitted_settings(config, profile, world_size)
+    choices = [c for c in fitted_settings(config, profile, world_size) if budget or c.setting != "time_budget"]
     return dataclasses.replace(config, **{c.setting: c.value for c in choices}), choices, profile
 
 
@@ -88,9 +98,24 @@ def fitted_settings(config, profile: FolderProfile, world_size: int = 1) -> list
     model = model or "botnet_tiny"
     if config.img_size is None:
         choices.append(_size_for(model, config.pretrained is not None, profile))
+    if config.workers is None:
+        choices.append(_workers_for(profile, 1 if profile.grey and config.in_chans != 3 else 3))
     if config.recipe in (None, "small") and config.pretrained is None and config.epochs is None and config.time_budget is None:
-        choices.append(_epochs_for(config, profile, augment, world_size))
+        epochs = _epochs_for(config, profile, augment, world_size)
+        why = f"at most the {epochs.value} epochs above; fewer if they take longer on this machine (timed before the run)"
+        choices += [epochs, Choice("time_budget", DEFAULT_MINUTES, why)]
     return choices
+
+
+def _workers_for(profile: FolderProfile, channels: int) -> Choice:
+    images = profile.train_images + profile.val_images
+    megabytes = images * profile.short_side * profile.long_side * channels / 2**20
+    if megabytes <= IN_MEMORY_BYTES / 2**20:
+        why = (f"the {images} images fit in memory decoded ({megabytes:.3g} MB): loading a batch from there "
+               f"costs little next to a step, and worker processes would compete with it for the cores")  # fmt: skip
+        return Choice("workers", 0, why)
+    workers = min(4, os.cpu_count() or 1)
+    return Choice("workers", workers, f"about {megabytes:.0f} MB of pixels, decoded from disk each epoch: {workers} worker processes")
 
 
 def _model_for(profile: FolderProfile, overrides: dict | None) -> tuple[str, dict | None, str]:
@@ -123,10 +148,11 @@ def _size_for(model: str, pretrained: bool, profile: FolderProfile) -> Choice:
 def _epochs_for(config, profile: FolderProfile, augment: str, world_size: int) -> Choice:
     batch = (config.batch_size or RECIPES["small"].settings["batch_size"]) * world_size
     steps_per_epoch = max(1, math.ceil(profile.train_images / batch))
-    target = STEPS_PER_CLASS[augment] * profile.classes
-    epochs = min(max(math.ceil(target / steps_per_epoch), MIN_EPOCHS), MAX_EPOCHS)
+    target = max(STEPS_PER_CLASS[augment] * profile.classes, min(MIN_EPOCHS * steps_per_epoch, MIN_STEPS))
+    epochs = min(math.ceil(target / steps_per_epoch), MAX_EPOCHS)
     why = (
         f"{profile.train_images} images in {profile.classes} classes: {steps_per_epoch} steps an epoch, about "
-        f"{STEPS_PER_CLASS[augment]} steps per class with {augment} ({MIN_EPOCHS} to {MAX_EPOCHS} epochs)"
+        f"{STEPS_PER_CLASS[augment]} steps per class with {augment} (at least {MIN_EPOCHS} epochs or {MIN_STEPS} "
+        f"steps, at most {MAX_EPOCHS} epochs)"
     )
     return Choice("epochs", epochs, why)

@@ -396,7 +396,8 @@ class _Detection:
         losses = model([_plain(im).to(device) for im in images], _targets(targets, device, self.config.with_masks))
         return sum(losses.values()), losses, len(images)
 
-    def evaluate(self, model: nn.Module, epoch: int, last: bool) -> dict[str, float]:
+    def evaluate(self, model: nn.Module, epoch: int, last: bool, amp: torch.dtype | None) -> dict[str, float]:
+        # in float32 whatever training uses: boxes decoded in bfloat16 would be off by pixels
         if not last and (epoch + 1) % self.config.eval_every:
             return {}
         return evaluate_detector(

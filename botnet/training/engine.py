@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -47,6 +48,8 @@ from .state import TrainState, check_resumable, save_training_state
 
 __all__ = [
     "EpochPlan",
+    "StepTimes",
+    "fast_bfloat16",
     "plan_run",
     "time_steps",
     "FitResult",
@@ -92,8 +95,9 @@ class Task(Protocol):
         """The loss to minimise, its named parts (for the log), and the number of images in the batch."""
         ...
 
-    def evaluate(self, model: nn.Module, epoch: int, last: bool) -> dict[str, float]:
-        """Held-out metrics after ``epoch`` (0-based) on every rank; {} where this epoch skips them."""
+    def evaluate(self, model: nn.Module, epoch: int, last: bool, amp: torch.dtype | None) -> dict[str, float]:
+        """Held-out metrics after ``epoch`` (0-based) on every rank; {} where this epoch skips them. ``amp``:
+        the autocast dtype training uses (None: float32), for the task to evaluate in where it suits it."""
         ...
 
     def describe(self, row: Mapping[str, Any]) -> str:
@@ -177,8 +181,8 @@ class GroupedBatchSampler(Sampler[list[int]]):
         return len(self.sampler) // self.batch_size  # type: ignore[arg-type]
 
 
-def amp_dtype(enabled: bool, device: torch.device) -> torch.dtype | None:
-    """bfloat16 autocast, or float16 on GPUs without bfloat16; None when AMP is off."""
+def amp_dtype(enabled: bool | None, device: torch.device) -> torch.dtype | None:
+    """bfloat16 autocast, or float16 on GPUs without bfloat16; None when AMP is off (or not yet chosen)."""
     if not enabled:
         return None
     if device.type == "cuda" and not torch.cuda.is_bf16_supported():
@@ -281,91 +285,147 @@ class _Epoch:
 
 @dataclass(frozen=True)
 class EpochPlan:
-    """``--time-budget``: how many epochs fit, from steps timed before the run."""
+    """A new run's plan, from steps timed before it: the precision, the epochs (with ``--time-budget``,
+    as many as fit) and how long they take on this machine."""
 
     epochs: int
-    step_seconds: float  # median of the timed steps, data loading included
+    step_seconds: float  # median of the timed steps in the chosen precision, data loading included
     epoch_seconds: float  # estimated: the steps plus the evaluation
-    budget_seconds: float
+    budget_seconds: float | None  # --time-budget, None without one
+    amp: bool  # bfloat16 autocast chosen (or given)
+    load_seconds: float  # of a step, the wait for its batch
+    precisions: dict[str, float]  # the median step of each precision timed, data loading included
+
+    @property
+    def run_seconds(self) -> float:
+        return self.epochs * self.epoch_seconds
 
 
-# Steps timed by plan_epochs (after TIMED_WARMUP untimed ones), and the share of the budget the
-# epochs are planned into (the rest: start-up, the final evaluation and writing, machine noise).
-TIMED_STEPS = 8
+@dataclass(frozen=True)
+class StepTimes:
+    """What :func:`time_steps` measured: the median wait for a batch, and the median forward and backward
+    of each precision timed on the same batches."""
+
+    load: float
+    compute: tuple[float, ...]  # one per precision, in the order asked
+    images: int  # in a step
+
+
+# Steps timed before a run (after TIMED_WARMUP untimed ones), the share of a time budget the epochs
+# are planned into (the rest: start-up, the final evaluation and writing, machine noise), and how much
+# faster bfloat16 must be to be chosen when --amp is not given.
+TIMED_STEPS = 6
 TIMED_WARMUP = 2
 BUDGET_SHARE = 0.9
+AMP_GAIN = 1.2
+
+
+def fast_bfloat16(device: torch.device) -> bool:
+    """Whether ``device`` may run bfloat16 faster than float32: a GPU with bfloat16, or a CPU with AMX or
+    AVX512-BF16 instructions. Elsewhere bfloat16 is emulated and never timed."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
+    return any(check is not None and check() for check in checks)
+
+
+def _sync(device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
 
 
 def time_steps(task: Task, model: nn.Module, data: TrainLoader, env: DistEnv, *, seed: int,
-               amp: torch.dtype | None = None) -> tuple[float, int]:  # fmt: skip
-    """The median seconds of a training step on this machine (forward and backward on real batches,
-    data loading included, no optimizer step; the model's buffers put back) and the images in a step."""
+               amps: Sequence[torch.dtype | None] = (None,)) -> StepTimes:  # fmt: skip
+    """Training steps timed on this machine: the wait for each batch, then on that same batch a forward and
+    backward in each precision of ``amps`` (None: float32), interleaved so that a busy machine slows them
+    alike. No optimizer step; the model's buffers are put back. The first ``TIMED_WARMUP`` steps are left
+    out, unless an epoch has no others (then its few steps are all there is to go by)."""
     model = model.to(env.device).train()
     buffers = {name: value.clone() for name, value in model.named_buffers()}
     data.start_epoch(seed, 0, 0)
-    times, images_per_step = [], 1
-    last = time.perf_counter()
-    for index, batch in enumerate(data.loader):
-        with torch.autocast(env.device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
-            loss, _, images_per_step = task.loss(model, batch, env.device)
-        loss.float().backward()
-        model.zero_grad(set_to_none=True)
-        now = time.perf_counter()
-        if index >= TIMED_WARMUP:
-            times.append(now - last)
-        last = now
-        if len(times) == TIMED_STEPS:
+    loads: list[float] = []
+    computes: list[list[float]] = [[] for _ in amps]
+    images_per_step = 1
+    last = _sync(env.device)
+    for batch in data.loader:
+        loads.append(time.perf_counter() - last)
+        for times, amp in zip(computes, amps):
+            start = time.perf_counter()
+            with torch.autocast(env.device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
+                loss, _, images_per_step = task.loss(model, batch, env.device)
+            loss.float().backward()
+            model.zero_grad(set_to_none=True)
+            times.append(_sync(env.device) - start)
+        last = time.perf_counter()
+        if len(loads) == TIMED_WARMUP + TIMED_STEPS:
             break
     with torch.no_grad():
         for name, value in model.named_buffers():
             value.copy_(buffers[name])
-    if not times:
-        raise ConfigError(
-            f"{label('time_budget')} needs at least {TIMED_WARMUP + 1} training steps an epoch to time; use {label('epochs')}"
-        )
-    return sorted(times)[len(times) // 2], images_per_step
+    first = TIMED_WARMUP if len(loads) > TIMED_WARMUP else 0
+    return StepTimes(
+        statistics.median(loads[first:]), tuple(statistics.median(t[first:]) for t in computes), images_per_step
+    )
 
 
 def plan_epochs(
-    task: Task, model: nn.Module, data: TrainLoader, env: DistEnv, budget_seconds: float, eval_images: int,
-    *, seed: int, amp: torch.dtype | None = None, most: int | None = None,
+    task: Task, model: nn.Module, data: TrainLoader, env: DistEnv, eval_images: int, *, seed: int,
+    amp: bool | None, epochs: int | None, budget_seconds: float | None = None,
 ) -> EpochPlan:  # fmt: skip
-    """The number of epochs that fit in ``budget_seconds`` on this machine (at most ``most``): times a
-    few training steps (:func:`time_steps`), adds the evaluation (``eval_images`` at about a third of a
-    training image's cost) and divides. The schedule is then built for that many epochs, so the cosine
-    ends on time."""
-    step, images_per_step = time_steps(task, model, data, env, seed=seed, amp=amp)
-    epoch = data.steps * step + eval_images / max(images_per_step, 1) * step / 3
-    epoch = broadcast_object(epoch, env)  # every process plans rank 0's epochs (one schedule)
-    fit = int(budget_seconds * BUDGET_SHARE // epoch)
-    epochs = min(fit, most) if most is not None else fit
-    if epochs < 1:
-        raise ConfigError(
-            f"one epoch takes about {epoch:.0f} s here, more than the {label('time_budget')} of {budget_seconds / 60:.1f} "
-            f"min; give more time, a smaller input size or model"
-        )
-    return EpochPlan(epochs, step, epoch, budget_seconds)
+    """The plan of a new run on this machine: times a few training steps (:func:`time_steps`); with ``amp``
+    None, in float32 and, where the device has fast bfloat16 (:func:`fast_bfloat16`), in bfloat16 too,
+    choosing bfloat16 if it is at least ``AMP_GAIN`` times faster. An epoch is its steps plus the evaluation
+    (``eval_images`` at about a third of a training image's cost). With ``budget_seconds``, the epochs are
+    as many as fit (at most ``epochs``, where given), and the schedule is then built for them, so the
+    cosine ends on time; without, ``epochs``."""
+    choices = [amp] if amp is not None else [False, True] if fast_bfloat16(env.device) else [False]
+    times = time_steps(task, model, data, env, seed=seed, amps=[amp_dtype(c, env.device) for c in choices])
+    steps = [times.load + compute for compute in times.compute]
+    best = 1 if len(choices) == 2 and steps[0] >= AMP_GAIN * steps[1] else 0
+    step, chosen = broadcast_object((steps[best], choices[best]), env)  # every process follows rank 0's plan
+    epoch = data.steps * step + eval_images / max(times.images, 1) * step / 3
+    if budget_seconds is not None:
+        fit = int(budget_seconds * BUDGET_SHARE // epoch)
+        epochs = min(fit, epochs) if epochs is not None else fit
+        if epochs < 1:
+            raise ConfigError(
+                f"one epoch takes about {epoch:.0f} s here, more than the {label('time_budget')} of "
+                f"{budget_seconds / 60:.1f} min; give more time, a smaller input size or model"
+            )
+    assert epochs is not None
+    precisions = {("bfloat16" if c else "float32"): round(s, 6) for c, s in zip(choices, steps)}
+    return EpochPlan(epochs, step, epoch, budget_seconds, bool(chosen), times.load, precisions)
 
 
 def plan_run(config: RunSettings, task: Task, model: nn.Module, data: TrainLoader, env: DistEnv,
              eval_images: int, log, most: int | None = None) -> tuple[Any, EpochPlan]:  # fmt: skip
-    """A run's ``time_budget`` turned into epochs (:func:`plan_epochs`, at most ``most``, the epochs
-    given with it): the run's settings with them, and the plan (logged, and kept in the summary)."""
+    """A new run's settings with their plan (:func:`plan_epochs`): the precision when ``amp`` is unset, and
+    with a ``time_budget`` the epochs (at most ``most``, the epochs given with it). The plan is logged
+    (how long the run will take here) and kept in the summary."""
+    budget = config.time_budget * 60 if config.time_budget is not None else None
     plan = plan_epochs(
-        task, model, data, env, config.time_budget * 60, eval_images, seed=config.seed,
-        amp=amp_dtype(config.amp, env.device), most=most,
+        task, model, data, env, eval_images, seed=config.seed, amp=config.amp,
+        epochs=most if budget is not None else config.epochs, budget_seconds=budget,
     )  # fmt: skip
     if task.head_epochs and task.head_epochs >= plan.epochs:
         raise ConfigError(
             f"{label('time_budget')} leaves {plan.epochs} epochs, not more than {label('head_epochs')} {task.head_epochs}"
         )
+    if config.amp is None:
+        timed = ", ".join(f"{name} {seconds:.3f} s" for name, seconds in plan.precisions.items())
+        why = f"a step takes {timed}" if len(plan.precisions) > 1 else "this device has no fast bfloat16"
+        log.info(f"precision: {'bfloat16 autocast' if plan.amp else 'float32'} ({why})")
+    if budget is not None:
+        fit = f"the {most} asked for" if plan.epochs == most else "as many as fit"
+        log.info(f"time budget {config.time_budget:g} min: {plan.epochs} epochs ({fit})")
     log.info(
-        f"time budget {config.time_budget:g} min: a training step takes {plan.step_seconds:.3f} s here, an epoch "
-        f"about {plan.epoch_seconds:.1f} s with its evaluation; {plan.epochs} epochs"
-        + (f" (the {most} asked for)" if plan.epochs == most else " fit")
-        + f": about {plan.epochs * plan.epoch_seconds / 60:.1f} min on this machine"
+        f"about {plan.run_seconds / 60:.1f} min on this machine ({plan.epochs} epochs of {plan.epoch_seconds:.1f} s; "
+        f"a step {plan.step_seconds:.3f} s, {plan.load_seconds / plan.step_seconds:.0%} of it waiting for data)"
     )
-    return dataclasses.replace(config, epochs=plan.epochs), plan
+    return dataclasses.replace(config, epochs=plan.epochs, amp=plan.amp), plan
 
 
 class _Loop:
@@ -466,16 +526,22 @@ class _Loop:
             self.ema.update_parameters(self.model)
         return {"train_loss": loss.detach(), **{k: v.detach().float() for k, v in parts.items()}}, images, stopping
 
-    def train_epoch(self, epoch: int, first_step: int, stop: GracefulStop) -> _Epoch:
+    def progress_bar(self) -> tqdm:
+        """One bar for the whole run (its steps, from where a resumed run starts): its time left is the run's."""
+        show = self.env.is_main and sys.stderr.isatty()
+        total = self.settings.epochs * self.steps
+        done = self.start_epoch * self.steps + self.start_step
+        return tqdm(total=total, initial=done, disable=not show, leave=False, dynamic_ncols=True, unit="step")
+
+    def train_epoch(self, epoch: int, first_step: int, stop: GracefulStop, bar: tqdm) -> _Epoch:
         """One pass from step ``first_step``; stops after the step during which a stop was requested."""
         self.train_model.train()
         names: list[str] = []
         sums = torch.zeros(0, dtype=torch.float64, device=self.env.device)
         images = 0
-        show = self.env.is_main and sys.stderr.isatty()
-        bar = tqdm(self.data.loader, desc=f"epoch {epoch + 1}/{self.settings.epochs}", disable=not show, leave=False, dynamic_ncols=True)
+        bar.set_description(f"epoch {epoch + 1}/{self.settings.epochs}")
         done, stopping = first_step, False
-        for step, batch in enumerate(bar, start=first_step):
+        for step, batch in enumerate(self.data.loader, start=first_step):
             parts, count, stopping = self.step(batch, epoch, step, stop)
             if not names:
                 names = list(parts)
@@ -483,11 +549,11 @@ class _Loop:
             sums += torch.stack([parts[n] for n in names]).double() * count
             images += count
             done = step + 1
-            if show:
-                bar.set_postfix(loss=f"{float(parts['train_loss']):.4f}", lr=f"{self.lr:.2e}")
+            if not bar.disable:
+                bar.set_postfix(loss=f"{float(parts['train_loss']):.4f}", lr=f"{self.lr:.2e}", refresh=False)
+                bar.update()
             if stopping:
                 break
-        bar.close()
         totals = all_reduce_sum(torch.cat([sums, torch.tensor([float(images)], dtype=torch.float64, device=self.env.device)]), self.env)
         return _Epoch(dict(zip(names, totals[:-1].tolist())), int(totals[-1]), done, stopping)
 
@@ -500,7 +566,7 @@ class _Loop:
 
     def evaluate(self, epoch: int, last: bool) -> dict[str, float]:
         broadcast_buffers(self.eval_model, self.env)
-        return self.task.evaluate(self.eval_model, epoch, last)
+        return self.task.evaluate(self.eval_model, epoch, last, self.amp_dtype)
 
 
 def _tensorboard_row(run_dir: str, row: Mapping[str, Any]) -> None:
@@ -513,6 +579,13 @@ def _tensorboard_row(run_dir: str, row: Mapping[str, Any]) -> None:
                 writer.add_scalar(name, value, row["epoch"])
 
 
+def _time_left(epoch_seconds: list[float], epochs_left: int) -> str:
+    """", about N min left": the remaining epochs at the median of those done (none after the last)."""
+    if not epochs_left:
+        return ""
+    return f", about {epochs_left * statistics.median(epoch_seconds) / 60:.1f} min left"
+
+
 def fit(run: Run, task: Task, model: nn.Module, data: TrainLoader) -> FitResult:
     """Train ``model`` for ``run.config.epochs`` (from ``run.state`` where it stopped) on ``data`` (from
     :func:`train_loader`), evaluating as the task says."""
@@ -522,7 +595,8 @@ def fit(run: Run, task: Task, model: nn.Module, data: TrainLoader) -> FitResult:
     if run.state is not None:
         loop.restore(run.state)
     metrics: dict[str, float] = {}
-    with GracefulStop() as stop, failures_end_the_run(run.last_pt, run.command):
+    epoch_times: list[float] = []  # this process's epochs, evaluation included: the time left is estimated from them
+    with GracefulStop() as stop, failures_end_the_run(run.last_pt, run.command), loop.progress_bar() as bar:
         for epoch in range(loop.start_epoch, settings.epochs):
             first_step = loop.start_step if epoch == loop.start_epoch else 0
             torch.manual_seed(epoch_seed(seed, epoch, env.rank))
@@ -530,7 +604,7 @@ def fit(run: Run, task: Task, model: nn.Module, data: TrainLoader) -> FitResult:
                 restore_rng_state(run.state, env.rank)  # where the interrupted epoch was, not its start
             data.start_epoch(seed, epoch, first_step)
             epoch_start = time.perf_counter()
-            progress = loop.train_epoch(epoch, first_step, stop)
+            progress = loop.train_epoch(epoch, first_step, stop, bar)
             loop.train_seconds += time.perf_counter() - epoch_start
             loop.train_images += progress.images
             if first_step:  # the part of this epoch trained before the interruption
@@ -551,7 +625,9 @@ def fit(run: Run, task: Task, model: nn.Module, data: TrainLoader) -> FitResult:
                 save_training_state(run.last_pt, loop.state(epoch + 1))
                 if settings.tensorboard:
                     _tensorboard_row(run.run_dir, row)
-            run.log.info(f"epoch {epoch + 1}/{settings.epochs}  {task.describe(row)}  {row['seconds']:.1f}s")
+            epoch_times.append(row["seconds"])
+            run.log.info(f"epoch {epoch + 1}/{settings.epochs}  {task.describe(row)}  {row['seconds']:.1f}s"
+                         + _time_left(epoch_times, settings.epochs - epoch - 1))  # fmt: skip
             if not last and _any_rank(env, stop.requested)[0]:  # asked to stop during the evaluation
                 raise interrupted(run.last_pt, run.command, f"after epoch {epoch + 1}")
         if not metrics:  # resumed a finished run, or no evaluation yet

@@ -8,7 +8,8 @@
 4. a batch no larger than each process's share of the training images;
 5. hold the run folder (lock, leftovers of a killed writer removed) and log to RUN/train.log;
 6. build the model, its training loader and its :class:`~botnet.training.engine.Task`;
-7. with a time budget, time steps and plan the epochs (at most the epochs given with it);
+7. a new run: time a few steps and plan it: the precision where unset, with a time budget the epochs
+   (at most those given with it), and how long it will take (logged);
 8. write config.json, train (:func:`~botnet.training.engine.fit`), then, guarded so that a failure
    names the checkpoint to resume from, the weights with their metadata, the task's artefacts and
    summary.json.
@@ -209,7 +210,7 @@ def _train(
         raise ConfigError(f"{label('sync_bn')} needs GPUs (PyTorch's SyncBatchNorm runs on CUDA); drop it on CPU")
     built = spec.build(config, data, env, state, log)
     plan = None
-    if config.time_budget is not None and state is None:
+    if state is None:
         config, plan = plan_run(config, built.task, built.model, built.loader, env, built.eval_images, log, most)
     meta = {"task": spec.name, **built.meta, **({"fitted_defaults": fitted} if fitted else {})}
     if env.is_main and (state is None or state.config.get("epochs") != config.epochs):  # new, or extended
@@ -229,7 +230,7 @@ def _train(
         train_images_per_second=round(result.train_images / max(result.train_seconds, 1e-9), 2),
         world_size=env.world_size,
         device=env.device.type,
-        time_budget=dataclasses.asdict(plan) if plan else None,
+        plan=dataclasses.asdict(plan) if plan else None,
         fitted_defaults=fitted,
     )
     if env.is_main:

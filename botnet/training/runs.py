@@ -95,10 +95,12 @@ def settings_and_state(
 
 
 def same_settings(saved, config, path: str) -> None:
-    """A restarted worker continues ``path`` only if it was started with the settings saved there."""
+    """A restarted worker continues ``path`` only if it was started with the settings saved there (those the
+    run's plan fills in, the precision when unset and the epochs under a time budget, as the plan left them)."""
+    planned = {"output_dir"} | ({"amp"} if config.amp is None else set()) | ({"epochs"} if config.time_budget else set())
     differ = [
         f.name for f in dataclasses.fields(config)
-        if f.name != "output_dir" and getattr(saved, f.name) != getattr(config, f.name)
+        if f.name not in planned and getattr(saved, f.name) != getattr(config, f.name)
     ]  # fmt: skip
     if differ:
         raise ConfigError(

@@ -253,7 +253,10 @@ class RunSettings:
     warmup_epochs: float | None = setting(help="linear warm-up of the learning rate, then cosine decay")
     ema_decay: float | None = setting(help="keep an exponential moving average of the weights (0 turns it off)")
     clip_grad: float | None = setting(positive=True, metavar="NORM", help="clip the gradient norm to this")
-    amp: bool = setting(False, help="bfloat16 autocast (float16 on GPUs without bfloat16)")
+    amp: bool | None = setting(
+        help="bfloat16 autocast (float16 on GPUs without bfloat16); default: chosen by timing a few steps both ways "
+        "where the device has fast bfloat16 (AMX or AVX512-BF16 CPUs, GPUs), float32 elsewhere"
+    )
     compile: bool = setting(False, help="torch.compile the model")
     sync_bn: bool = setting(False, help="SyncBatchNorm across GPUs (torchrun)")
     time_budget: float | None = setting(

@@ -9,6 +9,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 from fuzzing import fuzz_settings
 from hypothesis import event, given
 from hypothesis import strategies as st
@@ -149,6 +150,8 @@ def test_folders_are_refused_cleanly_or_fully_readable(tmp_path_factory, layout,
             assert len(dataset) > 0
             for index in range(len(dataset)):
                 image, label = dataset[index]
+                image = image[0] if isinstance(image, tuple) else image  # training: (uint8 image, its draws)
+                image = image.float() if image.dtype == torch.uint8 else image
                 assert tuple(image.shape) == (3, size, size) and 0 <= label < len(data.classes)
                 assert bool(image.isfinite().all())
     finally:

@@ -112,6 +112,6 @@ def test_a_study_time_budget_is_shared_by_its_runs_and_seeds_train_alike(tmp_pat
             with open(os.path.join(run_folder(out, variant, seed), "summary.json")) as f:
                 summaries.append(json.load(f))
         first, second = summaries
-        assert first["time_budget"]["budget_seconds"] == pytest.approx(1.0 * 60 / 4)
-        assert second["time_budget"] is None and second["epochs"] == first["epochs"] == first["time_budget"]["epochs"] == 2
+        assert first["plan"]["budget_seconds"] == pytest.approx(1.0 * 60 / 4)
+        assert second["plan"]["budget_seconds"] is None and second["epochs"] == first["epochs"] == first["plan"]["epochs"] == 2
     assert main(["ablate", "--study", "baseline", "--time-budget", "1", "--epochs", "2", "--output-dir", out]) == 2

@@ -66,10 +66,14 @@ def test_the_rules():
     photos = _choices(TrainConfig(data="x"), _profile(4660, 10, 32, grey=False))
     steps = math.ceil(4660 / RECIPES["small"].settings["batch_size"])
     assert photos == dict(in_chans=3, augment="crop", hflip=True, model="botnet_tiny", img_size=32,
-                          epochs=min(60, math.ceil(300 * 10 / steps)))  # fmt: skip
-    # 8,000 grey 28-px scans: one channel, jitter, no flips, 15 epochs are 1,875 steps (over 30 per class)
+                          workers=0, epochs=min(60, math.ceil(300 * 10 / steps)), time_budget=8.0)  # fmt: skip
+    # 8,000 grey 28-px scans: one channel, jitter, no flips; 1,000 steps (fewer than 15 epochs of 125)
     scans = _choices(TrainConfig(data="x"), _profile(8000, 10, 28, grey=True))
-    assert scans == dict(in_chans=1, augment="jitter", hflip=False, model="botnet_tiny", img_size=32, epochs=15)
+    assert scans == dict(in_chans=1, augment="jitter", hflip=False, model="botnet_tiny", img_size=32, workers=0,
+                         epochs=8, time_budget=8.0)  # fmt: skip
+    # pixels that do not fit in memory are decoded each epoch, by worker processes
+    large = _choices(TrainConfig(data="x"), _profile(1_281_167, 1000, 375, False, 500))
+    assert large["workers"] == min(4, os.cpu_count()) and scans["workers"] == 0
     # sizes are clamped to the model's range; models follow size and count
     assert _choices(TrainConfig(data="x"), _profile(500, 2, 8, grey=True))["img_size"] == 24
     assert _choices(TrainConfig(data="x"), _profile(1000, 30, 28, grey=True))["epochs"] == math.ceil(30 * 30 / 16)
@@ -87,13 +91,14 @@ def test_the_rules():
     assert _choices(TrainConfig(data="x", batch_size=16), _profile(4660, 10, 32, False), world_size=4)["epochs"] == photos["epochs"]
     # the bundled digits: the settings the demo always had
     assert _choices(TrainConfig(), DIGITS_PROFILE) == dict(
-        in_chans=1, augment="jitter", hflip=False, model="botnet_tiny", img_size=24, epochs=15
+        in_chans=1, augment="jitter", hflip=False, model="botnet_tiny", img_size=24, workers=0, epochs=15,
+        time_budget=8.0,
     )
 
 
 def test_given_settings_are_kept():
     profile = _profile(4660, 10, 32, grey=False)
-    given = TrainConfig(data="x", model="botnet50", img_size=64, epochs=3, augment="jitter", in_chans=3, hflip=True)
+    given = TrainConfig(data="x", model="botnet50", img_size=64, epochs=3, augment="jitter", in_chans=3, hflip=True, workers=1)
     assert _choices(given, profile) == {}
     # the model's own range bounds the size; a recipe or weights keep their schedule
     assert _choices(TrainConfig(data="x", model="botnet_mini"), profile)["img_size"] == 96
@@ -111,12 +116,15 @@ def test_augment_and_channels_shape_the_pipelines(tmp_path):
 
     folder = str(_digit_scans(tmp_path / "scans", per_class=2))
     jitter = load_classification_data(folder, 32, in_chans=1, augment="jitter", hflip=False)
-    assert jitter.in_chans == 1 and not jitter.crop and jitter.train[0][0].shape == (1, 32, 32)
-    assert v2.RandomAffine in kinds(jitter.train.transform) and v2.RandomResizedCrop not in kinds(jitter.train.transform)
+    (image, params), _ = jitter.train[0]
+    assert jitter.in_chans == 1 and not jitter.crop and image.shape == (1, 32, 32) and params[4] == 0  # no flip
+    assert not jitter.train.transform.crop and not jitter.train.transform.hflip
     assert v2.CenterCrop not in kinds(jitter.val.transform)
     crop = load_classification_data(folder, 32)
-    assert crop.in_chans == 3 and crop.crop and crop.train[0][0].shape == (3, 32, 32)
-    assert {v2.RandomResizedCrop, v2.RandomHorizontalFlip} <= kinds(crop.train.transform)
+    (image, params), _ = crop.train[0]
+    assert crop.in_chans == 3 and crop.crop and image.shape == (3, 32, 32) and params[:4].tolist() == [0, 0, 0, 1]
+    assert crop.train.transform.crop and crop.train.transform.hflip
+    assert v2.CenterCrop in kinds(crop.val.transform)
     with pytest.raises(ConfigError, match="unknown augment 'mixup'"):
         TrainConfig(augment="mixup").resolve(1)
     with pytest.raises(ConfigError, match="digits are grey"):
@@ -134,7 +142,7 @@ def test_a_run_on_grey_scans_fits_records_and_predicts_grey(tmp_path, capsys):
         summary = json.load(f)
     fitted = {c["setting"]: c for c in summary["fitted_defaults"]["choices"]}
     assert {k: c["value"] for k, c in fitted.items()} == dict(
-        in_chans=1, augment="jitter", hflip=False, model="botnet_tiny", img_size=24
+        in_chans=1, augment="jitter", hflip=False, model="botnet_tiny", img_size=24, workers=0
     )
     assert all(c["why"] for c in fitted.values()) and "60 training images in 10 classes, grey" in summary["fitted_defaults"]["data"]
     with open(run_dir / "config.json") as f:

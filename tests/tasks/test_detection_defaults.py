@@ -77,6 +77,9 @@ def test_detector_follows_the_masks_and_a_named_recipe_is_kept():
     # a recipe given by name is taken as it is, but box-only labels still need Faster R-CNN
     assert _choices(DetectConfig(data="x", recipe="paper"), boxes_only) == dict(detector="fasterrcnn")
     assert _choices(DetectConfig(data="x", recipe="small", detector="maskrcnn"), boxes_only) == {}
+    # fitted runs train in float32 unless --amp is given
+    assert _choices(DetectConfig(data="x"), boxes_only)["amp"] is False
+    assert "amp" not in _choices(DetectConfig(data="x", amp=True), boxes_only)
 
 
 def test_input_size_makes_the_objects_large_enough():

@@ -239,6 +239,7 @@ def test_nan_loss_stops_with_the_part_and_the_checkpoint_named(tmp_path, monkeyp
         return total, parts, images
 
     monkeypatch.setattr(detection._Detection, "loss", nan_mask_loss_at_step_3)
+    monkeypatch.setattr(engine, "time_steps", lambda *args, amps, **kwargs: engine.StepTimes(0.0, (0.1,) * len(amps), 2))
     run = tmp_path / "run"
     with pytest.raises(TrainingDiverged, match=r"loss_mask=nan at epoch 2, step 1.*last good checkpoint is kept in .*last\.pt"):
         train_detector(DetectConfig(**TINY, output_dir=str(run)))
@@ -419,7 +420,7 @@ def test_time_budget_plans_a_detection_run(tmp_path, steady_steps):
     steady_steps(0.5)  # 6 steps and 2 held-out images: 3.17 s an epoch, so 3 fit in 10.8 s
     config = DetectConfig(shapes_train_images=12, shapes_val_images=2, batch_size=2, time_budget=0.2, output_dir=str(run_dir))
     summary = train_detector(config)
-    plan = summary["time_budget"]
+    plan = summary["plan"]
     assert plan["budget_seconds"] == 12.0 and plan["step_seconds"] > 0
     assert summary["epochs"] == plan["epochs"] == int(0.9 * 12.0 // plan["epoch_seconds"]) == 3
     with open(run_dir / "config.json") as f:
