@@ -207,7 +207,7 @@ def explain_checkpoint(
 
     from torchvision.transforms import v2
 
-    from .data.images import read_image, read_pixels
+    from .data.images import read_pixels
     from .data.transforms import eval_transform_for
     from .tasks.classification import load_model
     from .training.checkpoint import checkpoint_task
@@ -219,7 +219,7 @@ def explain_checkpoint(
         from .tasks.detection import load_detector
 
         detector, _ = load_detector(checkpoint)
-        image = v2.functional.to_dtype(v2.functional.to_image(read_image(image_path, "RGB")), torch.float32, scale=True)
+        image = v2.functional.to_dtype(read_pixels(image_path, "RGB"), torch.float32, scale=True)
         batch = detector.transform([image])[0].tensors  # resized, normalised and padded as the detector sees it
         model, mean, std = detector.backbone, list(detector.transform.image_mean), list(detector.transform.image_std)
     else:

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from ..data.coco import CocoDetection
 from ..data.detection_profile import profile_annotations
 from ..data.formats import DetectionSplit, DetectionSplits, find_layout
-from ..data.images import read_image
+from ..data.images import read_pixels
 from ..data.shapes import ShapesSpec, write_shapes_dataset
 from ..detection.draw import draw_detections, tile_images
 from ..detection.metrics import coco_metrics, detections_to_coco
@@ -614,8 +614,7 @@ def predict_detections(
     names = meta["class_names"]
     results = []
     for path in images:
-        image = v2.functional.to_image(read_image(path, "RGB"))
-        image = v2.functional.to_dtype(image, torch.float32, scale=True)
+        image = v2.functional.to_dtype(read_pixels(path, "RGB"), torch.float32, scale=True)
         output = model([_plain(image)])[0]
         keep = output["scores"] >= score_threshold
         item: dict[str, Any] = dict(
