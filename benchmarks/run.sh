@@ -17,7 +17,6 @@ if [ "$device" = cpu ]; then
 fi
 # Detection sizes (2048 px; BoT blocks in c4 at 1024 px), with peak memory.
 botnet bench --device "$device" --suite large --memory --repeats 3 --warmup 1 --json "$out-large.json"
-if [ "$device" = cuda ]; then  # batch 32 and 64, fp32 and bf16 autocast
-    botnet bench --device cuda --suite gpu --memory --json "$out-gpu.json"
-    botnet bench --device cuda --suite gpu mhsa --bf16 --memory --json "$out-gpu-bf16.json"
+if [ "$device" = cuda ]; then  # the GPU checks and benchmarks (batch 32 and 64, fp32 and bf16 autocast)
+    bash "$here/gpu.sh" "$here/results-gpu"
 fi

@@ -81,11 +81,11 @@ def _timm_attn(dim: int, size: int) -> Callable[[], nn.Module] | None:
     return build
 
 
-def _our_attn(dim: int, size: int) -> Callable[[], nn.Module]:
+def _our_attn(dim: int, size: int, impl: str = "auto") -> Callable[[], nn.Module]:
     """Our MHSA, with timm's weights when timm is installed (identical weights, identical outputs)."""
 
     def build() -> nn.Module:
-        ours = MHSA(dim, size)
+        ours = MHSA(dim, size, impl=impl)
         timm_factory = _timm_attn(dim, size)
         if timm_factory is not None:
             theirs = timm_factory()
@@ -130,6 +130,29 @@ def mhsa_suite() -> list[Case]:
                 if factory is not None:
                     cases.append(Case(group, name, factory, shape, mode, flops_per_image=False, input_grad=True))
             cases.append(Case(group, "botnet MHSA", _our_attn(512, size), shape, mode, input_grad=True))
+    return cases
+
+
+# The paths of our attention compared on a GPU, by mode ("auto" first: what a model runs by default).
+GPU_PATHS = {"inference": ("auto", "one_call", "flex"), "training": ("auto", "fused", "probs", "flex")}
+FLEX_BATCHES = (64,)  # FlexAttention compiles a kernel per shape: timed at one batch size, to bound the compiling
+
+
+def gpu_mhsa_suite() -> list[Case]:
+    """MHSA (dim 512, 4 heads) on a GPU at the batch sizes it is used with, against timm's BottleneckAttn with
+    the same weights, and each path of ours by name (the fastest per case decides ``impl="auto"``)."""
+    cases = []
+    for size in (14, 32, 64):
+        for batch in (32, 64):
+            for mode, paths in GPU_PATHS.items():
+                group, shape = f"gpu mhsa {size}x{size} b{batch} {mode}", (batch, 512, size, size)
+                factory = _timm_attn(512, size)
+                if factory is not None:
+                    cases.append(Case(group, "timm BottleneckAttn", factory, shape, mode, flops_per_image=False, input_grad=True))
+                for impl in paths:
+                    if impl != "flex" or batch in FLEX_BATCHES:
+                        name = "botnet MHSA" if impl == "auto" else f"botnet MHSA {impl}"
+                        cases.append(Case(group, name, _our_attn(512, size, impl), shape, mode, input_grad=True))
     return cases
 
 
@@ -281,6 +304,7 @@ SUITES: dict[str, Callable[[], list[Case]]] = {
     "resolution": resolution_suite,
     "large": large_suite,
     "gpu": gpu_suite,
+    "gpu-mhsa": gpu_mhsa_suite,
     "deploy": deploy_suite,
 }
 
@@ -327,13 +351,6 @@ def _find_case(group: str, name: str) -> Case:
 def _peak_memory_worker(group: str, name: str, settings: BenchSettings, threads: int, queue) -> None:
     torch.set_num_threads(threads)
     step, _, _ = _prepare(_find_case(group, name), settings)
-    if settings.device == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
-        step()
-        queue.put((torch.cuda.max_memory_allocated() - before) / 2**20)
-        return
     with open("/proc/self/status") as f:
         before = next(int(line.split()[1]) for line in f if line.startswith("VmRSS"))
     with open("/proc/self/clear_refs", "w") as f:
@@ -344,9 +361,18 @@ def _peak_memory_worker(group: str, name: str, settings: BenchSettings, threads:
     queue.put((peak - before) / 1024)
 
 
-def peak_memory_mb(case: Case, settings: BenchSettings) -> float | None:
-    """Memory added by one call, measured in a fresh process (no allocator caches from other cases)."""
-    if settings.device == "cpu" and not os.path.exists("/proc/self/clear_refs"):
+def peak_memory_mb(case: Case, settings: BenchSettings, step: Callable[[], None] | None = None) -> float | None:
+    """Memory added by one call: on a GPU, the peak of the caching allocator's allocations during ``step``
+    (the case prepared in this process; its cache is not counted); on CPU, measured in a fresh process (no
+    allocator caches from other cases)."""
+    if settings.device == "cuda":
+        step = step or _prepare(case, settings)[0]
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        step()
+        return (torch.cuda.max_memory_allocated() - before) / 2**20
+    if not os.path.exists("/proc/self/clear_refs"):
         return None
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
@@ -355,6 +381,25 @@ def peak_memory_mb(case: Case, settings: BenchSettings) -> float | None:
     process.start()
     process.join()
     return queue.get() if process.exitcode == 0 and not queue.empty() else None
+
+
+def _warm(members: list[Case], settings: BenchSettings, log: Callable[[str], None]) -> tuple[list[Case], list]:
+    """Each case prepared and warmed up; a case that runs out of GPU memory is left out, and said so."""
+    kept, prepared = [], []
+    for case in members:
+        try:
+            ready = _prepare(case, settings)
+            for _ in range(settings.warmup):
+                ready[0]()
+        except torch.cuda.OutOfMemoryError:
+            log(f"{case.group:<34} {case.name:<22} out of memory: left out")
+        else:
+            kept.append(case)
+            prepared.append(ready)
+            continue
+        ready = None
+        torch.cuda.empty_cache()  # what the failed case held, once its frames are gone
+    return kept, prepared
 
 
 def run_suite(
@@ -370,10 +415,9 @@ def run_suite(
     for case in cases:
         groups.setdefault(case.group, []).append(case)
     for group, members in groups.items():
-        prepared = [_prepare(case, settings) for case in members]
-        for step, _, _ in prepared:
-            for _ in range(settings.warmup):
-                step()
+        members, prepared = _warm(members, settings, log)
+        if not members:
+            continue
         times: list[list[float]] = [[] for _ in members]
         for _ in range(settings.repeats):
             for i, (step, _, _) in enumerate(prepared):
@@ -381,7 +425,7 @@ def run_suite(
                 step()
                 times[i].append(clock() - start)
         medians = [statistics.median(t) for t in times]
-        for case, (_, module, x), median in zip(members, prepared, medians):
+        for case, (step, module, x), median in zip(members, prepared, medians):
             batch, _, height, width = case.input_shape
             params = sum(p.numel() for p in module.parameters())
             gflops = None
@@ -408,7 +452,7 @@ def run_suite(
                 peak_memory_mb=None,
             )
             if settings.memory:
-                memory = peak_memory_mb(case, settings)
+                memory = peak_memory_mb(case, settings, step)
                 result.peak_memory_mb = round(memory, 1) if memory is not None else None
             results.append(result)
             log(_format(result))

@@ -282,14 +282,20 @@ def _cmd_detect_train(args: argparse.Namespace) -> int:
 
 def _cmd_detect_eval(args: argparse.Namespace) -> int:
     from .detection import COCO_STATS
-    from .tasks.detection import evaluate_detector_checkpoint
+    from .detection.metrics import per_class_table
+    from .tasks.detection import evaluate_detector_checkpoint, write_evaluation_plots
 
-    metrics, meta, dataset = evaluate_detector_checkpoint(
+    evaluation, meta, dataset = evaluate_detector_checkpoint(
         args.checkpoint, args.images, args.annotations, data=args.data, batch_size=args.batch_size,
         skip_bad=args.skip_bad,
     )  # fmt: skip
+    metrics = evaluation.metrics
+    plots = write_evaluation_plots(evaluation, args.output_dir) if args.output_dir else []
     if args.json:
-        report = dict(checkpoint=args.checkpoint, annotations=dataset.ann_file, images=len(dataset), **metrics)
+        report = dict(
+            checkpoint=args.checkpoint, annotations=dataset.ann_file, images=len(dataset), **metrics,
+            **evaluation.as_dict(), plots=plots,
+        )  # fmt: skip
         print(json.dumps(report, indent=2))
         return 0
     print(f"{args.checkpoint} on {dataset.ann_file} ({len(dataset)} images)")
@@ -300,6 +306,9 @@ def _cmd_detect_eval(args: argparse.Namespace) -> int:
         if f"{iou_type}_AP" in metrics:
             values = [metrics[f"{iou_type}_{name}"] for name in COCO_STATS]
             print(f"  {iou_type:<5}" + "".join(f"{v:8.2f}" if v >= 0 else f"{'-':>8}" for v in values))
+    print("\n".join("  " + line for line in ["per class:", *per_class_table(evaluation.per_class)]))
+    if plots:
+        print(f"  precision-recall curves and confusion matrix: {', '.join(plots)}")
     return 0
 
 
@@ -407,13 +416,14 @@ def _add_detect_parser(commands) -> None:
     p.add_argument("--resume", metavar="RUN/last.pt", help="continue an interrupted run")
     p.set_defaults(func=_cmd_detect_train)
 
-    p = sub.add_parser("eval", help="COCO box and mask AP of a trained detector")
+    p = sub.add_parser("eval", help="COCO box and mask AP of a trained detector, overall and per class")
     p.add_argument("--checkpoint", required=True, help="RUN/model.safetensors or RUN/last.pt")
     p.add_argument("--images", help="image folder (default: the run's held-out split)")
     p.add_argument("--annotations", help="instances JSON (default: the run's held-out split)")
     p.add_argument("--data", metavar="ROOT", help="instead: the val split of a dataset folder in any layout `detect train` reads")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--skip-bad", action="store_true", help="leave out bad images and annotations (counted)")
+    p.add_argument("--output-dir", help="write pr_curves.png (precision-recall per class) and confusion.png there")
     p.add_argument("--json", action="store_true", help="print JSON for machines")
     p.set_defaults(func=_cmd_detect_eval)
 
@@ -561,7 +571,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser(
         "bench", help="speed and memory side by side: MHSA and the pretrained models vs timm, BoTNet-50 vs ResNet-50"
     )
-    suites = ["mhsa", "models", "pretrained", "resolution", "large", "gpu", "deploy"]  # bench.SUITES, named here to keep startup light
+    suites = ["mhsa", "models", "pretrained", "resolution", "large", "gpu", "gpu-mhsa", "deploy"]  # bench.SUITES, named here to keep startup light
     p.add_argument("--suite", nargs="+", choices=suites, default=["mhsa", "models"])
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--repeats", type=int, default=7, help="interleaved timed calls per case (median reported)")

@@ -13,10 +13,11 @@ batches of 1 and 3, and the file is only moved into place when they agree.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -82,6 +83,20 @@ def _example(model: nn.Module, example: Tensor | None, static: tuple[int, int] |
     return torch.rand(2, model.in_chans, height, width, generator=generator)
 
 
+def _device(model: nn.Module) -> torch.device:
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
+def _cpu_copy(model: nn.Module) -> nn.Module:
+    """The model itself on CPU, else a CPU copy: an ONNX file holds no device, and a GPU model's eager
+    outputs (TF32 convolutions) would differ from onnxruntime's float32 by more than the check allows."""
+    if _device(model).type == "cpu":
+        return model
+    import copy
+
+    return copy.deepcopy(model).cpu()
+
+
 def _dynamic_shapes(static: tuple[int, int] | None) -> dict[str, dict[int, Any]]:
     dynamic = torch.export.Dim.DYNAMIC
     return {"x": {0: dynamic} if static else {0: dynamic, 2: dynamic, 3: dynamic}}
@@ -117,7 +132,7 @@ def _eager(model: nn.Module, images: Tensor) -> list[Tensor]:
 def _compare(got: Sequence[Any], expected: Sequence[Tensor], where: str) -> float:
     worst = 0.0
     for out, ref in zip(got, expected):
-        out = torch.as_tensor(out)
+        out, ref = torch.as_tensor(out).cpu(), ref.cpu()
         if out.shape != ref.shape:
             raise ExportError(f"the exported graph gives shape {tuple(out.shape)} {where}, eager {tuple(ref.shape)}")
         error = float((out - ref).abs().max() / ref.abs().max().clamp_min(1e-12))
@@ -143,6 +158,18 @@ class _EvalMode:
         self.model.train(self.training)
 
 
+@contextlib.contextmanager
+def _float32_without_tf32() -> Iterator[None]:
+    """TF32 off on GPUs for a check: eager and exported graphs may pick convolutions that round differently
+    in TF32 (about 1e-3 each), which the check would take for a wrong graph."""
+    flags = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = flags
+
+
 def to_exported_program(
     model: nn.Module, *, example: Tensor | None = None, static: Sequence[int] | None = None
 ) -> torch.export.ExportedProgram:
@@ -153,16 +180,18 @@ def to_exported_program(
     torch.export treats feature maps of one pixel as constants."""
     _refuse_detector(model)
     static = to_pair(tuple(static), "static") if static is not None else None
-    example = _example(model, example, static)
+    device = _device(model)  # the program runs where the model is
+    example = _example(model, example, static).to(device)
     with _EvalMode(model), torch.no_grad():
         program = torch.export.export(model, (example,), dynamic_shapes=_dynamic_shapes(static))
         runnable = program.module()
         generator = torch.Generator().manual_seed(1)
-        for batch, height, width in check_sizes(example, static):
-            sizes = _in_range(program, batch, height, width)
-            images = torch.rand(*sizes[:1], example.shape[1], *sizes[1:], generator=generator)
-            expected = _eager(model, images)
-            _compare(_outputs(runnable(images), model)[1], expected, f"at {tuple(images.shape)}")
+        with _float32_without_tf32():
+            for batch, height, width in check_sizes(example, static):
+                sizes = _in_range(program, batch, height, width)
+                images = torch.rand(*sizes[:1], example.shape[1], *sizes[1:], generator=generator).to(device)
+                expected = _eager(model, images)
+                _compare(_outputs(runnable(images), model)[1], expected, f"at {tuple(images.shape)}")
     return program
 
 
@@ -187,7 +216,8 @@ def to_onnx(
 
     Args:
         model: a BoTNet (classifier or ``features_only``) or a module taking image batches, such
-            as a detector's ``backbone`` (then pass ``example``). A whole detector is refused.
+            as a detector's ``backbone`` (then pass ``example``). A whole detector is refused. A
+            model on a GPU is exported from a CPU copy (the file holds no device) and left as it is.
         path: the .onnx file; written atomically, only after the check passes.
         example: an input of the expected channels and a typical size (default: the model's
             ``img_size``).
@@ -202,7 +232,8 @@ def to_onnx(
     """
     _refuse_detector(model)
     static = to_pair(tuple(static), "static") if static is not None else None
-    example = _example(model, example, static)
+    model = _cpu_copy(model)
+    example = _example(model, example.cpu() if isinstance(example, Tensor) else example, static)
     try:
         import onnx
     except ImportError:

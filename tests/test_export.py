@@ -134,3 +134,23 @@ def test_a_wrong_graph_is_never_written(format, tmp_path):
         else:
             to_exported_program(_DiffersWhenExported(), example=torch.rand(2, 3, 16, 16))
     assert not path.exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_gpu_model_exports_and_stays_on_its_gpu(tmp_path):
+    """ONNX from a model on a GPU (written from a CPU copy, the model left where it was), and a torch.export
+    program that runs on the GPU, each equal to the CPU model's float32 outputs."""
+    torch.manual_seed(0)
+    model = random_norms(botnet.create_model("botnet26t_256", num_classes=5, width_multiplier=0.25)).eval()
+    images = torch.rand(3, 3, 80, 112)
+    with torch.no_grad():
+        expected = model(images)
+    model.cuda()
+    result = to_onnx(model, tmp_path / "gpu.onnx", example=torch.rand(2, 3, 64, 64, device="cuda"))
+    assert next(model.parameters()).is_cuda
+    session = ort.InferenceSession(result["path"], providers=["CPUExecutionProvider"])
+    assert relative_error(session.run(None, {"images": images.numpy()})[0], expected) <= 1e-4
+    program = to_exported_program(model, example=torch.rand(2, 3, 64, 64, device="cuda"))
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+        got = program.module()(images.cuda())
+    assert got.is_cuda and relative_error(got.cpu(), expected) <= 1e-4

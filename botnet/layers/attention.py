@@ -31,8 +31,8 @@ How it is computed (``impl``)
     No N x N tensor (N = H*W) of position embeddings is built. The relative
     term is, per query, H row logits q.r_h[k - i] and W column logits
     q.r_w[l - j] (O(N (H + W) d) work); each path below brings them into the
-    attention in its own way and applies its own scaling. All four compute
-    the same function and its gradients, second derivatives included.
+    attention in its own way and applies its own scaling. All of them compute
+    the same function and its gradients (second derivatives too, except ``flex``).
 
     * ``"fused"``: the logits become an additive bias for
       ``F.scaled_dot_product_attention``, so the fused kernel runs at head
@@ -47,6 +47,9 @@ How it is computed (``impl``)
       call computes content plus position logit, its backward included; v is
       zero-padded to the same head dim because the fused kernels need equal
       head dims. Memory O(N).
+    * ``"flex"``: PyTorch's FlexAttention, whose ``score_mod`` adds each key's
+      row and column logit to its score: no N x N bias and no padded head dim,
+      at the cost of a kernel compiled per input shape. Training on CUDA only.
     * ``"reference"``: the formula written out (logits, ``self.softmax``,
       probabilities times v). Its softmax is a module, so forward hooks,
       ``torch.fx`` and timm-style attention extraction see the attention
@@ -86,6 +89,7 @@ __all__ = [
     "IMPLS",
     "MHSA",
     "POSITION_ENCODINGS",
+    "flex_attention",
     "fused_attention",
     "one_call_attention",
     "probs_attention",
@@ -98,8 +102,8 @@ __all__ = [
 ]
 
 POSITION_ENCODINGS = ("relative", "relative_only", "absolute", "none")
-IMPLS = ("auto", "fused", "probs", "one_call", "reference")
-RELATIVE_ONLY_IMPLS = ("probs", "one_call")  # paths that exist only where there are relative logits
+IMPLS = ("auto", "fused", "probs", "one_call", "flex", "reference")
+RELATIVE_ONLY_IMPLS = ("probs", "one_call", "flex")  # paths that exist only where there are relative logits
 
 
 def to_pair(size: int | tuple[int, int] | list[int], name: str) -> tuple[int, int]:
@@ -167,6 +171,15 @@ def _attend(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
     if value_dim < dim:
         v = F.pad(v, (0, dim - value_dim))
     return F.scaled_dot_product_attention(q, k, v, scale=scale)[..., :value_dim]
+
+
+def _aligned_head_dims(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """On GPUs, q, k and v zero-padded to head dims in multiples of 8 (each on its own; no dot product
+    changes): PyTorch's memory-efficient and flash kernels need them, and without them it falls back to
+    the math kernel, which holds the N x N logits. The caller cuts the output back to v's head dim."""
+    if q.device.type == "cpu":
+        return q, k, v
+    return tuple(F.pad(t, (0, -t.shape[-1] % 8)) if t.shape[-1] % 8 else t for t in (q, k, v))  # type: ignore[return-value]
 
 
 def _position_bias(rel: Tensor, height: int, out: Tensor) -> Tensor:
@@ -389,12 +402,16 @@ def fused_attention(
     # torch.func transforms take the one-bias form too: the blocked build writes into buffers
     # (out= ops, slice assignment), which vmap cannot batch, and their tensors may not report
     # requires_grad.
+    value_dim = v.shape[-1]
+    q, k, v = _aligned_head_dims(q, k, v)
     if _functorch_active() or (
         torch.is_grad_enabled() and (rel.requires_grad or q.requires_grad or k.requires_grad or v.requires_grad)
     ):
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=_dense_bias(rel, height), scale=scale)
-    blocks = bias_blocks(q.shape[0], q.shape[1], q.shape[2], q.element_size(), q.device.type)
-    return _attend_with_bias(q, k, v, rel, height, scale, blocks)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=_dense_bias(rel, height), scale=scale)
+    else:
+        blocks = bias_blocks(q.shape[0], q.shape[1], q.shape[2], q.element_size(), q.device.type)
+        out = _attend_with_bias(q, k, v, rel, height, scale, blocks)
+    return out[..., :value_dim]
 
 
 def probs_attention(
@@ -439,11 +456,58 @@ def one_call_attention(
     return _twice_differentiable(fast, slow, q, k, v, rel)
 
 
+_compiled_flex = None
+
+
+def _flex_kernel(device: torch.device):
+    """PyTorch's FlexAttention: on CUDA compiled once per process, with a kernel generated per input shape
+    (inside ``torch.compile`` the function is traced into the caller's graph instead). Elsewhere its eager
+    form, an unfused reference, for checks rather than speed."""
+    global _compiled_flex
+    from torch.nn.attention.flex_attention import flex_attention as flex
+
+    if torch.compiler.is_compiling() or device.type != "cuda":
+        return flex
+    if _compiled_flex is None:
+        _compiled_flex = torch.compile(flex, dynamic=False)
+    return _compiled_flex
+
+
+def flex_attention(
+    q: Tensor, k: Tensor, v: Tensor, rel_h: Tensor, rel_w: Tensor, height: int, width: int,
+    scale: float, position_scale: float, content: bool = True,
+) -> Tensor:  # fmt: skip
+    """The ``"flex"`` path (arguments as ``fused_attention``): PyTorch's FlexAttention with a ``score_mod``
+    that adds each key's row and column logit to the score, so neither the N x N bias nor padded head
+    dims exist; the kernel is generated by ``torch.compile`` for each input shape (the first call at a
+    size compiles). CUDA for training: PyTorch's FlexAttention has no CPU backward."""
+    rel = relative_logits(_grid(q, height, width), rel_h * position_scale, rel_w * position_scale)
+    if _functorch_active():
+        return _dense_attention(q, k, v, _dense_bias(rel, height), scale, content)
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, rel))
+    if needs_grad and q.device.type != "cuda":
+        raise ConfigError(
+            "impl='flex' trains on CUDA only (PyTorch's FlexAttention has no CPU backward); use impl='auto'"
+        )
+    dtype = torch.promote_types(q.dtype, v.dtype)  # under autocast the projections may differ
+    q, k, v, rel = (t.to(dtype) for t in (q, k, v, rel))
+
+    def add_position(score: Tensor, b: Tensor, h: Tensor, query: Tensor, key: Tensor) -> Tensor:
+        position = rel[b, h, query, key // width] + rel[b, h, query, height + key % width]
+        return score + position if content else position
+
+    # The kernel wants query, key and value head dims of one power of two (16 at least): zeros change nothing.
+    dim = max(16, 1 << (max(q.shape[-1], v.shape[-1]) - 1).bit_length())
+    value_dim = v.shape[-1]
+    q, k, v = (F.pad(t, (0, dim - t.shape[-1])) if t.shape[-1] < dim else t for t in (q, k, v))
+    return _flex_kernel(q.device)(q, k, v, score_mod=add_position, scale=scale)[..., :value_dim]
+
+
 def plain_attention(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
     """softmax(scale q k^T) v by the fused kernel (no relative logits: ``absolute`` and ``none``)."""
 
     def fast(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        return F.scaled_dot_product_attention(q, k, v, scale=scale)
+        return F.scaled_dot_product_attention(*_aligned_head_dims(q, k, v), scale=scale)[..., : v.shape[-1]]
 
     def slow(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         return _dense_attention(q, k, v, None, scale)
@@ -470,7 +534,9 @@ def reference_attention(
     return _dense_attention(q, k, v, _dense_bias(rel, height), scale, content, softmax)
 
 
-_RELATIVE_PATHS = {"fused": fused_attention, "probs": probs_attention, "one_call": one_call_attention}
+_RELATIVE_PATHS = {
+    "fused": fused_attention, "probs": probs_attention, "one_call": one_call_attention, "flex": flex_attention,
+}
 
 
 class MHSA(nn.Module):
@@ -492,7 +558,7 @@ class MHSA(nn.Module):
             A smaller one (timm's eca_botnext26ts: 16 against 128) saves
             compute; the scale s is then qk_head_dim ** -0.5.
         impl: how the attention is computed: "auto" (default), "fused",
-            "probs", "one_call" or "reference" (see the module docstring).
+            "probs", "one_call", "flex" or "reference" (see the module docstring).
             Every path computes the same function; this is a speed, memory
             and introspection setting. It can be changed later
             (``layer.impl = "reference"``, or ``set_attention_impl`` for a

@@ -33,7 +33,9 @@ from ..data.formats import DetectionSplit, DetectionSplits, find_layout
 from ..data.images import read_pixels
 from ..data.shapes import ShapesSpec, write_shapes_dataset
 from ..detection.draw import draw_detections, tile_images
-from ..detection.metrics import coco_metrics, detections_to_coco
+from ..detection.metrics import (
+    CONFUSION_IOU, CONFUSION_SCORE, DetectionEvaluation, detections_to_coco, evaluate_coco, per_class_table,
+)
 from ..detection.models import DETECTORS, create_detector
 from ..errors import CheckpointError, ConfigError, DatasetError, first_line
 from ..files import atomic_write
@@ -43,7 +45,7 @@ from ..training.checkpoint import read_weights, restore_training_state, task_of
 from ..training.distributed import DistEnv, broadcast_object, gather_objects
 from ..training.engine import FitResult, GroupedBatchSampler, train_loader
 from ..training.pipeline import Built, Fitted, run_task
-from ..training.report import write_json
+from ..training.report import plot_confusion, plot_pr_curves, write_json
 from ..training.runs import run_stamp
 from ..training.settings import Recipe, RunSettings, apply_recipe, check_model_overrides, check_settings, label, setting
 from .detection_defaults import fit_detection_defaults
@@ -58,6 +60,7 @@ __all__ = [
     "with_masks",
     "evaluate_detector",
     "evaluate_detector_checkpoint",
+    "write_evaluation_plots",
     "load_detector",
     "predict_detections",
     "train_detector",
@@ -298,8 +301,9 @@ def evaluate_detector(
     workers: int = 0,
     progress: bool = False,
     env: DistEnv | None = None,
-) -> dict[str, float]:
-    """COCO box (and, for Mask R-CNN, mask) metrics of ``model`` on ``dataset``, in percent. Under DDP
+) -> DetectionEvaluation:
+    """COCO box (and, for Mask R-CNN, mask) metrics of ``model`` on ``dataset``, in percent, overall and per
+    class, with the precision-recall curves and the confusion matrix. Under DDP
     (``env``) each rank detects on its share of the batches and rank 0 scores all of them: the batches
     are the ones one process would make (padding to a batch's largest image changes detections a
     little), so the numbers equal one process evaluating the whole set."""
@@ -318,9 +322,9 @@ def evaluate_detector(
             results += detections_to_coco(output, target["image_id"], dataset.category_ids)
     kinds = ("bbox", "segm") if with_masks(model) else ("bbox",)
     if env is None or not env.distributed:
-        return coco_metrics(dataset.coco_gt, results, kinds)
+        return evaluate_coco(dataset.coco_gt, results, kinds)
     every = [r for rank_results in gather_objects(results, env) for r in rank_results]
-    return broadcast_object(coco_metrics(dataset.coco_gt, every, kinds) if env.is_main else None, env)
+    return broadcast_object(evaluate_coco(dataset.coco_gt, every, kinds) if env.is_main else None, env)
 
 
 def _generate_shapes(config: DetectConfig, run_dir: str, log) -> tuple[str, str, str, str]:
@@ -390,6 +394,7 @@ class _Detection:
 
     def __init__(self, config: DetectConfig, val_set: CocoDetection, env: DistEnv) -> None:
         self.config, self.val_set, self.env = config, val_set, env
+        self.final: DetectionEvaluation | None = None  # the last epoch's, per class too
 
     def loss(self, model: nn.Module, batch, device: torch.device):
         images, targets = batch
@@ -400,10 +405,13 @@ class _Detection:
         # in float32 whatever training uses: boxes decoded in bfloat16 would be off by pixels
         if not last and (epoch + 1) % self.config.eval_every:
             return {}
-        return evaluate_detector(
+        evaluation = evaluate_detector(
             model, self.val_set, batch_size=self.config.batch_size, workers=self.config.workers,
             progress=self.env.is_main and sys.stderr.isatty(), env=self.env,
         )  # fmt: skip
+        if last:
+            self.final = evaluation
+        return evaluation.metrics
 
     def describe(self, row) -> str:
         evaluated = ", ".join(f"{k} {row[k]:.1f}" for k in ("bbox_AP", "bbox_AP50", "segm_AP") if k in row)
@@ -502,16 +510,20 @@ class Detection:
             params=sum(p.numel() for p in result.eval_model.parameters()),
             val_images=len(val_set),
             skipped=dict(train=train_set.skipped.as_dict(), val=val_set.skipped.as_dict()),
+            **(built.task.final.as_dict() if built.task.final else {}),
         )
 
     def write_artefacts(self, config: DetectConfig, data, built: Built, result: FitResult) -> None:
         _save_prediction_grid(result.eval_model, data[1], os.path.join(config.output_dir, "predictions.png"))
+        if built.task.final:
+            write_evaluation_plots(built.task.final, config.output_dir)
 
     def done(self, summary: dict[str, Any], result: FitResult) -> str:
         headline = ", ".join(
             f"{k} {summary[k]:.1f}" for k in ("bbox_AP", "bbox_AP50", "segm_AP", "segm_AP50") if k in summary
         )
-        return f"done: {headline} on {summary['val_images']} held-out images"
+        table = per_class_table(summary["per_class"]) if "per_class" in summary else []
+        return "\n".join([f"done: {headline} on {summary['val_images']} held-out images", *table])
 
 
 def train_detector(
@@ -524,6 +536,17 @@ def train_detector(
     Ctrl-C (or SIGTERM) stops at the end of the current step, saves last.pt and raises RunInterrupted;
     an expected failure once training has started raises RunFailed naming the checkpoint to resume."""
     return run_task(Detection(), config, resume=resume, epochs=epochs)
+
+
+def write_evaluation_plots(evaluation: DetectionEvaluation, folder: str) -> list[str]:
+    """pr_curves.png (precision against recall per class) and confusion.png (classes and background) of
+    ``evaluation`` in ``folder``; returns their paths."""
+    os.makedirs(folder, exist_ok=True)
+    paths = [os.path.join(folder, "pr_curves.png"), os.path.join(folder, "confusion.png")]
+    plot_pr_curves(evaluation.pr_curves, evaluation.per_class, paths[0])
+    title = f"boxes scoring >= {CONFUSION_SCORE}, matched at IoU >= {CONFUSION_IOU}"
+    plot_confusion(torch.tensor(evaluation.confusion), [*evaluation.classes, "background"], paths[1], title)
+    return paths
 
 
 @torch.no_grad()
@@ -576,8 +599,8 @@ def evaluate_detector_checkpoint(
     data: str | None = None,
     batch_size: int = 4,
     skip_bad: bool = False,
-) -> tuple[dict[str, float], dict[str, Any], CocoDetection]:
-    """COCO metrics of a saved detector on a held-out split: ``images`` and ``annotations`` (a COCO file),
+) -> tuple[DetectionEvaluation, dict[str, Any], CocoDetection]:
+    """COCO metrics (overall and per class) of a saved detector on a held-out split: ``images`` and ``annotations`` (a COCO file),
     or ``data``'s val split (a dataset folder in any layout :func:`~botnet.data.formats.find_layout`
     reads); by default the held-out split it was trained against."""
     if batch_size < 1:

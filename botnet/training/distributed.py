@@ -11,6 +11,8 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from ..errors import ConfigError
+
 __all__ = [
     "DistEnv",
     "main_process_first",
@@ -46,6 +48,11 @@ def init_distributed() -> DistEnv:
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if torch.cuda.is_available():
+        if local_rank >= torch.cuda.device_count():
+            raise ConfigError(
+                f"process {local_rank} of this node has no GPU of its own (the node has {torch.cuda.device_count()}); "
+                f"start at most that many (torchrun --nproc_per_node), or train on CPU with CUDA_VISIBLE_DEVICES=''"
+            )
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     else:

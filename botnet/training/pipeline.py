@@ -103,7 +103,7 @@ class TaskSpec(Protocol):
         ...
 
     def done(self, summary: dict[str, Any], result: FitResult) -> str:
-        """The last log line: the held-out result."""
+        """The last log lines: the held-out result, then any details (one per line)."""
         ...
 
 
@@ -238,7 +238,10 @@ def _train(
             save_weights(os.path.join(config.output_dir, "model.safetensors"), result.eval_model, meta)
             spec.write_artefacts(config, data, built, result)
             write_json(os.path.join(config.output_dir, "summary.json"), summary)
-        log.info(f"{spec.done(summary, result)}; {result.wall_seconds:.1f}s, {summary['train_images_per_second']:.0f} "
+        headline, *details = spec.done(summary, result).splitlines()
+        log.info(f"{headline}; {result.wall_seconds:.1f}s, {summary['train_images_per_second']:.0f} "
                  f"train images/s; results in {config.output_dir}")  # fmt: skip
+        for line in details:
+            log.info(line)
     return summary
 

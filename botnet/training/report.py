@@ -15,7 +15,7 @@ import torch
 
 from ..files import atomic_write
 
-__all__ = ["setup_logging", "write_json", "write_metrics_csv", "plot_curves", "plot_confusion"]
+__all__ = ["setup_logging", "write_json", "write_metrics_csv", "plot_curves", "plot_confusion", "plot_pr_curves"]
 LOGGER_NAME = "botnet"
 
 
@@ -82,7 +82,9 @@ def plot_curves(rows: Sequence[dict[str, Any]], path: str) -> None:
     _save_figure(figure, path)
 
 
-def plot_confusion(confusion: torch.Tensor, classes: Sequence[str], path: str) -> None:
+def plot_confusion(
+    confusion: torch.Tensor, classes: Sequence[str], path: str, title: str = "confusion matrix"
+) -> None:
     """Confusion matrix (rows: true class, columns: predicted), with counts where it is small enough to read."""
     from matplotlib.figure import Figure
 
@@ -102,5 +104,27 @@ def plot_confusion(confusion: torch.Tensor, classes: Sequence[str], path: str) -
                 if value:
                     color = "white" if value > peak / 2 else "black"
                     ax.text(j, i, str(value), ha="center", va="center", color=color, fontsize=8)
-    ax.set(xlabel="predicted", ylabel="true", title="confusion matrix")
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    _save_figure(figure, path)
+
+
+def plot_pr_curves(curves: dict[str, dict[str, Sequence[float]]], per_class: dict[str, dict], path: str) -> None:
+    """Precision against recall per class, one panel per IoU type (``curves[kind][class]``: the precision
+    at recall 0, 0.01, ..., 1), each class labelled with its AP50; classes without objects left out."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(5.5 * len(curves), 4.5))
+    axes = figure.subplots(1, len(curves), squeeze=False)[0]
+    for ax, (kind, by_class) in zip(axes, curves.items()):
+        points = len(next(iter(by_class.values())))
+        recall = [i / (points - 1) for i in range(points)]
+        for name, precision in by_class.items():
+            ap50 = per_class[name][f"{kind}_AP50"]
+            if ap50 is not None:
+                ax.plot(recall, precision, label=f"{name} (AP50 {ap50:.1f})")
+        what = "boxes" if kind == "bbox" else "masks"
+        ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title=f"{what}, IoU 0.5")
+        ax.grid(alpha=0.3)
+        if len(by_class) <= 20:
+            ax.legend(fontsize=8, loc="lower left")
     _save_figure(figure, path)

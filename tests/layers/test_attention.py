@@ -1,5 +1,7 @@
 """MHSA against a brute-force per-position formula (the paper's relative attention) and against timm's BottleneckAttn."""
 
+import contextlib
+
 import numpy as np
 import pytest
 import torch
@@ -479,3 +481,80 @@ def test_vmap_equals_a_loop(encoding):
     with torch.no_grad():
         expected = torch.stack([layer(batch) for batch in x])
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+DEVICES = ["cpu", pytest.param("cuda", marks=CUDA)]
+# The dtype autocast computes in (None: float32 throughout, TF32 off), and the largest relative error
+# |got - float64| / |float64| allowed for the output and for each gradient: float32 rounds at 6e-8,
+# float16 at 5e-4 and bfloat16 at 4e-3 per operation.
+PRECISIONS = {"float32": (None, 1e-4), "float16": (torch.float16, 1e-2), "bfloat16": (torch.bfloat16, 4e-2)}
+# (dim, heads, qk_head_dim, built size, run size): square with head dim 16; non-square with head dim 10
+# (not a multiple of 8: padded for the GPU kernels); odd sizes unlike the built one, with query and key
+# dims (12) apart from the values' (16).
+LAYER_SHAPES = [(32, 2, None, (6, 6), (6, 6)), (40, 4, None, (5, 7), (5, 7)), (32, 2, 12, (4, 4), (7, 3))]
+
+
+def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    return float((got.detach().double().cpu() - want.detach()).norm() / want.detach().norm())
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("impl", ["auto", "fused", "probs", "one_call", "flex", "reference"])
+@pytest.mark.parametrize(("dim", "heads", "qk_head_dim", "built", "run"), LAYER_SHAPES)
+def test_every_path_on_every_device_and_precision(device, precision, impl, dim, heads, qk_head_dim, built, run):
+    """Output and gradients (input and every parameter) of each path against the float64 formula, in float32
+    and under float16 and bfloat16 autocast. On a GPU the SDPA paths must run on a fused kernel (the math
+    kernel, which holds N x N logits, is switched off), so head dims that need padding are padded."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    torch.manual_seed(21)
+    dtype, bound = PRECISIONS[precision]
+    layer = MHSA(dim, built, heads=heads, qk_head_dim=qk_head_dim, impl=impl)
+    x, weight = torch.randn(2, dim, *run), torch.randn(2, dim, *run)
+    x_ref = x.double().requires_grad_()
+    expected = dense_reference(layer, x_ref)
+    (expected * weight.double()).sum().backward()
+    expected_grads = [x_ref.grad] + [p.grad for p in layer.parameters()]
+    layer.zero_grad()
+
+    layer.to(device)
+    fused_only = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION]
+    kernels = sdpa_kernel(fused_only) if device == "cuda" else contextlib.nullcontext()
+    autocast = torch.autocast(device, dtype=dtype, enabled=dtype is not None)
+    x_dev = x.to(device).requires_grad_()
+    with kernels, autocast, torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+        with torch.no_grad():
+            inference = layer(x_dev)
+        if impl == "flex" and device == "cpu":
+            with pytest.raises(ValueError, match="impl='flex' trains on CUDA only"):
+                layer(x_dev)
+            out = grads = None
+        else:
+            out = layer(x_dev)
+    assert relative_error(inference, expected) < bound
+    if out is None:
+        return
+    (out.float() * weight.to(device)).sum().backward()
+    grads = [x_dev.grad] + [p.grad for p in layer.parameters()]
+    assert relative_error(out, expected) < bound
+    for (name, _), got, want in zip([("input", None), *layer.named_parameters()], grads, expected_grads):
+        assert relative_error(got, want) < bound, name
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("encoding", ["absolute", "none"])
+def test_fused_kernel_without_relative_logits_on_every_device(device, encoding):
+    """``absolute`` and ``none`` attention (one fused call) on each device, with head dims that need padding."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    torch.manual_seed(22)
+    layer = MHSA(40, (5, 3), heads=4, position_encoding=encoding, qk_head_dim=6)
+    x = torch.randn(2, 40, 5, 3)
+    expected = brute_force(layer, x)
+    layer.to(device)
+    fused_only = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION]
+    with sdpa_kernel(fused_only) if device == "cuda" else contextlib.nullcontext():
+        out = layer(x.to(device).requires_grad_())
+    assert relative_error(out, expected) < 1e-4

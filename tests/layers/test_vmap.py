@@ -45,6 +45,8 @@ def test_vmap_without_gradients_equals_a_loop(encoding, impl):
 
 @pytest.mark.parametrize(("encoding", "impl"), CASES)
 def test_vmap_with_gradients_equals_a_loop(encoding, impl):
+    if impl == "flex":
+        pytest.skip("the loop's calls with gradients are refused on CPU: FlexAttention trains on CUDA only")
     layer, x = layer_and_input(encoding, impl)
     out = torch.func.vmap(layer)(x)
     expected = torch.stack([layer(batch) for batch in x])

@@ -13,6 +13,7 @@ from botnet.layers import BoTBlock, Bottleneck
 from botnet.models import ModelConfig, get_model_entry, summarize
 
 MODELS = botnet.list_models()
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 # Two sizes: square and non-square odd, small enough for CI, at least 32 (the largest downsampling).
 SIZES = [(64, 64), (45, 67)]
 
@@ -21,19 +22,20 @@ def is_s1(name: str) -> bool:
     return get_model_entry(name).config.stages[3].stride == 1
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
 @pytest.mark.parametrize("name", MODELS)
-def test_forward_backward_every_parameter_learns(name):
+def test_forward_backward_every_parameter_learns(name, device):
     torch.manual_seed(0)
     # zero_init_last=False: with the last BN at zero, the inner layers of each block get zero gradient at init.
     model = botnet.create_model(name, num_classes=7, zero_init_last=False, drop_rate=0.0, drop_path_rate=0.0)
-    model.train()
+    model.to(device).train()
     for size in SIZES:
         model.zero_grad()
-        x = torch.randn(2, 3, *size)
+        x = torch.randn(2, 3, *size, device=device)
         logits = model(x)
         assert logits.shape == (2, 7)
         assert torch.isfinite(logits).all()
-        torch.nn.functional.cross_entropy(logits, torch.tensor([1, 5])).backward()
+        torch.nn.functional.cross_entropy(logits, torch.tensor([1, 5], device=device)).backward()
         for param_name, param in model.named_parameters():
             assert param.grad is not None, f"{param_name} got no gradient at {size}"
             assert torch.isfinite(param.grad).all(), f"{param_name} has a non-finite gradient at {size}"

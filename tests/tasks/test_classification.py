@@ -374,7 +374,7 @@ DDP_FLAGS = ["--epochs", "2", "--batch-size", "32", "--no-amp"]  # 22 steps per 
 
 def _torchrun(*args, timeout=600):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}  # CPU processes, GPU or not
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
 
 
@@ -463,7 +463,7 @@ def test_killed_worker_is_restarted_and_the_run_continues_exactly(ddp_run, tmp_p
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "--max-restarts", "1",
         "-m", "botnet", "train", *DDP_FLAGS, "--output-dir", str(run_dir),
     ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}  # CPU processes, GPU or not
     with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as torchrun:
         killed = False
         deadline = time.monotonic() + 300

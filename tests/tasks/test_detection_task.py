@@ -74,6 +74,8 @@ def test_default_run_writes_every_file(tiny_run):
         "model.safetensors",
         "last.pt",
         "predictions.png",
+        "pr_curves.png",
+        "confusion.png",
         "train.log",
     ):
         assert os.path.isfile(os.path.join(run_dir, name)), name
@@ -99,9 +101,35 @@ def test_default_run_writes_every_file(tiny_run):
         assert json.load(f)["segm_AP"] == summary["segm_AP"]
 
 
+def test_the_summary_scores_each_class_and_counts_every_object_once(tiny_run):
+    """Per-class AP and AP50 for boxes and masks (the overall AP is their mean over the classes with objects),
+    and a confusion matrix whose rows count each held-out object exactly once (found, confused or missed)."""
+    run_dir, summary = tiny_run
+    per_class = summary["per_class"]
+    assert list(per_class) == summary["classes"] == list(SHAPE_CLASSES)
+    with open(load_detector(os.path.join(run_dir, "model.safetensors"))[1]["val_annotations"]) as f:
+        annotations = json.load(f)
+    names = {c["id"]: c["name"] for c in annotations["categories"]}
+    objects = {name: sum(names[a["category_id"]] == name for a in annotations["annotations"]) for name in per_class}
+    assert {name: row["objects"] for name, row in per_class.items()} == objects
+    for kind in ("bbox", "segm"):
+        scored = [row[f"{kind}_AP"] for row in per_class.values() if row["objects"]]
+        assert summary[f"{kind}_AP"] == pytest.approx(sum(scored) / len(scored), abs=1e-3)
+    confusion = summary["confusion"]
+    assert confusion["labels"] == [*SHAPE_CLASSES, "background"]
+    counts = confusion["counts"]
+    assert [sum(row) for row in counts[:-1]] == [objects[name] for name in SHAPE_CLASSES]
+    assert counts[-1][-1] == 0
+    with open(os.path.join(run_dir, "train.log")) as f:
+        table = f.read().split("done: ")[1].splitlines()[1:]  # the lines after the last one's headline
+    assert "class" in table[0] and "objects" in table[0] and "mask AP" in table[0]
+    assert [line.split()[-6] for line in table[1:]] == list(SHAPE_CLASSES)
+
+
 def test_eval_of_the_saved_model_reproduces_the_summary(tiny_run):
     run_dir, summary = tiny_run
-    metrics, meta, dataset = evaluate_detector_checkpoint(os.path.join(run_dir, "model.safetensors"))
+    evaluation, meta, dataset = evaluate_detector_checkpoint(os.path.join(run_dir, "model.safetensors"))
+    metrics = evaluation.metrics
     assert meta["class_names"] == list(SHAPE_CLASSES)
     assert len(dataset) == TINY["shapes_val_images"]
     for key in ("bbox_AP", "bbox_AP50", "segm_AP"):
@@ -297,8 +325,15 @@ def test_cli_eval_predict_and_make_data(tiny_run, tmp_path, capsys):
     assert main(["detect", "eval", "--checkpoint", checkpoint, "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["bbox_AP"] == pytest.approx(summary["bbox_AP"], abs=1e-3) and report["images"] == 4
-    assert main(["detect", "eval", "--checkpoint", checkpoint]) == 0
-    assert "segm" in capsys.readouterr().out
+    assert report["per_class"].keys() == summary["per_class"].keys() and report["confusion"] == summary["confusion"]
+    for name, row in summary["per_class"].items():
+        assert report["per_class"][name] == pytest.approx(row, abs=1e-3), name
+    plots = str(tmp_path / "plots")
+    assert main(["detect", "eval", "--checkpoint", checkpoint, "--output-dir", plots]) == 0
+    out = capsys.readouterr().out
+    assert "segm" in out and "per class:" in out and all(name in out for name in SHAPE_CLASSES)
+    for name in ("pr_curves.png", "confusion.png"):
+        assert Image.open(os.path.join(plots, name)).size[0] > 300, name
     image = os.path.join(
         run_dir, "data", "val", "images", sorted(os.listdir(os.path.join(run_dir, "data", "val", "images")))[0]
     )
@@ -327,7 +362,7 @@ def test_two_processes_under_torchrun_report_the_ap_of_the_saved_model(tmp_path)
     script.write_text(TWO_PROCESSES)
     run_dir = tmp_path / "run"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script), str(run_dir)]
-    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["world_size"] == 2
@@ -336,7 +371,8 @@ def test_two_processes_under_torchrun_report_the_ap_of_the_saved_model(tmp_path)
     state = load_training_state(str(run_dir / "last.pt"))
     assert state.world_size == 2 and len(state.metrics) == 2
     # batches of the run's size, as its evaluation made them (padding to a batch's largest image moves AP a little)
-    metrics, _, dataset = evaluate_detector_checkpoint(str(run_dir / "model.safetensors"), batch_size=2)
+    evaluation, _, dataset = evaluate_detector_checkpoint(str(run_dir / "model.safetensors"), batch_size=2)
+    metrics = evaluation.metrics
     assert len(dataset) == 6
     for key in ("bbox_AP", "bbox_AP50", "segm_AP", "segm_AP50"):
         assert metrics[key] == pytest.approx(summary[key], abs=1e-3), key

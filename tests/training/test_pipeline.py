@@ -17,7 +17,7 @@ def test_the_learning_rate_of_a_two_process_run_is_scaled_to_its_global_batch(tm
         "train", "--recipe", "paper", "--model", "botnet_tiny", "--epochs", "1", "--batch-size", "64",
         "--no-randaugment", "--output-dir", str(run_dir),
     ]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     config = json.loads((run_dir / "config.json").read_text())
     summary = json.loads((run_dir / "summary.json").read_text())
