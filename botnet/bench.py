@@ -391,14 +391,11 @@ def _warm(members: list[Case], settings: BenchSettings, log: Callable[[str], Non
             ready = _prepare(case, settings)
             for _ in range(settings.warmup):
                 ready[0]()
-        except torch.cuda.OutOfMemoryError:
+        except torch.cuda.OutOfMemoryError:  # what it held returns to the allocator's cache for the next case
             log(f"{case.group:<34} {case.name:<22} out of memory: left out")
-        else:
-            kept.append(case)
-            prepared.append(ready)
             continue
-        ready = None
-        torch.cuda.empty_cache()  # what the failed case held, once its frames are gone
+        kept.append(case)
+        prepared.append(ready)
     return kept, prepared
 
 

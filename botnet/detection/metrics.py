@@ -165,7 +165,7 @@ def evaluate_coco(
                 curve = [0.0] * 101
             per_class[name].update({f"{iou_type}_AP": ap, f"{iou_type}_AP50": ap50})
             curves[iou_type][name] = curve
-    metrics = _summary(evaluators) if results else coco_metrics(coco_gt, results, iou_types)
+    metrics = _summary(evaluators) if evaluators else coco_metrics(coco_gt, [], iou_types)
     confusion = detection_confusion(coco_gt, results, [c["id"] for c in categories])
     return DetectionEvaluation(metrics, names, per_class, curves, confusion)
 

@@ -600,9 +600,9 @@ def evaluate_detector_checkpoint(
     batch_size: int = 4,
     skip_bad: bool = False,
 ) -> tuple[DetectionEvaluation, dict[str, Any], CocoDetection]:
-    """COCO metrics (overall and per class) of a saved detector on a held-out split: ``images`` and ``annotations`` (a COCO file),
-    or ``data``'s val split (a dataset folder in any layout :func:`~botnet.data.formats.find_layout`
-    reads); by default the held-out split it was trained against."""
+    """COCO metrics (overall and per class) of a saved detector on a held-out split: ``images`` and
+    ``annotations`` (a COCO file), or ``data``'s val split (a dataset folder in any layout
+    :func:`~botnet.data.formats.find_layout` reads); by default the held-out split it was trained against."""
     if batch_size < 1:
         raise ConfigError(f"{label('batch_size')} must be at least 1, got {batch_size}")
     model, meta = load_detector(checkpoint)
