@@ -132,13 +132,13 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from .tasks import evaluate_checkpoint
 
     result, meta, source = evaluate_checkpoint(
-        args.checkpoint, args.data, batch_size=args.batch_size, workers=args.workers
+        args.checkpoint, args.data, split=args.split, batch_size=args.batch_size, workers=args.workers
     )
     classes = meta["classes"]
     per_class = dict(zip(classes, (round(a, 4) for a in result.per_class_top1)))
     if args.json:
         report = dict(
-            checkpoint=args.checkpoint, data=source, images=result.count, top1=round(result.top1, 4),
+            checkpoint=args.checkpoint, data=source, split=args.split, images=result.count, top1=round(result.top1, 4),
             top5=round(result.top5, 4), loss=round(result.loss, 6), per_class_top1=per_class,
             confusion=result.confusion.tolist(), classes=classes,
         )  # fmt: skip
@@ -286,7 +286,7 @@ def _cmd_detect_eval(args: argparse.Namespace) -> int:
     from .tasks.detection import evaluate_detector_checkpoint, write_evaluation_plots
 
     evaluation, meta, dataset = evaluate_detector_checkpoint(
-        args.checkpoint, args.images, args.annotations, data=args.data, batch_size=args.batch_size,
+        args.checkpoint, args.images, args.annotations, data=args.data, split=args.split, batch_size=args.batch_size,
         skip_bad=args.skip_bad,
     )  # fmt: skip
     metrics = evaluation.metrics
@@ -367,12 +367,15 @@ def _cmd_detect_make_data(args: argparse.Namespace) -> int:
 def _cmd_detect_convert(args: argparse.Namespace) -> int:
     from .data.formats import find_layout, write_coco
 
-    splits = find_layout(args.root)
+    splits = find_layout(args.root, data_format=args.data_format)
+    for line in splits.report:
+        print(line)
     for split in splits:  # every check a training run makes, before anything is written
         split.dataset(with_masks=False, skip_bad=False)
     write_coco(splits, args.output)
     masks = "with masks" if splits.has_masks() else "boxes only: train it with --detector fasterrcnn"
-    print(f"wrote {args.output}/{{train,val}}/annotations.json and images/ from the {splits.format} data in "
+    names = ",".join(split.name for split in splits)
+    print(f"wrote {args.output}/{{{names}}}/annotations.json and images/ from the {splits.format} data in "
           f"{args.root} ({len(splits.class_names)} classes, {masks})")  # fmt: skip
     return 0
 
@@ -394,6 +397,7 @@ def _cmd_make_data(args: argparse.Namespace) -> int:
 
 
 def _add_detect_parser(commands) -> None:
+    from .data.formats import FORMATS
     from .tasks.detection import DETECT_RECIPES, DetectConfig
     from .training.settings import add_flags
 
@@ -420,7 +424,9 @@ def _add_detect_parser(commands) -> None:
     p.add_argument("--checkpoint", required=True, help="RUN/model.safetensors or RUN/last.pt")
     p.add_argument("--images", help="image folder (default: the run's held-out split)")
     p.add_argument("--annotations", help="instances JSON (default: the run's held-out split)")
-    p.add_argument("--data", metavar="ROOT", help="instead: the val split of a dataset folder in any layout `detect train` reads")
+    p.add_argument("--data", metavar="ROOT", help="instead: a dataset in any layout `detect train` reads")
+    p.add_argument("--split", choices=("val", "test"), default="val",
+                   help="the split to score: val (the run's held-out images) or the export's test split")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--skip-bad", action="store_true", help="leave out bad images and annotations (counted)")
     p.add_argument("--output-dir", help="write pr_curves.png (precision-recall per class) and confusion.png there")
@@ -442,16 +448,18 @@ def _add_detect_parser(commands) -> None:
         "as an ordinary detection run (box and mask AP). Without --data, on the synthetic shapes.",
     )
     _add_study_flags(p, "runs/ablate-detect-DATA-BACKBONE-STUDY")
-    add_flags(p, DetectConfig, DETECT_RECIPES, only=("data", "detector", "backbone", "recipe"))
+    add_flags(p, DetectConfig, DETECT_RECIPES, only=("data", "data_format", "detector", "backbone", "recipe"))
     p.set_defaults(func=_cmd_detect_ablate)
 
     p = sub.add_parser(
         "convert",
         help="write Pascal VOC, YOLO or LabelMe annotations as COCO files (checked first)",
-        description="Recognise DIR's layout (COCO, Pascal VOC XML, YOLO txt, LabelMe JSON), check it as a training "
-        "run would, and write OUT/{train,val}/annotations.json with OUT/{train,val}/images/ (links to the images).",
+        description="Read DIR as `detect train --data DIR` does (COCO, Pascal VOC XML, YOLO txt, LabelMe JSON, in "
+        "any folder layout; a val split held out where there is none), check it as a training run would, and write "
+        "OUT/SPLIT/annotations.json with OUT/SPLIT/images/ (links to the images) for train, val and test.",
     )
     p.add_argument("root", metavar="DIR")
+    p.add_argument("--data-format", choices=FORMATS, help="the labels to read where DIR holds several formats")
     p.add_argument("--to", choices=["coco"], default="coco", help="the format to write (coco)")
     p.add_argument("output", metavar="OUT")
     p.set_defaults(func=_cmd_detect_convert)
@@ -562,7 +570,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("eval", help="top-1, top-5, per-class accuracy and confusion matrix of a trained model")
     p.add_argument("--checkpoint", required=True, help="RUN/model.safetensors or RUN/last.pt")
-    p.add_argument("--data", help="image folder (DIR/val or DIR with CLASS/*), or 'digits'; default the run's")
+    p.add_argument(
+        "--data",
+        help="image folder (DIR in a layout `botnet train` reads, or DIR/val with CLASS/* scored whole), or 'digits'; "
+        "default the run's, on the images it held out",
+    )
+    p.add_argument(
+        "--split", choices=("val", "test"), default="val",
+        help="val (default): the val split, or the images the run held out; test: the data's test/ folder",
+    )  # fmt: skip
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print JSON for machines")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torch.utils.data import Dataset
 
@@ -49,6 +49,8 @@ class ClassificationData:
     std: tuple[float, ...]
     crop: bool  # photos: random-resized / centre crops; scans and digits: the whole image resized
     bad_images: BadImages
+    heldout: set[str] | None = None  # names (relative to the folder) of the images botnet held out as val
+    report: list[str] = field(default_factory=list)  # log lines: layout, splits, counts, what was held or left out
 
 
 # Decoded images are kept in memory when both splits together fit in this many bytes: a folder of small
@@ -81,7 +83,9 @@ def load_classification_data(
     in_chans: int | None = None,
     augment: str | None = None,
 ) -> ClassificationData:
-    """The bundled digits (``data`` None or "digits") or an image folder DIR with train/ and val/.
+    """The bundled digits (``data`` None or "digits") or an image folder DIR in any layout of
+    ``botnet.data.folder`` (DIR/CLASS/*, or DIR/train/ with DIR/val/; without a val folder a val share is
+    held out, and ``heldout`` names those images).
     ``train=False`` skips building the training pipeline (evaluation only). ``in_chans``: 1 reads a
     folder's images grey, 3 (default) in colour. ``augment``: "crop" (random-resized crops; the
     default for folders) or "jitter" (the whole image, a small affine jitter; the default for the
@@ -93,10 +97,13 @@ def load_classification_data(
         result = ClassificationData(DIGITS, train_split, val_split, DIGITS_CLASSES, 1, DIGITS_MEAN, DIGITS_STD, crop, BadImages())
     else:
         grey = in_chans == 1
-        train_split, val_split, bad = load_image_folder(data, skip_bad=skip_bad_images, mode="L" if grey else "RGB")
-        keep_in_memory(train_split, val_split)
+        folder = load_image_folder(data, skip_bad=skip_bad_images, mode="L" if grey else "RGB")
+        keep_in_memory(folder.train, folder.val)
         mean, std = (GREY_MEAN, GREY_STD) if grey else (IMAGENET_MEAN, IMAGENET_STD)
-        result = ClassificationData(data, train_split, val_split, train_split.classes, 1 if grey else 3, mean, std, crop, bad)
+        result = ClassificationData(
+            data, folder.train, folder.val, folder.train.classes, 1 if grey else 3, mean, std, crop, folder.bad,
+            folder.heldout, folder.report,
+        )  # fmt: skip
     if train:
         result.train.transform = train_transform(
             img_size, result.mean, result.std, crop=result.crop, crop_scale_min=crop_scale_min, randaugment=randaugment,

@@ -13,7 +13,8 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DatasetError
-from .folder import _list_split
+from .folder import _list_split, find_folder_layout
+from .holdout import SHARE
 
 __all__ = ["FolderProfile", "DIGITS_PROFILE", "profile_folder"]
 
@@ -51,14 +52,19 @@ def _is_grey(image: Image.Image) -> bool:
 
 
 def profile_folder(root: str, sample: int = 256) -> FolderProfile:
-    """Count DIR/train and DIR/val, and read the size and colour of up to ``sample`` training images
+    """Count the training and val images (in any layout of ``botnet.data.folder``; where the val share is held
+    out, its expected size), and read the size and colour of up to ``sample`` training images
     spread evenly over the sorted file list (so over the classes) (sizes from the headers; colour from small decodes). Unreadable files
     are passed over here: the full check before training names them."""
     if not os.path.isdir(root):
         raise DatasetError(f"data folder {root} does not exist")
-    classes, files = _list_split(os.path.join(root, "train"))
-    _, val_files = _list_split(os.path.join(root, "val"))
+    layout = find_folder_layout(root)
+    classes, files = _list_split(layout.train)
     every = [path for name in classes for path in files[name]]
+    if layout.val is not None:
+        val_images = sum(len(v) for v in _list_split(layout.val)[1].values())
+    else:
+        val_images = round(len(every) * SHARE)  # about what botnet.data.holdout will hold out
     step = max(1, len(every) // sample)
     shorts, longs, grey, read = [], [], True, 0
     for path in every[::step][:sample]:
@@ -74,8 +80,8 @@ def profile_folder(root: str, sample: int = 256) -> FolderProfile:
         longs.append(max(width, height))
         read += 1
     return FolderProfile(
-        train_images=len(every),
-        val_images=sum(len(v) for v in val_files.values()),
+        train_images=len(every) - (0 if layout.val is not None else val_images),
+        val_images=val_images,
         classes=len(classes),
         short_side=int(statistics.median(shorts)) if shorts else 0,
         long_side=int(statistics.median(longs)) if longs else 0,

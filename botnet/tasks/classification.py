@@ -20,7 +20,8 @@ from torch.utils.data import DataLoader, Subset
 
 from ..data import DIGITS, load_classification_data
 from ..data.digits import digits_splits
-from ..data.folder import scan_split
+from ..data.folder import eval_split, heldout_split
+from ..data.holdout import HELDOUT_FILE, read_heldout
 from ..data.images import read_pixels
 from ..data.transforms import INTERPOLATIONS, TrainAugment, eval_transform_for
 from ..errors import CheckpointError, ConfigError, DatasetError, MissingFileError, TrainingDiverged
@@ -64,6 +65,7 @@ METRIC_COLUMNS = ["epoch", "train_loss", "val_loss", "val_top1", "val_top5", "lr
 PUBLISHED_WEIGHTS = "hub"  # --pretrained without a file: the model's published weights
 AUGMENTATIONS = ("crop", "jitter")  # random-resized crops (photos); the whole image with a small affine jitter (scans)
 MIN_BATCH = 2  # batch norm needs more than one value per channel, and a final map may be 1 x 1
+EVAL_SPLITS = ("val", "test")  # what `botnet eval --split` scores
 
 
 @dataclass
@@ -72,7 +74,10 @@ class TrainConfig(RunSettings):
     model, size, channels, augmentation and epochs to the data (``botnet.tasks.defaults``); what is still
     unset takes the recipe's value (``img_size``: the model's own resolution)."""
 
-    data: str | None = setting(help="image folder with DIR/train/CLASS/* and DIR/val/CLASS/* (default: the bundled digits)")
+    data: str | None = setting(
+        help="image folder: DIR/CLASS/* (a val share is held out), or DIR/train/CLASS/* with DIR/val/CLASS/* "
+        "(default: the bundled digits)"
+    )
     model: str | None = setting(help="a name from `botnet list` (default: chosen from the images' size and number)")
     model_overrides: dict[str, Any] | None = setting(
         flag=False, help="create_model settings of the model (an ablation's variant), e.g. {'heads': 8}"
@@ -309,6 +314,12 @@ class Classification:
     def data_warnings(self, data) -> list[str]:
         return [f"skipped {len(data.bad_images)} unreadable file(s): {data.bad_images.summary()}"] if data.bad_images else []
 
+    def data_report(self, data) -> list[str]:
+        return data.report
+
+    def heldout(self, data) -> set[str] | None:
+        return data.heldout
+
     def train_images(self, data) -> int:
         return len(data.train)
 
@@ -419,10 +430,14 @@ def load_model(path: str) -> tuple[BoTNet, dict[str, Any]]:
 
 
 def evaluate_checkpoint(
-    checkpoint: str, data: str | None = None, *, batch_size: int = 128, workers: int = 0
+    checkpoint: str, data: str | None = None, *, split: str = "val", batch_size: int = 128, workers: int = 0
 ) -> tuple[EvalResult, dict[str, Any], str]:
-    """Evaluate a saved model on ``data`` (an image folder: DIR/val or DIR itself, or "digits"),
-    by default on the held-out split the model was trained against. Returns (result, metadata, data used)."""
+    """Evaluate a saved model on ``data`` (an image folder in a layout ``botnet train`` reads, a folder of
+    CLASS/* such as DIR/val scored whole, or "digits"), by default on the images the model was trained
+    against: those its run folder's heldout.txt lists where botnet held them out, else its data's val split.
+    ``split`` "test" scores the data's test/ folder. Returns (result, metadata, data used)."""
+    if split not in EVAL_SPLITS:
+        raise ConfigError(f"--split must be one of {', '.join(EVAL_SPLITS)}, got {split!r}")
     if batch_size < 1:
         raise ConfigError(f"{label('batch_size')} must be at least 1, got {batch_size}")
     check_workers(workers)
@@ -431,20 +446,32 @@ def evaluate_checkpoint(
     if source == DIGITS:
         if meta["in_chans"] != 1 or len(meta["classes"]) != 10:
             raise DatasetError(f"{checkpoint} was not trained on the digits; pass --data with its image folder")
-        _, split = digits_splits()
+        if split == "test":
+            raise DatasetError("the digits have no test split: their held-out split is scored with --split val")
+        _, images = digits_splits()
     else:
         if not os.path.isdir(source):
             hint = "" if data else f" (the model was trained on {source}; give the images with --data DIR)"
             raise DatasetError(f"data folder {source} does not exist{hint}")
-        split_dir = os.path.join(source, "val") if os.path.isdir(os.path.join(source, "val")) else source
-        split, _ = scan_split(
-            split_dir, classes=meta["classes"], reference="the model's classes", mode="L" if meta["in_chans"] == 1 else "RGB"
-        )
-        source = split_dir
-    split.transform = eval_transform_for(meta)
-    loader = DataLoader(split, batch_size=batch_size, num_workers=workers)
+        own = data is None or os.path.abspath(data) == os.path.abspath(meta["dataset"])
+        images, source = _folder_images(checkpoint, source, meta, split, own)
+    images.transform = eval_transform_for(meta)
+    loader = DataLoader(images, batch_size=batch_size, num_workers=workers)
     model = model.to(memory_format=torch.channels_last)
     return evaluate(model, loader, len(meta["classes"])), meta, source
+
+
+def _folder_images(checkpoint: str, folder: str, meta: dict[str, Any], split: str, own: bool):
+    """The images of ``folder`` that ``evaluate_checkpoint`` scores, and where they are. For the model's own
+    data (``own``), val is the list of images held out in training (heldout.txt beside the checkpoint, where
+    the run wrote one); another flat folder is scored whole."""
+    mode = "L" if meta["in_chans"] == 1 else "RGB"
+    listed = os.path.join(os.path.dirname(os.path.abspath(checkpoint)), HELDOUT_FILE)  # the run folder's
+    names = read_heldout(listed) if own and split == "val" else None
+    if names is None:
+        return eval_split(folder, split=split, classes=meta["classes"], whole=not own, mode=mode)
+    images = heldout_split(folder, names, classes=meta["classes"], listed_in=listed, mode=mode)
+    return images, f"{folder} (the {len(images)} images held out in training, listed in {listed})"
 
 
 @torch.no_grad()

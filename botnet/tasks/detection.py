@@ -29,7 +29,8 @@ from tqdm import tqdm
 
 from ..data.coco import CocoDetection
 from ..data.detection_profile import profile_annotations
-from ..data.formats import DetectionSplit, DetectionSplits, find_layout
+from ..data.formats import FORMATS, DetectionSplit, DetectionSplits, find_layout
+from ..data.holdout import HELDOUT_FILE, read_heldout
 from ..data.images import read_pixels
 from ..data.shapes import ShapesSpec, write_shapes_dataset
 from ..detection.draw import draw_detections, tile_images
@@ -100,8 +101,12 @@ class DetectConfig(RunSettings):
     """Every setting of a detection run (saved as config.json); ``None`` takes the recipe's value."""
 
     data: str | None = setting(
-        help="a dataset folder, found by its layout: COCO (ROOT/{train,val}/images/ + annotations.json), Pascal VOC, "
-        "YOLO or LabelMe (docs/detection.md lists the layouts); unset settings are fitted to it",
+        help="a labelling tool's export as it is (a folder of COCO, Pascal VOC, YOLO or LabelMe labels, a data.yaml "
+        "or a COCO .json; docs/detection.md says how each is read); without a val split one is held out; unset "
+        "settings are fitted to it",
+    )
+    data_format: str | None = setting(
+        choices=FORMATS, help="the labels to read where --data holds several formats (coco, voc, yolo, labelme)"
     )
     train_images: str | None = setting(help="training image folder (instead of --data's layout)")
     train_annotations: str | None = setting(help="training instances JSON (COCO format)")
@@ -274,6 +279,7 @@ class DetectorMeta:
     val_annotations: str | None  # None where the held-out labels are read from ``data`` in another format
     task: str = "detection"
     data: str | None = None  # the dataset folder (--data): its held-out split is the default to evaluate
+    data_format: str | None = None  # --data-format, to read ``data`` again as it was
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -359,10 +365,11 @@ def train_transforms(config: DetectConfig) -> v2.Transform:
 
 
 def data_splits(config: DetectConfig) -> DetectionSplits:
-    """The training and held-out splits the settings name: ``data``'s folder in whichever layout it is,
-    or the four COCO paths."""
+    """The training and held-out splits the settings name: ``data`` as it was exported (a resumed run holds
+    out what its heldout.txt lists), or the four COCO paths."""
     if config.data is not None:
-        return find_layout(config.data)
+        heldout = read_heldout(os.path.join(config.output_dir, HELDOUT_FILE)) if config.output_dir else None
+        return find_layout(config.data, data_format=config.data_format, heldout=heldout)
     return _coco_files(*(getattr(config, key) for key in DATA_PATHS))
 
 
@@ -466,6 +473,12 @@ class Detection:
         return [f"{name} data: left out {dataset.skipped.summary()}" for name, dataset in zip(("training", "held-out"), data)
                 if dataset.skipped.total()]  # fmt: skip
 
+    def data_report(self, data) -> list[str]:
+        return self._splits.report if self._splits else []
+
+    def heldout(self, data) -> set[str] | None:
+        return self._splits.heldout if self._splits else None
+
     def train_images(self, data) -> int:
         return len(data[0])
 
@@ -482,7 +495,7 @@ class Detection:
             settings=dataclasses.asdict(settings), num_classes=num_classes, class_names=train_set.class_names,
             category_ids=train_set.category_ids, val_images=os.path.abspath(val_set.image_dir),
             val_annotations=os.path.abspath(val_set.ann_file) if os.path.isfile(val_set.ann_file) else None,
-            data=config.data,
+            data=config.data, data_format=config.data_format,
         )  # fmt: skip
         groups = _aspect_groups(train_set)
         loader = train_loader(
@@ -597,23 +610,30 @@ def evaluate_detector_checkpoint(
     annotations: str | None = None,
     *,
     data: str | None = None,
+    split: str = "val",
     batch_size: int = 4,
     skip_bad: bool = False,
 ) -> tuple[DetectionEvaluation, dict[str, Any], CocoDetection]:
     """COCO metrics (overall and per class) of a saved detector on a held-out split: ``images`` and
-    ``annotations`` (a COCO file), or ``data``'s val split (a dataset folder in any layout
-    :func:`~botnet.data.formats.find_layout` reads); by default the held-out split it was trained against."""
+    ``annotations`` (a COCO file), or ``data``'s ``split`` ("val" or "test"; data in any layout
+    :func:`~botnet.data.formats.find_layout` reads); by default the held-out split it was trained against
+    (the very images its run held out, as listed in the run folder's heldout.txt)."""
     if batch_size < 1:
         raise ConfigError(f"{label('batch_size')} must be at least 1, got {batch_size}")
     model, meta = load_detector(checkpoint)
     masks = with_masks(model)
-    if data is None and images is None and annotations is None and meta.get("data"):
+    own_data = data is None and images is None and annotations is None and meta.get("data")
+    if own_data:
         data = meta["data"]
     if data is not None:
         if images is not None or annotations is not None:
             raise ConfigError(f"give {label('data')} ROOT or the held-out images and annotations, not both")
-        dataset = find_layout(data).val.dataset(skip_bad=skip_bad, with_masks=masks)
+        heldout = read_heldout(os.path.join(os.path.dirname(os.path.abspath(checkpoint)), HELDOUT_FILE)) if own_data else None
+        splits = find_layout(data, data_format=meta.get("data_format") if own_data else None, heldout=heldout)
+        dataset = splits.split(split).dataset(skip_bad=skip_bad, with_masks=masks)
     else:
+        if split != "val":
+            raise ConfigError(f"--split {split} needs a dataset: give {label('data')} ROOT (or --images and --annotations)")
         images, annotations = images or meta["val_images"], annotations or meta["val_annotations"]
         if annotations is None:
             raise ConfigError(f"{checkpoint} names no held-out annotations file; give {label('annotations')} FILE")

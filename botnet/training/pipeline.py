@@ -28,6 +28,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from ..data.holdout import HELDOUT_FILE, write_heldout
 from ..errors import CheckpointError, ConfigError, DatasetError
 from .checkpoint import check_metric_rows, check_new_run_dir, save_weights, saved_config
 from .distributed import DistEnv, init_distributed, main_process_first, shutdown_distributed
@@ -88,6 +89,14 @@ class TaskSpec(Protocol):
 
     def data_warnings(self, data: Any) -> list[str]:
         """What the log should say about the data (files left out)."""
+        ...
+
+    def data_report(self, data: Any) -> list[str]:
+        """What the log says was found before training: format, splits, counts, fixes, what was left out."""
+        ...
+
+    def heldout(self, data: Any) -> set[str] | None:
+        """The images botnet held out of data without a val split (written to the run folder), else None."""
         ...
 
     def train_images(self, data: Any) -> int: ...
@@ -164,8 +173,13 @@ def _run(spec: TaskSpec, config, user_config, env: DistEnv, state: TrainState | 
                 data = spec.make_data(config, log)
             if state is None:
                 config = _fit_batch(spec, config, user_config, spec.train_images(data), env)
+        for line in spec.data_report(data):
+            log.info(line)
         for line in spec.data_warnings(data):
             log.warning(line)
+        heldout = spec.heldout(data)
+        if heldout is not None and env.is_main:
+            write_heldout(os.path.join(config.output_dir, HELDOUT_FILE), heldout)
         fitted_record = _fitted_record(state, fitted, log)
         if config.batch_size < requested:
             log.warning(

@@ -210,24 +210,25 @@ def test_find_layout_recognises_each_layout(tmp_path, writer, expected):
     assert len(splits.train.dataset(with_masks=False)) == 3 and len(splits.val.dataset(with_masks=False)) == 1
 
 
-def test_coco_layout_is_named_by_path_as_today(tmp_path):
+def test_a_coco_file_finds_its_images_folder_and_names_itself_in_messages(tmp_path):
     write_coco_direct(str(tmp_path))
     splits = find_layout(str(tmp_path))
-    assert splits.train.annotations is None
-    assert splits.train.ann_file == str(tmp_path / "train" / "annotations.json")
+    assert splits.train.source == str(tmp_path / "train" / "annotations.json")
     assert splits.train.image_dir == str(tmp_path / "train" / "images")
-    assert splits.train.dataset().ann_file == splits.train.ann_file and splits.has_masks()
+    assert splits.train.dataset().ann_file == splits.train.source and splits.has_masks()
 
 
 def test_empty_and_unknown_folders_are_refused_with_the_expected_layouts(tmp_path):
     with pytest.raises(DatasetError) as error:
         find_layout(str(tmp_path))
-    assert re.match(r".* is empty; expected one of: COCO: .*; Pascal VOC: .*; YOLO: .*; LabelMe: ", one_line(error))
+    assert re.match(r".* is empty: it looks for Pascal VOC .xml, YOLO labels/\*.txt .*LabelMe .json and COCO .json "
+                    r"files in any folder layout; for image classification .* use `botnet train --data .*`$",
+                    one_line(error))
     (tmp_path / "notes.txt").write_text("hello")
     (tmp_path / "train").mkdir()
     with pytest.raises(DatasetError) as error:
         find_layout(str(tmp_path))
-    assert "is in no layout botnet reads; expected one of: COCO" in one_line(error)
+    assert "holds no annotation files botnet reads: it looks for Pascal VOC" in one_line(error)
     with pytest.raises(MissingFileError, match="does not exist"):
         find_layout(str(tmp_path / "nowhere"))
 
@@ -389,8 +390,8 @@ def test_labelme_shapes(tmp_path):
     assert abs(circle["area"] - np.pi * 25) < 10
     assert len(grouped["segmentation"]) == 2 and grouped["bbox"] == [1.0, 1.0, 32.0, 3.0]
     assert untyped["bbox"] == [20.0, 2.0, 4.0, 4.0]
-    assert splits.train.skipped == {"line": 1, "point": 2}
-    assert splits.train.skipped_summary() == "1 line shape, 2 point shapes left out (LabelMe shapes without an area)"
+    assert ("left out: 1 LabelMe line shapes, which have no area to detect (e.g. train/a.json); 2 LabelMe point "
+            "shapes, which have no area to detect (e.g. train/a.json)") in splits.report
     assert len(splits.train.dataset()[0][1]["masks"]) == 4
 
 
@@ -443,7 +444,7 @@ def test_write_coco_gives_a_coco_folder_with_the_same_targets(tmp_path):
     for split in ("train", "val"):
         _same_targets(_targets(getattr(again, split).dataset()), _targets(getattr(splits, split).dataset()), True)
     info = json.loads((tmp_path / "out" / "train" / "annotations.json").read_text())["info"]
-    assert "YOLO train split" in info["description"]
+    assert "YOLO train data" in info["description"]
     with pytest.raises(ConfigError, match="already exists and is not empty"):
         write_coco(splits, str(tmp_path / "out"))
 
@@ -479,8 +480,9 @@ def _error(read, root):
 def test_voc_errors(tmp_path):
     xml = _voc(tmp_path)
     xml.write_text(voc_xml("a.png", 37, 23, [("cat", 5, 4, 44, 11, 0)]))
-    assert re.match(rf"{re.escape(str(xml))}, object 1 \('cat'\): the box \(4, 3\)-\(44, 11\) reaches outside the "
-                    rf"37x23 image a.png; fix it", _error(read_voc, tmp_path))
+    assert _error(read_voc, tmp_path) == (
+        f"{xml}, object 1 ('cat'): the box (4, 3)-(44, 11) reaches outside the 37x23 image "
+        f"{tmp_path / 'JPEGImages' / 'a.png'}; fix it (the labels may belong to another image)")
     xml.write_text(voc_xml("a.png", 37, 23, [("cat", 14, 4, 5, 11, 0)]))
     assert "object 1 ('cat'): the box (13, 3)-(5, 11) has no area" in _error(read_voc, tmp_path)
     xml.write_text(voc_xml("a.png", 37, 23, [("cat", "five", 4, 5, 11, 0)]))
@@ -488,9 +490,9 @@ def test_voc_errors(tmp_path):
     xml.write_text(voc_xml("a.png", 37, 23, [("cat", 5, 4, 14, 11, 0)])[:-20])
     assert re.match(rf"{re.escape(str(xml))} is not valid XML \(.*line 1, column \d+\): fix or re-export it",
                     _error(read_voc, tmp_path))
-    xml.write_text(voc_xml("a.png", 41, 29, [("cat", 5, 4, 14, 11, 0)]))
-    assert f"{xml} gives its image 41x29 pixels, but {tmp_path / 'JPEGImages' / 'a.png'} is 37x23" in _error(
-        read_voc, tmp_path)
+    xml.write_text(voc_xml("a.png", 41, 29, [("cat", 5, 4, 14, 11, 0)]))  # a wrong size: the image file's is used
+    assert "fixed: 1 x image size taken from the image file (the label file gave 0 or another size)" in read_voc(
+        tmp_path).report
     xml.write_text("<root/>")
     assert "is XML but not a Pascal VOC annotation (its root is <root>" in _error(read_voc, tmp_path)
 
@@ -512,19 +514,19 @@ def test_voc_unknown_val_class_and_missing_files(tmp_path):
     _voc(tmp_path)
     val = tmp_path / "Annotations" / "d.xml"
     val.write_text(voc_xml("d.png", 37, 23, [("cat", 5, 4, 14, 11, 0), ("horse", 5, 4, 14, 11, 0)]))
-    assert _error(read_voc, tmp_path) == (
-        f"{val}, object 2 ('horse'): class 'horse' does not occur in the train split (its classes: 'cat', 'dog'); "
-        f"fix the name, or label such objects in the train split too")
+    assert read_voc(tmp_path).class_names == ["cat", "dog", "horse"]  # a class only val has is a class
     os.remove(val)
     assert re.match(rf"{re.escape(str(tmp_path / 'ImageSets' / 'Main' / 'val.txt'))} line 1 names 'd', but .*d.xml "
                     rf"does not exist", _error(read_voc, tmp_path))
     val.write_text(voc_xml("d.png", 37, 23, []))
     os.remove(tmp_path / "JPEGImages" / "d.png")
     assert _error(read_voc, tmp_path) == (
-        f"{val} has no image in {tmp_path / 'JPEGImages'} (its <filename> is 'd.png'): add the image, or remove the "
-        f"label file")
+        f"{val} has no image in {tmp_path / 'Annotations'} or {tmp_path / 'JPEGImages'} (its <filename> is 'd.png'): "
+        f"add the image, or remove the label file")
     os.remove(tmp_path / "ImageSets" / "Main" / "val.txt")
-    assert "has Annotations/ but no ImageSets/Main/val.txt" in _error(read_voc, tmp_path)
+    os.remove(val)
+    held = read_voc(tmp_path)  # no val list: val is held out of train
+    assert len(held.heldout) == 1 and held.heldout < {"JPEGImages/a.png", "JPEGImages/b.png", "JPEGImages/c.png"}
 
 
 def test_voc_split_folder_errors(tmp_path):
@@ -534,8 +536,8 @@ def test_voc_split_folder_errors(tmp_path):
     os.remove(tmp_path / "train" / "orphan.xml")
     for name in os.listdir(tmp_path / "val"):
         os.remove(tmp_path / "val" / name)
-    assert _error(read_voc, tmp_path) == (
-        f"Pascal VOC val split in {tmp_path / 'val'}: no images or annotation files found")
+    held = read_voc(tmp_path)  # an empty val folder: val is held out of train
+    assert len(held.heldout) == 1 and held.heldout < {"train/a.png", "train/b.png", "train/c.png"}
 
 
 def _yolo(tmp_path, polygons=False):
@@ -554,7 +556,7 @@ def _yolo(tmp_path, polygons=False):
         ("0.5 0.5 0.5 0.2 0.2\n", "line 1: the class '0.5' is not a class index (0, 1, ...)"),
         ("2 0.5 0.5 0.2 0.2\n", "line 1: class 2 is not one of the 2 classes of"),
         ("0 15 10 5 5\n", "line 1: coordinate 15 is over 1, but YOLO labels are fractions (0..1) of the image size"),
-        ("0 0.05 0.5 0.5 0.2\n", "line 1: the box (-7.4, 9.2)-(11.1, 13.8) reaches outside the 37x23 image a.png"),
+        ("0 0.05 0.5 0.5 0.2\n", "line 1: the box (-7.4, 9.2)-(11.1, 13.8) reaches outside the 37x23 image "),
         ("0 0.5 0.5 0 0.2\n", "line 1: the box (18.5, 9.2)-(18.5, 13.8) has no area"),
         ("1 0.1 0.1 0.9 0.1 -0.5 0.9\n", "line 1: the polygon reaches (-18.5..33.3, 2.3..20.7), outside the 37x23"),
     ],
@@ -570,9 +572,7 @@ def test_yolo_file_errors(tmp_path):
     label = _yolo(tmp_path)
     orphan = tmp_path / "labels" / "val" / "zzz.txt"
     orphan.write_text("0 0.5 0.5 0.1 0.1\n")
-    assert _error(read_yolo, tmp_path) == (
-        f"{orphan} has no image in {tmp_path / 'images' / 'val'} (looked for zzz.jpg, .png, ...): add the image, or "
-        f"remove the label file")
+    assert "left out: 1 YOLO label files without their image (e.g. labels/val/zzz.txt)" in read_yolo(tmp_path).report
     os.remove(orphan)
     label.write_bytes(b"\xff\xfe0 0.5")
     assert f"{label} is not a YOLO label file (not UTF-8 text" in _error(read_yolo, tmp_path)
@@ -590,11 +590,11 @@ def test_yolo_file_errors(tmp_path):
     (tmp_path / "classes.txt").write_text("cat\ndog\n\n")
     assert read_yolo(str(tmp_path)).train.annotations["categories"][1] == {"id": 2, "name": "dog"}
     make_image(str(tmp_path / "images" / "train" / "a.jpg"), 5, 5)
-    assert "would label both a.jpg and a.png" in _error(read_yolo, tmp_path)
+    assert f"{label} would label both {tmp_path / 'images' / 'train' / 'a.jpg'} and " in _error(read_yolo, tmp_path)
     os.remove(tmp_path / "images" / "train" / "a.jpg")
     shutil.rmtree(tmp_path / "labels" / "val")
-    assert "looks like YOLO labels but has no images/val/ + labels/val/ or images/valid/ + labels/valid/" in _error(
-        read_yolo, tmp_path)
+    unlabelled = read_yolo(tmp_path)  # images/val/ has no labels: left out, and val held out of train
+    assert unlabelled.heldout and "1 images no annotation file names (e.g. images/val/d.png)" in unlabelled.report[-1]
 
 
 def test_yolo_unreadable_image_is_left_to_coco_detection(tmp_path):
@@ -602,7 +602,7 @@ def test_yolo_unreadable_image_is_left_to_coco_detection(tmp_path):
     (tmp_path / "images" / "train" / "a.png").write_bytes(b"not an image")
     split = read_yolo(str(tmp_path)).train
     assert split.annotations["images"][0] == {"id": 1, "file_name": "a.png"}
-    unreadable = r"^YOLO train split of .*: 1 entries cannot be used: 1 unreadable image \(a.png"
+    unreadable = r"^YOLO train data in .*: 1 entries cannot be used: 1 unreadable image \(a.png"
     with pytest.raises(DatasetError, match=unreadable):
         split.dataset(with_masks=False)
     assert len(split.dataset(with_masks=False, skip_bad=True)) == 2
@@ -619,7 +619,7 @@ def _labelme(tmp_path):
         (labelme_shape("cat", [[1, 1], [5, 5]]), "shape 1 ('cat'): a polygon has 2 point(s); an object's outline needs "
                                                  "at least 3: fix or remove it"),
         (labelme_shape("cat", [[1, 1], [50, 5], [3, 9]]), "shape 1 ('cat'): the polygon reaches (1..50, 1..9), outside "
-                                                          "the 37x23 image a.png"),
+                                                          "the 37x23 image "),
         (labelme_shape("cat", [[1, 1], [5, "x"], [3, 9]]), "shape 1 ('cat'): points must be a list of [x, y] pairs"),
         (labelme_shape("cat", [[1, 1]], "rectangle"), "shape 1 ('cat'): a rectangle needs 2 corner points, got 1"),
         (labelme_shape("cat", [[1, 1], [1, 9]], "rectangle"), "shape 1 ('cat'): the box (1, 1)-(1, 9) has no area"),
@@ -647,10 +647,11 @@ def test_labelme_file_errors(tmp_path):
         f'{path} is not a LabelMe file: it needs a JSON object with a "shapes" list')
     path.write_text(json.dumps({**good, "imagePath": "gone.png"}))
     assert _error(read_labelme, tmp_path) == (
-        f"{path} labels 'gone.png', which is not in {tmp_path / 'train'}: put the image there (the embedded imageData "
+        f"{path} labels 'gone.png', which is not beside it: put the image there (the embedded imageData "
         f"is not read), or remove the label file")
     path.write_text(json.dumps({**good, "imageWidth": 23, "imageHeight": 37}))
-    assert f"{path} gives its image 23x37 pixels, but " in _error(read_labelme, tmp_path)
+    fixed = "fixed: 1 x image size taken from the image file (the label file gave 0 or another size)"
+    assert fixed in read_labelme(tmp_path).report
     path.write_text(json.dumps({**good, "imageWidth": "37"}))
     assert "imageWidth x imageHeight is '37' x 23" in _error(read_labelme, tmp_path)
     path.write_text(json.dumps(good))
@@ -658,18 +659,16 @@ def test_labelme_file_errors(tmp_path):
     data = json.loads(val.read_text())
     data["shapes"][1]["label"] = "horse"
     val.write_text(json.dumps(data))
-    assert _error(read_labelme, tmp_path) == (
-        f"{val}, shape 2 ('horse'): class 'horse' does not occur in the train split (its classes: 'cat', 'dog'); "
-        f"fix the name, or label such objects in the train split too")
+    assert read_labelme(tmp_path).class_names == ["cat", "dog", "horse"]  # a class only val has is a class
     data["shapes"][1]["label"] = "cat"
     data["imagePath"] = "a.png"
     val.write_text(json.dumps(data))
-    assert "labels 'a.png', which is not in" in _error(read_labelme, tmp_path)
+    assert "labels 'a.png', which is not beside it" in _error(read_labelme, tmp_path)
     make_image(str(tmp_path / "val" / "a.png"), 37, 23)
     data["imagePath"] = "d.png"
     (tmp_path / "val" / "second.json").write_text(json.dumps(data))
     val.write_text(json.dumps(data))
-    assert "are labels of the same image d.png: keep one" in _error(read_labelme, tmp_path)
+    assert f"are labels of the same image {tmp_path / 'val' / 'd.png'}: keep one" in _error(read_labelme, tmp_path)
 
 
 def test_detect_convert_writes_coco_files_that_read_as_the_original(tmp_path, capsys):

@@ -69,6 +69,14 @@ def test_digits_split_is_fixed_and_stratified():
     assert counts.min() >= 35 and counts.max() <= 37
 
 
+def test_eval_split_test_of_data_without_one_is_refused(digits_run, capsys):
+    run_dir, _ = digits_run
+    assert main(["eval", "--checkpoint", os.path.join(run_dir, "model.safetensors"), "--split", "test"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "the digits have no test split" in err, err
+    assert not os.path.exists(os.path.join(run_dir, "heldout.txt"))  # the digits' split is fixed
+
+
 def test_eval_and_predict_round_trip(digits_run, tmp_path, capsys):
     run_dir, summary = digits_run
     for name in ("model.safetensors", "last.pt"):
@@ -280,6 +288,10 @@ def test_image_folder_train_eval_predict(tmp_path, capsys):
     assert summary["num_classes"] == 2 and summary["test_images"] == 12 and summary["img_size"] == 40
     result, meta, source = evaluate_checkpoint(os.path.join(run_dir, "model.safetensors"), str(data))
     assert source.endswith("val") and result.top1 == pytest.approx(summary["test_top1"], abs=1e-3)
+    assert not os.path.exists(os.path.join(run_dir, "heldout.txt"))  # the folder has its own val split
+    shutil.copytree(data / "val", data / "Test")  # a test split beside it: --split test scores it
+    result, _, source = evaluate_checkpoint(os.path.join(run_dir, "model.safetensors"), split="test")
+    assert source == str(data / "Test") and result.count == 12
     assert main(["predict", "--checkpoint", os.path.join(run_dir, "last.pt"), str(data / "val" / "dog" / "0.png")]) == 0
     line = capsys.readouterr().out.splitlines()[-1]
     assert line.startswith(str(data / "val" / "dog" / "0.png") + ": ") and "cat" in line and "dog" in line
@@ -288,9 +300,9 @@ def test_image_folder_train_eval_predict(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("damage", "match"),
     [
-        (lambda d: os.rename(d / "val", d / "validation"), "missing folder .*val"),
+        (lambda d: os.rename(d / "val", d / "evaluation"), r"mixes split folders \(train\) with class folders \(evaluation\)"),
         (lambda d: [os.remove(p) for p in (d / "train" / "dog").iterdir()], "class 'dog' has no readable images"),
-        (lambda d: _image_folder(d, classes=("owl",)) and os.rename(d / "val" / "owl", d / "owl"), r"only in train: \['owl'\]"),
+        (lambda d: _image_folder(d, classes=("owl",)) and shutil.rmtree(d / "val" / "owl"), r"only in train: \['owl'\]"),
         (lambda d: (d / "train" / "cat" / "broken.jpg").write_bytes(b"not a jpeg"), "broken.jpg"),
         (lambda d: (d / "val" / "dog" / "notes.txt").write_text("hello"), "notes.txt"),
         (lambda d: _truncated_jpeg(d / "train" / "dog" / "cut.jpg"), r"cut\.jpg \(OSError: image file is truncated"),

@@ -462,3 +462,28 @@ def test_time_budget_plans_a_detection_run(tmp_path, steady_steps):
     with open(run_dir / "config.json") as f:
         assert json.load(f)["epochs"] == plan["epochs"]  # a resume keeps the plan
     assert main(["detect", "train", "--time-budget", "-1", "--output-dir", str(tmp_path / "neg")]) == 2
+
+
+def test_an_export_without_val_trains_on_a_remembered_split_and_eval_scores_it_and_the_test_split(tmp_path, capsys):
+    """LabelImg's VOC folders train/ and test/ (no val): val is held out of train and listed in heldout.txt;
+    `detect eval` of the run scores exactly the listed images, and `--split test` the export's test split."""
+    from botnet.data.holdout import read_heldout
+    from tests.data.tool_exports import labelimg_voc_zips
+
+    export = labelimg_voc_zips(tmp_path / "export")
+    run = tmp_path / "run"
+    summary = train_detector(DetectConfig(data=str(export.data), detector="fasterrcnn", epochs=1, batch_size=2,
+                                          min_size=64, max_size=96, output_dir=str(run)))
+    held = read_heldout(str(run / "heldout.txt"))
+    assert held and summary["val_images"] == len(held)
+    assert "the export has no val split: held out" in (run / "train.log").read_text()
+    checkpoint = str(run / "model.safetensors")
+    _, _, dataset = evaluate_detector_checkpoint(checkpoint)
+    scored = {os.path.relpath(os.path.join(dataset.image_dir, e["file_name"]), export.data)
+              for e in dataset.coco_gt["images"]}
+    assert scored == held
+    (run / "heldout.txt").write_text(sorted(held)[0] + "\n")  # the list is read, not chosen again
+    assert len(evaluate_detector_checkpoint(checkpoint)[2]) == 1
+    capsys.readouterr()
+    assert main(["detect", "eval", "--checkpoint", checkpoint, "--split", "test", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["images"] == 4

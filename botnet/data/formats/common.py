@@ -15,6 +15,7 @@ import json
 import math
 import os
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,20 +33,25 @@ TOLERANCE = 1.0
 # a box narrower than this (pixels) has no area: float32 targets would round it to nothing
 MIN_SIDE = 1e-3
 SPLITS = ("train", "val")
+ORIENTATION_TAG = 0x0112
+ROTATED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+# what the readers fix and count (the keys of a fixes Counter), as the report says them
+SIZE_FIXED = "image size taken from the image file (the label file gave 0 or another size)"
+ROTATED_LABELS = "label file sized for the EXIF-rotated view (its objects may be rotated)"
+CLIPPED = "object overshooting the image edge by under a pixel, clipped to it"
 
 
 @dataclass
 class DetectionSplit:
     """One split as :class:`~botnet.data.coco.CocoDetection` takes it: a COCO file (``ann_file``) or a COCO dict
     converted in memory (``annotations``), the folder its ``file_name``\\ s are relative to, and a ``source`` that
-    names it in messages. ``skipped`` counts the labels a reader left out on purpose (LabelMe lines and points)."""
+    names it in messages."""
 
     name: str
     image_dir: str
     source: str
     annotations: dict | None = None
     ann_file: str | None = None
-    skipped: dict[str, int] = field(default_factory=dict)
 
     def dataset(self, **kwargs: Any):
         """The checked :class:`~botnet.data.coco.CocoDetection` of this split (``kwargs``: transforms, skip_bad,
@@ -66,26 +72,31 @@ class DetectionSplit:
         except (OSError, ValueError) as error:
             raise DatasetError(f"cannot read {self.ann_file} as a COCO JSON file: {error}") from error
 
-    def skipped_summary(self) -> str:
-        """E.g. "2 line shapes, 1 point shape left out"; "" when nothing was."""
-        if not self.skipped:
-            return ""
-        parts = [f"{count} {kind} shape{'s' if count != 1 else ''}" for kind, count in sorted(self.skipped.items())]
-        return ", ".join(parts) + " left out (LabelMe shapes without an area)"
-
 
 @dataclass
 class DetectionSplits:
-    """A dataset folder recognised by :func:`~botnet.data.formats.find_layout`: its ``format`` ("coco", "voc",
-    "yolo" or "labelme") and its train and val splits."""
+    """A dataset recognised by :func:`~botnet.data.formats.find_layout`: its ``format`` ("coco", "voc", "yolo"
+    or "labelme"), its train and val splits, and its test split when the export has one. ``heldout`` names
+    the images botnet held out for val (relative to ``root``) when the export had no val split, else None;
+    ``report`` is what was found, fixed and left out, as log lines."""
 
     format: str
     root: str
     train: DetectionSplit
     val: DetectionSplit
+    test: DetectionSplit | None = None
+    heldout: set[str] | None = None
+    report: list[str] = field(default_factory=list)
 
     def __iter__(self):
-        return iter((self.train, self.val))
+        return iter((self.train, self.val) + ((self.test,) if self.test is not None else ()))
+
+    def split(self, name: str) -> DetectionSplit:
+        """The split called ``name`` ("train", "val" or "test"); DatasetError when the data has no test split."""
+        found = {split.name: split for split in self}
+        if name not in found:
+            raise DatasetError(f"{self.root} has no {name} split (it has {', '.join(found)}): choose one of those")
+        return found[name]
 
     @property
     def class_names(self) -> list[str]:
@@ -94,7 +105,7 @@ class DetectionSplits:
         return [c.get("name") for c in sorted(categories, key=lambda c: c.get("id", 0))]
 
     def has_masks(self) -> bool:
-        """True when every object of both splits has a polygon or RLE mask (Mask R-CNN can be trained); box-only
+        """True when every object of every split has a polygon or RLE mask (Mask R-CNN can be trained); box-only
         formats (Pascal VOC, YOLO boxes) give False: train Faster R-CNN on them."""
         found = False
         for split in self:
@@ -120,28 +131,45 @@ class Shape:
 
 @dataclass
 class LabeledImage:
-    """An image (``file_name`` relative to the split's image folder) and its objects; ``width``/``height`` None
-    when the file cannot be read (CocoDetection then names it as unreadable, or skips it)."""
+    """An image (``file_name``: its path) and its objects; ``width``/``height`` None when the file cannot be read
+    (CocoDetection then names it as unreadable, or skips it); ``orientation`` its EXIF orientation tag, if any."""
 
     file_name: str
     width: int | None
     height: int | None
     shapes: list[Shape] = field(default_factory=list)
+    orientation: int | None = None
 
 
 def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def image_size(path: str) -> tuple[int, int] | None:
-    """(width, height) from the file's header (nothing is decoded), or None when PIL cannot open it."""
+def image_header(path: str) -> tuple[tuple[int, int] | None, int | None]:
+    """((width, height), EXIF orientation tag or None) from the file's header (nothing is decoded); (None, None)
+    when PIL cannot open it. The file's content decides its format, not its name (a PNG named .jpg is a PNG)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # very large images are still images
             with Image.open(path) as image:
-                return image.size
+                orientation = image.getexif().get(ORIENTATION_TAG) if image.format in ("JPEG", "TIFF", "WEBP") else None
+                return image.size, orientation if orientation in range(2, 9) else None  # 1 is upright, 0 invalid
     except Exception:  # noqa: BLE001 - PIL raises many types for bad files; CocoDetection names the problem
-        return None
+        return None, None
+
+
+def labeled_image(path: str, declared: tuple[int, int] | None = None, label_file: str = "",
+                  fixes: Counter | None = None) -> LabeledImage:
+    """The image at ``path``, its size from the file; a label file's ``declared`` size that is missing, 0 or
+    another one is replaced by it and counted in ``fixes`` (the objects must then lie inside the file's
+    size, or their check names them)."""
+    size, orientation = image_header(path)
+    if size is not None and declared is not None and declared != size and fixes is not None:
+        fixes[SIZE_FIXED] += 1
+        if declared == size[::-1] and orientation in ROTATED:
+            fixes[ROTATED_LABELS] += 1
+    size = size or declared
+    return LabeledImage(path, *(size or (None, None)), orientation=orientation)
 
 
 def list_images(folder: str, *, recursive: bool = False) -> list[str]:
@@ -155,17 +183,6 @@ def list_images(folder: str, *, recursive: bool = False) -> list[str]:
             if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith("."):
                 found.append(os.path.relpath(os.path.join(current, name), folder).replace(os.sep, "/"))
     return sorted(found)
-
-
-def check_declared_size(label_file: str, declared: tuple[int, int] | None, actual: tuple[int, int] | None,
-                        image: str) -> tuple[int, int] | None:
-    """The image's size: the file's (the label file must agree when it gives one), else the declared one."""
-    if actual is not None and declared is not None and declared != actual:
-        raise DatasetError(
-            f"{label_file} gives its image {declared[0]}x{declared[1]} pixels, but {image} is "
-            f"{actual[0]}x{actual[1]}: the labels belong to another (or a resized or rotated) image"
-        )
-    return actual or declared
 
 
 def _outside(xs: list[float], ys: list[float], width: int, height: int) -> bool:
@@ -188,7 +205,7 @@ def _check_polygon(shape: Shape, polygon: list[float], width: int, height: int, 
         )
 
 
-def _annotation(shape: Shape, width: int, height: int, image: str) -> dict:
+def _annotation(shape: Shape, width: int, height: int, image: str, fixes: Counter) -> dict:
     """The COCO annotation fields of a checked shape (bbox clipped to the image, area, segmentation)."""
     if shape.polygons is not None:
         if not shape.polygons:
@@ -207,6 +224,8 @@ def _annotation(shape: Shape, width: int, height: int, image: str) -> dict:
                 f"{shape.where}: the box ({box[0]:g}, {box[1]:g})-({box[2]:g}, {box[3]:g}) reaches outside the "
                 f"{width}x{height} image {image}; fix it (the labels may belong to another image)"
             )
+    if min(box[0], box[1]) < 0 or box[2] > width or box[3] > height:
+        fixes[CLIPPED] += 1
     x1, y1 = min(max(box[0], 0.0), width), min(max(box[1], 0.0), height)
     x2, y2 = min(max(box[2], 0.0), width), min(max(box[3], 0.0), height)
     if x2 - x1 < MIN_SIDE or y2 - y1 < MIN_SIDE:
@@ -232,20 +251,22 @@ def add_label_file(label_files: dict[str, str], file_name: str, path: str) -> No
     label_files[file_name] = path
 
 
-def to_coco(images: list[LabeledImage], categories: list[tuple[int, str]], label_files: dict[str, str]) -> dict:
-    """The COCO dict of checked ``images`` (one per file name, ids 1..N in order, annotation ids 1..M);
-    ``label_files`` maps an image's file_name to its label file (see :func:`add_label_file`)."""
+def to_coco(images: list[LabeledImage], categories: list[tuple[int, str]], fixes: Counter) -> dict:
+    """The COCO dict of checked ``images`` (one per path, ids 1..N in order, annotation ids 1..M; file_name the
+    image's path); objects clipped to their image are counted in ``fixes``."""
     coco: dict[str, list] = {"images": [], "annotations": [], "categories": []}
     coco["categories"] = [{"id": category_id, "name": name} for category_id, name in categories]
     for image_id, image in enumerate(images, start=1):
         entry: dict[str, Any] = {"id": image_id, "file_name": image.file_name}
         if image.width is not None and image.height is not None:
             entry.update(width=image.width, height=image.height)
+        if image.orientation is not None:
+            entry["exif_orientation"] = image.orientation
         coco["images"].append(entry)
         if image.width is None or image.height is None:
             continue  # unreadable: CocoDetection reports (or skips) the image, and so its objects
         for shape in image.shapes:
-            ann = _annotation(shape, image.width, image.height, image.file_name)
+            ann = _annotation(shape, image.width, image.height, image.file_name, fixes)
             coco["annotations"].append(
                 {"id": len(coco["annotations"]) + 1, "image_id": image_id, "category_id": shape.category_id, **ann}
             )

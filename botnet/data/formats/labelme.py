@@ -1,10 +1,11 @@
 """LabelMe JSON labels: one file per image, polygons and rectangles (and circles).
 
-Layout: ``ROOT/{train,val}/*.json`` with the images in the same folder (or
-where each file's ``imagePath`` points, inside that folder). An image without
-a JSON file is an image without objects, as in the other formats. The file's
-``imageWidth``/``imageHeight`` must be the image's (the image's header is
-read); ``imageData`` (an embedded copy of the image) is not used.
+Each JSON file's image is where its ``imagePath`` points (relative to the
+file), or the file of that name beside it, as LabelMe opens it. An image
+beside labelled ones without a JSON file is an image without objects, as in
+the other formats. Sizes are the image file's: an ``imageWidth`` x
+``imageHeight`` that disagrees is replaced and counted; ``imageData`` (an
+embedded copy of the image, sometimes of another size) is not used.
 
 Shapes (``shape_type``):
 
@@ -23,7 +24,7 @@ Shapes (``shape_type``):
 
 Shapes with the same label and the same (non-null) ``group_id`` are one object
 of several parts, as in labelme2coco. Classes are the sorted labels found in
-the train split; a val shape of another class is an error naming its file.
+all the files.
 """
 
 from __future__ import annotations
@@ -34,23 +35,9 @@ import os
 from collections.abc import Hashable
 
 from ...errors import DatasetError
-from .common import (
-    SPLITS,
-    DetectionSplit,
-    DetectionSplits,
-    LabeledImage,
-    Shape,
-    add_label_file,
-    category_ids,
-    check_declared_size,
-    image_size,
-    is_number,
-    list_images,
-    to_coco,
-    unknown_class,
-)
+from .common import LabeledImage, Shape, is_number, labeled_image
 
-__all__ = ["REGION_TYPES", "SKIPPED_TYPES", "matches", "read_labelme"]
+__all__ = ["REGION_TYPES", "SKIPPED_TYPES", "LabelMeFile", "class_names", "labelme_image"]
 
 REGION_TYPES = ("polygon", "rectangle", "circle")
 SKIPPED_TYPES = ("line", "linestrip", "point", "points")
@@ -58,21 +45,11 @@ CIRCLE_POINTS = 36
 MAX_JSON_BYTES = 512 << 20  # LabelMe files may embed their image
 
 
-def _json_files(folder: str) -> list[str]:
-    return sorted(n for n in os.listdir(folder) if n.lower().endswith(".json") and not n.startswith("."))
-
-
-def matches(root: str) -> bool:
-    """Whether ``root`` looks like a LabelMe folder: JSON files (not a COCO annotations.json) in ROOT/train/."""
-    train = os.path.join(root, "train")
-    return os.path.isdir(train) and any(n != "annotations.json" for n in _json_files(train))
-
-
-class _LabelMeFile:
+class LabelMeFile:
     """One parsed file: its image (relative to the split folder), the size it states, its region shapes as
     (label, group key, polygon, where), and how many shapes of each skipped type it had."""
 
-    def __init__(self, path: str, split_dir: str) -> None:
+    def __init__(self, path: str) -> None:
         self.path = path
         try:
             if os.path.getsize(path) > MAX_JSON_BYTES:
@@ -86,25 +63,24 @@ class _LabelMeFile:
             raise DatasetError(f"cannot read {path}: {error.strerror or error}") from error
         if not isinstance(data, dict) or not isinstance(data.get("shapes"), list):
             raise DatasetError(f'{path} is not a LabelMe file: it needs a JSON object with a "shapes" list')
-        self.file_name = self._image(data.get("imagePath"), split_dir)
+        self.image = self._image(data.get("imagePath"))
         self.size = self._size(data)
         self.regions: list[tuple[str, Hashable, list[float], str, bool]] = []
         self.skipped: dict[str, int] = {}
         for index, shape in enumerate(data["shapes"], start=1):
             self._add(shape, f"{path}, shape {index}")
 
-    def _image(self, image_path: object, split_dir: str) -> str:
+    def _image(self, image_path: object) -> str:
+        """The image file: ``imagePath`` relative to this file, or its name beside this file (as LabelMe opens it)."""
         if not isinstance(image_path, str) or not image_path.strip():
             raise DatasetError(f'{self.path} has no "imagePath": name the image file it labels')
         name = image_path.replace("\\", "/")  # LabelMe on Windows writes backslashes
         here = os.path.dirname(self.path)
-        candidates = [os.path.join(here, name), os.path.join(here, os.path.basename(name))]
-        for candidate in candidates:
-            relative = os.path.relpath(os.path.normpath(candidate), split_dir).replace(os.sep, "/")
-            if not relative.startswith("../") and relative != ".." and os.path.isfile(candidate):
-                return relative
+        for candidate in (os.path.join(here, name), os.path.join(here, os.path.basename(name))):
+            if os.path.isfile(candidate):
+                return os.path.normpath(candidate)
         raise DatasetError(
-            f"{self.path} labels {image_path!r}, which is not in {split_dir}: put the image there (the embedded "
+            f"{self.path} labels {image_path!r}, which is not beside it: put the image there (the embedded "
             f"imageData is not read), or remove the label file"
         )
 
@@ -164,50 +140,22 @@ def _clip(polygon: list[float], width: int, height: int) -> list[float]:
     return [min(max(v, 0.0), width if k % 2 == 0 else height) for k, v in enumerate(polygon)]
 
 
-def read_labelme(root: str) -> DetectionSplits:
-    """The train and val splits of a LabelMe folder, converted to COCO dicts (masks and boxes)."""
-    parsed, image_dirs = {}, {}
-    for split in SPLITS:
-        folder = os.path.join(root, split)
-        if not os.path.isdir(folder):
-            raise DatasetError(f"{root} has no {split}/ folder: LabelMe files need ROOT/train/ and ROOT/val/")
-        image_dirs[split] = folder
-        parsed[split] = [_LabelMeFile(os.path.join(folder, n), folder) for n in _json_files(folder)
-                         if n != "annotations.json"]
-    names = sorted({label for file in parsed["train"] for label, *_ in file.regions})
-    if not names:
-        raise DatasetError(f"the LabelMe train split of {root} has no polygons, rectangles or circles: label some")
-    categories = category_ids(names)
-    id_of = {name: category_id for category_id, name in categories}
-    splits = {}
-    for split in SPLITS:
-        folder = image_dirs[split]
-        images, label_files, skipped = [], {}, {}
-        for file in parsed[split]:
-            add_label_file(label_files, file.file_name, file.path)
-            for kind, count in file.skipped.items():
-                skipped[kind] = skipped.get(kind, 0) + count
-            image_path = os.path.join(folder, file.file_name)
-            size = check_declared_size(file.path, file.size, image_size(image_path), image_path)
-            image = LabeledImage(file.file_name, *(size or (None, None)))
-            objects: dict[Hashable, Shape] = {}
-            for label, key, polygon, where, circle in file.regions:
-                if label not in id_of:
-                    raise unknown_class(where, label, categories)
-                if circle and size:
-                    polygon = _clip(polygon, *size)
-                if key in objects:
-                    objects[key].polygons.append(polygon)  # type: ignore[union-attr]
-                else:
-                    objects[key] = Shape(id_of[label], where, polygons=[polygon])
-            image.shapes = list(objects.values())
-            images.append(image)
-        images += [LabeledImage(n, *(image_size(os.path.join(folder, n)) or (None, None)))
-                   for n in list_images(folder) if n not in label_files]
-        images.sort(key=lambda image: image.file_name)
-        source = f"LabelMe {split} split in {folder}"
-        if not images:
-            raise DatasetError(f"{source}: no images or LabelMe files found")
-        splits[split] = DetectionSplit(split, folder, source, annotations=to_coco(images, categories, label_files),
-                                       skipped=skipped)
-    return DetectionSplits("labelme", root, splits["train"], splits["val"])
+def class_names(files: list[LabelMeFile]) -> list[str]:
+    """The sorted labels of the files' region shapes."""
+    return sorted({label for file in files for label, *_ in file.regions})
+
+
+def labelme_image(file: LabelMeFile, id_of: dict[str, int], fixes) -> LabeledImage:
+    """The image a parsed file labels, with its objects (parts with one group_id merged into one object)."""
+    image = labeled_image(file.image, file.size, file.path, fixes)
+    size = (image.width, image.height) if image.width is not None else None
+    objects: dict[Hashable, Shape] = {}
+    for label, key, polygon, where, circle in file.regions:
+        if circle and size:
+            polygon = _clip(polygon, *size)
+        if key in objects:
+            objects[key].polygons.append(polygon)  # type: ignore[union-attr]
+        else:
+            objects[key] = Shape(id_of[label], where, polygons=[polygon])
+    image.shapes = list(objects.values())
+    return image

@@ -1,10 +1,14 @@
 """Pascal VOC XML labels (LabelImg, CVAT, the VOC devkit): boxes only.
 
-Layouts: ``ROOT/Annotations/*.xml`` + ``ROOT/JPEGImages/`` with the image ids
-of each split in ``ROOT/ImageSets/Main/{train,val}.txt`` (the VOC devkit's);
-or one folder per split, ``ROOT/{train,val}/`` holding ``Annotations/`` +
-``JPEGImages/``, or the XML files next to the images (LabelImg's default). In
-split folders, an image without an XML file is an image without objects.
+Where the images are: each file's image is its ``<filename>`` (or, failing
+that, the one image with the file's stem) in the file's own folder, or, when
+that folder is an annotations folder (``Annotations/``, LabelImg's
+``annotations/``), in the image folder beside it (``JPEGImages/``,
+``images/``). The devkit's ``ImageSets/Main/{train,trainval,val,test}.txt``
+lists give the splits where they exist; elsewhere the folder names do (see
+:mod:`botnet.data.formats.discover`). An image beside the labelled ones
+without an XML file is an image without objects (LabelImg writes no file
+for an image without boxes).
 
 Coordinates: VOC's ``xmin ymin xmax ymax`` are 1-based pixel indices, both
 corners inclusive, so a box over the whole W x H image is (1, 1, W, H). As in
@@ -20,8 +24,7 @@ detectron2: they are ordinary objects (iscrowd 0). ``"ignore"`` marks them
 iscrowd 1: not trained on, and ignored by COCO evaluation as VOC's metric
 ignores them; ``"drop"`` leaves them out.
 
-Classes are the sorted names found in the train split (category ids 1..K);
-a val object of another class is an error naming its file.
+Classes are the sorted names found in all the files (category ids 1..K).
 
 XML is parsed with expat directly, any DOCTYPE or ENTITY declaration refused (no VOC file has one; they are
 how "billion laughs" files blow up), and files over 16 MiB are refused.
@@ -35,22 +38,10 @@ import xml.etree.ElementTree as ET
 from xml.parsers import expat
 
 from ...errors import DatasetError
-from .common import (
-    SPLITS,
-    DetectionSplit,
-    DetectionSplits,
-    LabeledImage,
-    Shape,
-    add_label_file,
-    category_ids,
-    check_declared_size,
-    image_size,
-    list_images,
-    to_coco,
-    unknown_class,
-)
+from .common import LabeledImage, Shape, labeled_image, list_images
 
-__all__ = ["DIFFICULT", "matches", "parse_xml", "read_voc"]
+__all__ = ["DIFFICULT", "ImageFinder", "VocFile", "class_names", "devkit_lists", "image_folders", "parse_xml",
+           "voc_image"]
 
 DIFFICULT = ("train", "ignore", "drop")
 MAX_XML_BYTES = 16 << 20
@@ -112,7 +103,7 @@ def _number(path: str, what: str, text: str | None) -> float:
     return value
 
 
-class _VocFile:
+class VocFile:
     """What one annotation file says: its image's name and size, and its objects."""
 
     def __init__(self, path: str) -> None:
@@ -129,8 +120,7 @@ class _VocFile:
             height = _number(path, "<size><height>", _text(size.find("height")))
             if width != int(width) or height != int(height) or width < 0 or height < 0:
                 raise DatasetError(f"{path}: <size> is {width:g}x{height:g}, not a whole number of pixels")
-            if width > 0 and height > 0:  # some exporters write 0: the image file tells
-                self.size = (int(width), int(height))
+            self.size = (int(width), int(height))  # some exporters write 0: the image file's size is used
         self.objects: list[tuple[str, bool, tuple[float, ...], str]] = []
         for index, obj in enumerate(root.findall("object"), start=1):
             where = f"{path}, object {index}"
@@ -147,129 +137,97 @@ class _VocFile:
             self.objects.append((name, flag in ("1", "true"), corners, f"{where} ({name!r})"))
 
 
-class _Images:
-    """The images of a folder, found by relative name or by stem."""
+IMAGE_FOLDERS = ("JPEGImages", "images", "Images", "imgs", "img")
+LABEL_FOLDERS = ("annotations", "labels", "xml", "xmls")
 
-    def __init__(self, folder: str) -> None:
-        self.folder = folder
-        self.names = list_images(folder)
-        self.by_stem: dict[str, list[str]] = {}
-        for name in self.names:
-            self.by_stem.setdefault(os.path.splitext(name)[0], []).append(name)
 
-    def of(self, label_file: str, filename: str | None) -> str:
+def image_folders(xml_path: str) -> list[str]:
+    """Where a Pascal VOC file's image may be, in this order: its own folder, and when that is an annotations
+    folder the image folders beside it (the devkit's JPEGImages, LabelImg's images)."""
+    here = os.path.dirname(xml_path)
+    folders = [here]
+    if os.path.basename(here).lower() in LABEL_FOLDERS:
+        parent = os.path.dirname(here)
+        folders += [os.path.join(parent, name) for name in IMAGE_FOLDERS if os.path.isdir(os.path.join(parent, name))]
+    return folders
+
+
+class ImageFinder:
+    """The images of folders, found by relative name or by stem (LabelImg keeps <filename> but renames happen)."""
+
+    def __init__(self) -> None:
+        self.listed: dict[str, dict[str, list[str]]] = {}
+
+    def _stems(self, folder: str) -> dict[str, list[str]]:
+        if folder not in self.listed:
+            stems: dict[str, list[str]] = {}
+            for name in list_images(folder):
+                stems.setdefault(os.path.splitext(name)[0], []).append(os.path.join(folder, name))
+            self.listed[folder] = stems
+        return self.listed[folder]
+
+    def of(self, label_file: str, filename: str | None, folders: list[str]) -> str:
+        """The image of ``label_file``: ``filename`` in one of ``folders``, else the one image with its stem."""
         if filename:
             name = os.path.normpath(filename.replace("\\", "/")).replace(os.sep, "/")
             inside = not (os.path.isabs(name) or name == ".." or name.startswith("../"))
-            if inside and os.path.isfile(os.path.join(self.folder, name)):
-                return name
+            for folder in folders:
+                for candidate in ([name] if inside else []) + [os.path.basename(name)]:
+                    if os.path.isfile(os.path.join(folder, candidate)):
+                        return os.path.join(folder, candidate)
         stem = os.path.splitext(os.path.basename(label_file))[0]
-        found = self.by_stem.get(stem, [])
-        if len(found) == 1:
-            return found[0]
-        if found:
-            raise DatasetError(f"{label_file} fits several images in {self.folder} ({', '.join(found)}): "
-                               f"give its <filename>, or rename the images")
+        for folder in folders:
+            found = self._stems(folder).get(stem, [])
+            if len(found) > 1:
+                raise DatasetError(f"{label_file} fits several images ({', '.join(found)}): give its <filename>, or "
+                                   f"rename the images")
+            if found:
+                return found[0]
         named = f" (its <filename> is {filename!r})" if filename else ""
-        raise DatasetError(
-            f"{label_file} has no image in {self.folder}{named}: add the image, or remove the label file"
-        )
+        raise DatasetError(f"{label_file} has no image in {' or '.join(folders)}{named}: add the image, or remove the "
+                           f"label file")
 
 
-def _split_sources(root: str) -> dict[str, tuple[list[str], str, bool, str]]:
-    """Per split: (XML files, image folder, whether unlabelled images count, source description)."""
-    sources = {}
-    if os.path.isdir(os.path.join(root, "Annotations")):
-        annotations, images = os.path.join(root, "Annotations"), os.path.join(root, "JPEGImages")
-        if not os.path.isdir(images):
-            raise DatasetError(f"{root} has Annotations/ but no JPEGImages/ (the Pascal VOC layout): add the images")
-        for split in SPLITS:
-            list_file = os.path.join(root, "ImageSets", "Main", f"{split}.txt")
-            if not os.path.isfile(list_file):
-                raise DatasetError(
-                    f"{root} has Annotations/ but no ImageSets/Main/{split}.txt: list the image ids of each split "
-                    f"in ImageSets/Main/train.txt and val.txt, or use ROOT/train/ and ROOT/val/ folders"
-                )
-            try:
-                with open(list_file, encoding="utf-8") as file:
-                    lines = file.read().splitlines()
-            except (OSError, UnicodeDecodeError) as error:
-                raise DatasetError(f"cannot read {list_file} as text: {error}") from error
-            files = []
-            for number, line in enumerate(lines, start=1):
-                if not line.strip():
-                    continue
-                image_id = line.split()[0]
-                xml = os.path.join(annotations, f"{image_id}.xml")
-                if not os.path.isfile(xml):
-                    raise DatasetError(f"{list_file} line {number} names {image_id!r}, but {xml} does not exist: "
-                                       f"add it, or remove the line")
-                files.append(xml)
-            if not files:
-                raise DatasetError(f"{list_file} lists no images: put the image ids of the {split} split in it")
-            sources[split] = (files, images, False, f"Pascal VOC {split} split of {root} ({list_file})")
-        return sources
-    for split in SPLITS:
-        folder = os.path.join(root, split)
-        if os.path.isdir(os.path.join(folder, "Annotations")):
-            labels, images = os.path.join(folder, "Annotations"), os.path.join(folder, "JPEGImages")
-            if not os.path.isdir(images):
-                raise DatasetError(f"{folder} has Annotations/ but no JPEGImages/: put the {split} images there")
-        else:
-            labels = images = folder
-        if not os.path.isdir(folder):
-            raise DatasetError(f"{root} has no {split}/ folder: Pascal VOC labels need ROOT/train/ and ROOT/val/")
-        files = sorted(os.path.join(labels, n) for n in os.listdir(labels) if n.lower().endswith(".xml"))
-        sources[split] = (files, images, True, f"Pascal VOC {split} split in {folder}")
-    return sources
+def devkit_lists(annotations: str) -> dict[str, list[str]] | None:
+    """The devkit's splits beside an ``Annotations`` folder: {split: XML paths} from ImageSets/Main/{train,val,
+    trainval,test}.txt (trainval is the training split where there is no train.txt); None without such lists."""
+    lists = os.path.join(os.path.dirname(annotations), "ImageSets", "Main")
+    found: dict[str, list[str]] = {}
+    for split, names in (("train", ("train", "trainval")), ("val", ("val",)), ("test", ("test",))):
+        list_file = next((os.path.join(lists, f"{n}.txt") for n in names if os.path.isfile(os.path.join(lists, f"{n}.txt"))), None)
+        if list_file is None:
+            continue
+        try:
+            with open(list_file, encoding="utf-8") as file:
+                lines = file.read().splitlines()
+        except (OSError, UnicodeDecodeError) as error:
+            raise DatasetError(f"cannot read {list_file} as text: {error}") from error
+        found[split] = []
+        for number, line in enumerate(lines, start=1):
+            if line.strip():
+                path = os.path.join(annotations, f"{line.split()[0]}.xml")
+                if not os.path.isfile(path):
+                    raise DatasetError(f"{list_file} line {number} names {line.split()[0]!r}, but {path} does not "
+                                       f"exist: fix the list, or add the file")
+                found[split].append(path)
+        if not found[split]:
+            raise DatasetError(f"{list_file} lists no images: put the image ids of the {split} split in it")
+    return found or None
 
 
-def matches(root: str) -> bool:
-    """Whether ``root`` looks like a Pascal VOC folder (either layout)."""
-    if os.path.isdir(os.path.join(root, "Annotations")):
-        return True
-    train = os.path.join(root, "train")
-    if os.path.isdir(os.path.join(train, "Annotations")):
-        return True
-    return os.path.isdir(train) and any(n.lower().endswith(".xml") for n in os.listdir(train))
+def class_names(files: list[VocFile]) -> list[str]:
+    """The sorted class names of the files' objects."""
+    return sorted({obj[0] for file in files for obj in file.objects})
 
 
-def read_voc(root: str, *, difficult: str = "train") -> DetectionSplits:
-    """The train and val splits of a Pascal VOC folder, converted to COCO dicts (boxes, no masks)."""
+def voc_image(file: VocFile, image: str, id_of: dict[str, int], difficult: str, fixes) -> LabeledImage:
+    """The image a parsed file labels, with its objects (1-based inclusive corners made continuous)."""
     if difficult not in DIFFICULT:
         raise ValueError(f"difficult must be one of {', '.join(DIFFICULT)}, got {difficult!r}")
-    sources = _split_sources(root)
-    parsed = {split: [_VocFile(path) for path in sources[split][0]] for split in SPLITS}
-    names = sorted({obj[0] for file in parsed["train"] for obj in file.objects})
-    if not names:
-        raise DatasetError(f"the Pascal VOC train split of {root} has no objects: label some, or check the layout")
-    categories = category_ids(names)
-    id_of = {name: category_id for category_id, name in categories}
-    splits = {}
-    for split in SPLITS:
-        files, image_dir, unlabelled, source = sources[split]
-        images_here = _Images(image_dir)
-        images: list[LabeledImage] = []
-        label_files: dict[str, str] = {}
-        for voc in parsed[split]:
-            file_name = images_here.of(voc.path, voc.filename)
-            add_label_file(label_files, file_name, voc.path)
-            size = check_declared_size(voc.path, voc.size, image_size(os.path.join(image_dir, file_name)),
-                                       os.path.join(image_dir, file_name))
-            image = LabeledImage(file_name, *(size or (None, None)))
-            for name, is_difficult, (xmin, ymin, xmax, ymax), where in voc.objects:
-                if name not in id_of:
-                    raise unknown_class(where, name, categories)
-                if is_difficult and difficult == "drop":
-                    continue
-                crowd = int(is_difficult and difficult == "ignore")
-                image.shapes.append(Shape(id_of[name], where, box=(xmin - 1, ymin - 1, xmax, ymax), iscrowd=crowd))
-            images.append(image)
-        if unlabelled:
-            images += [LabeledImage(n, *(image_size(os.path.join(image_dir, n)) or (None, None)))
-                       for n in images_here.names if n not in label_files]
-            images.sort(key=lambda image: image.file_name)
-        if not images:
-            raise DatasetError(f"{source}: no images or annotation files found")
-        splits[split] = DetectionSplit(split, image_dir, source, annotations=to_coco(images, categories, label_files))
-    return DetectionSplits("voc", root, splits["train"], splits["val"])
+    labeled = labeled_image(image, file.size, file.path, fixes)
+    for name, is_difficult, (xmin, ymin, xmax, ymax), where in file.objects:
+        if is_difficult and difficult == "drop":
+            continue
+        crowd = int(is_difficult and difficult == "ignore")
+        labeled.shapes.append(Shape(id_of[name], where, box=(xmin - 1, ymin - 1, xmax, ymax), iscrowd=crowd))
+    return labeled

@@ -1,4 +1,4 @@
-"""Writing a recognised dataset as a COCO folder: OUT/{train,val}/annotations.json + OUT/{train,val}/images/."""
+"""Writing a recognised dataset as a COCO folder: OUT/{train,val,test}/annotations.json + .../images/."""
 
 from __future__ import annotations
 
@@ -69,4 +69,4 @@ def write_coco(splits: DetectionSplits, out_dir: str) -> DetectionSplits:
         text = json.dumps(data).encode()  # as read: NaN in a COCO source stays for CocoDetection to name
         atomic_write(ann_file, lambda file, text=text: file.write(text))
         written[split.name] = DetectionSplit(split.name, images, ann_file, ann_file=ann_file)
-    return DetectionSplits("coco", out_dir, written["train"], written["val"])
+    return DetectionSplits("coco", out_dir, written["train"], written["val"], written.get("test"))

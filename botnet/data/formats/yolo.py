@@ -1,19 +1,20 @@
 """YOLO txt labels (Ultralytics, Roboflow, CVAT): boxes, or polygons for segmentation.
 
-Layouts: ``ROOT/images/{train,val}/`` + ``ROOT/labels/{train,val}/``
-(Ultralytics'), or ``ROOT/{train,valid}/images/`` + ``.../labels/``
-(Roboflow's); "val" and "valid" both name the held-out split. Images may sit
-in subfolders; each has its labels in the same place under labels/, with the
-extension ``.txt``. Class names come from ``ROOT/data.yaml`` (``names:`` as a
-list, or as a {index: name} mapping) or ``ROOT/classes.txt`` (one per line);
-class index k becomes COCO category id k + 1.
+Pairing, as Ultralytics does: an image's label file is its path with the
+last ``images`` folder swapped for ``labels`` and the extension for ``.txt``
+(``train/images/a.jpg`` -> ``train/labels/a.txt``, ``images/train/a.jpg`` ->
+``labels/train/a.txt``). Class names come from a data.yaml (``names:`` as a
+list, or as a {index: name} mapping; ``nc`` is checked against it and
+reported) or a ``classes.txt`` (one per line, LabelImg keeps it in
+``labels/``); class index k becomes COCO category id k + 1. A data.yaml's
+``train``/``val``/``test`` folders are resolved as Ultralytics does.
 
 Each line of a label file is one object, in fractions (0..1) of the image's
 width and height: ``class cx cy w h`` (a box), or ``class x1 y1 ... xn yn``
 with n >= 3 (a polygon: the mask, and its extent the box). Image sizes are
 read from the image headers. As in Ultralytics, an image without a label
-file is an image without objects; a label file without its image is an
-error, and so is any line that is neither form (its line number is named).
+file (or with an empty one) is an image without objects; a line that is
+neither form is an error naming its line.
 """
 
 from __future__ import annotations
@@ -24,47 +25,25 @@ import os
 import yaml
 
 from ...errors import DatasetError
-from .common import (
-    SPLITS,
-    DetectionSplit,
-    DetectionSplits,
-    LabeledImage,
-    Shape,
-    image_size,
-    list_images,
-    to_coco,
-)
+from .common import LabeledImage, Shape, labeled_image
 
-__all__ = ["matches", "read_class_names", "read_yolo"]
+__all__ = ["label_path", "list_file_images", "read_class_names", "read_data_yaml", "yaml_split_paths", "yolo_image"]
 
-VAL_NAMES = ("val", "valid")
 MAX_NAMES_BYTES = 1 << 20
 _LINE_FORMS = (
     "a box is 'class cx cy w h' (5 values), a polygon 'class x1 y1 x2 y2 x3 y3 ...' (an odd number, 7 or more)"
 )
 
 
-def _split_folders(root: str) -> dict[str, tuple[str, str]]:
-    """Per split: (image folder, label folder)."""
-    folders = {}
-    for split in SPLITS:
-        names = VAL_NAMES if split == "val" else (split,)
-        candidates = [(os.path.join(root, "images", n), os.path.join(root, "labels", n)) for n in names]
-        candidates += [(os.path.join(root, n, "images"), os.path.join(root, n, "labels")) for n in names]
-        found = next(((i, lbl) for i, lbl in candidates if os.path.isdir(i) and os.path.isdir(lbl)), None)
-        if found is None:
-            wanted = " or ".join(f"images/{n}/ + labels/{n}/" for n in names)
-            raise DatasetError(f"{root} looks like YOLO labels but has no {wanted} (nor {names[0]}/images/ + "
-                               f"{names[0]}/labels/): add the {split} split")
-        folders[split] = found
-    return folders
-
-
-def matches(root: str) -> bool:
-    """Whether ``root`` looks like a YOLO folder (either layout)."""
-    if os.path.isdir(os.path.join(root, "images")) and os.path.isdir(os.path.join(root, "labels")):
-        return True
-    return os.path.isdir(os.path.join(root, "train", "labels"))
+def label_path(image: str) -> str | None:
+    """Ultralytics' pairing: the image's path with its last ``images`` folder swapped for ``labels`` and its
+    extension for ``.txt``; None when the path has no ``images`` folder."""
+    parts = image.split(os.sep)
+    folders = [k for k, part in enumerate(parts[:-1]) if part == "images"]
+    if not folders:
+        return None
+    parts[folders[-1]] = "labels"
+    return os.path.splitext(os.sep.join(parts))[0] + ".txt"
 
 
 def _name(value: object) -> str | None:
@@ -75,17 +54,58 @@ def _name(value: object) -> str | None:
     return None
 
 
-def read_class_names(root: str) -> tuple[dict[int, str], str]:
-    """({class index: name}, the file they came from): ``ROOT/data.yaml`` (or data.yml), else ``ROOT/classes.txt``."""
-    for name in ("data.yaml", "data.yml"):
-        path = os.path.join(root, name)
-        if os.path.isfile(path):
-            return _names_from_yaml(path), path
-    path = os.path.join(root, "classes.txt")
-    if os.path.isfile(path):
-        return _names_from_txt(path), path
-    raise DatasetError(f"{root} has YOLO labels but no data.yaml or classes.txt naming the classes: add one "
-                       f"(data.yaml: 'names: [cat, dog]'; classes.txt: one name per line)")
+def read_class_names(path: str) -> tuple[dict[int, str], str]:
+    """({class index: name}, a note or "") from a data.yaml (``names`` as a list or a mapping; ``nc``, when it
+    disagrees, is reported and ``names`` kept, as Ultralytics does) or a classes.txt (one name per line)."""
+    if path.lower().endswith((".yaml", ".yml")):
+        names, count = _names_from_yaml(path)
+        note = "" if count in (None, len(names)) else f"{path} gives nc: {count} but names {len(names)} classes: the names are used"
+        return names, note
+    return _names_from_txt(path), ""
+
+
+def read_data_yaml(path: str) -> dict:
+    """An Ultralytics data.yaml as a dict (DatasetError naming the file when it is not YAML or not a mapping)."""
+    try:
+        data = yaml.safe_load(_read_text(path, MAX_NAMES_BYTES))
+    except (yaml.YAMLError, RecursionError, ValueError) as error:
+        where = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise DatasetError(f"{path} is not valid YAML ({where}): fix it") from error
+    if not isinstance(data, dict):
+        raise DatasetError(f"{path} is not a data.yaml: it needs 'names' and the train and val image folders")
+    return data
+
+
+def yaml_split_paths(path: str, data: dict) -> dict[str, list[str]]:
+    """{split: image folders or list files} of a data.yaml, resolved as Ultralytics does: relative to ``path:``
+    (itself relative to the yaml's folder), and a ``../x`` that does not exist there tried as ``x`` (Roboflow
+    writes ``../train/images`` for a yaml that sits beside train/)."""
+    base = os.path.dirname(os.path.abspath(path))
+    if isinstance(data.get("path"), str) and data["path"].strip():
+        base = os.path.normpath(os.path.join(base, data["path"]))
+    found: dict[str, list[str]] = {}
+    for key, split in (("train", "train"), ("val", "val"), ("valid", "val"), ("test", "test")):
+        value = data.get(key)
+        entries = value if isinstance(value, list) else [value] if isinstance(value, str) and value.strip() else []
+        for entry in entries:
+            if not isinstance(entry, str):
+                raise DatasetError(f"{path}: '{key}' must name image folders, got {entry!r}")
+            resolved = os.path.normpath(os.path.join(base, entry))
+            if not os.path.exists(resolved) and entry.startswith("../"):
+                resolved = os.path.normpath(os.path.join(base, entry[3:]))
+            if not os.path.exists(resolved):
+                raise DatasetError(f"{path}: the {key} images {entry!r} are not at {resolved}: fix the path in the yaml")
+            found.setdefault(split, []).append(resolved)
+    if "train" not in found and "val" not in found:
+        raise DatasetError(f"{path} names no train or val images: add e.g. 'train: train/images'")
+    return found
+
+
+def list_file_images(path: str) -> list[str]:
+    """The image paths of an Ultralytics list file (one per line, relative to the file's folder)."""
+    base = os.path.dirname(path)
+    lines = _read_text(path, MAX_NAMES_BYTES * 64).splitlines()
+    return [os.path.normpath(os.path.join(base, line.strip())) for line in lines if line.strip()]
 
 
 def _read_text(path: str, limit: int) -> str:
@@ -100,13 +120,10 @@ def _read_text(path: str, limit: int) -> str:
         raise DatasetError(f"cannot read {path}: {error.strerror or error}") from error
 
 
-def _names_from_yaml(path: str) -> dict[int, str]:
-    try:
-        data = yaml.safe_load(_read_text(path, MAX_NAMES_BYTES))
-    except (yaml.YAMLError, RecursionError, ValueError) as error:
-        where = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise DatasetError(f"{path} is not valid YAML ({where}): fix it") from error
-    names = data.get("names") if isinstance(data, dict) else None
+def _names_from_yaml(path: str) -> tuple[dict[int, str], int | None]:
+    data = read_data_yaml(path)
+    names = data.get("names")
+    count = data.get("nc") if isinstance(data.get("nc"), int) else None
     if isinstance(names, list) and names:
         result = {k: _name(v) for k, v in enumerate(names)}
     elif isinstance(names, dict) and names:
@@ -119,7 +136,7 @@ def _names_from_yaml(path: str) -> dict[int, str]:
     bad = [k for k, v in result.items() if v is None]
     if bad:
         raise DatasetError(f"{path}: class {bad[0]} in 'names' is not a name (a text): fix it")
-    return result  # type: ignore[return-value]
+    return result, count  # type: ignore[return-value]
 
 
 def _names_from_txt(path: str) -> dict[int, str]:
@@ -187,39 +204,10 @@ def _read_label_file(path: str, names: dict[int, str], names_file: str,
     return shapes
 
 
-def read_yolo(root: str) -> DetectionSplits:
-    """The train and val splits of a YOLO folder, converted to COCO dicts (masks where the lines are polygons)."""
-    names, names_file = read_class_names(root)
-    categories = [(k + 1, names[k]) for k in sorted(names)]
-    splits = {}
-    for split, (image_dir, label_dir) in _split_folders(root).items():
-        label_of: dict[str, str] = {}  # label file (relative) -> its image (relative)
-        for image in list_images(image_dir, recursive=True):
-            label = os.path.splitext(image)[0] + ".txt"
-            if label in label_of:
-                raise DatasetError(f"{os.path.join(label_dir, label)} would label both {label_of[label]} and {image} "
-                                   f"in {image_dir}: rename one of them")
-            label_of[label] = image
-        for current, folders, files in os.walk(label_dir):
-            folders.sort()
-            for file in sorted(files):
-                relative = os.path.relpath(os.path.join(current, file), label_dir).replace(os.sep, "/")
-                if not file.endswith(".txt") or relative == "classes.txt" or relative in label_of:
-                    continue
-                raise DatasetError(f"{os.path.join(label_dir, relative)} has no image in {image_dir} (looked for "
-                                   f"{os.path.splitext(relative)[0]}.jpg, .png, ...): add the image, or remove the "
-                                   f"label file")
-        images, label_files = [], {}
-        for label, file_name in sorted(label_of.items(), key=lambda item: item[1]):
-            size = image_size(os.path.join(image_dir, file_name))
-            image = LabeledImage(file_name, *(size or (None, None)))
-            path = os.path.join(label_dir, label)
-            if os.path.isfile(path):
-                image.shapes = _read_label_file(path, names, names_file, size)
-                label_files[file_name] = path
-            images.append(image)
-        source = f"YOLO {split} split of {root} ({label_dir})"
-        if not images:
-            raise DatasetError(f"{source}: no images in {image_dir}")
-        splits[split] = DetectionSplit(split, image_dir, source, annotations=to_coco(images, categories, label_files))
-    return DetectionSplits("yolo", root, splits["train"], splits["val"])
+def yolo_image(image: str, label: str | None, names: dict[int, str], names_file: str, fixes) -> LabeledImage:
+    """An image and the objects of its label file (none when ``label`` is None: a background image)."""
+    labeled = labeled_image(image)
+    if label is not None:
+        size = (labeled.width, labeled.height) if labeled.width is not None else None
+        labeled.shapes = _read_label_file(label, names, names_file, size)
+    return labeled
