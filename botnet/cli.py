@@ -286,8 +286,8 @@ def _cmd_detect_eval(args: argparse.Namespace) -> int:
     from .tasks.detection import evaluate_detector_checkpoint, write_evaluation_plots
 
     evaluation, meta, dataset = evaluate_detector_checkpoint(
-        args.checkpoint, args.images, args.annotations, data=args.data, split=args.split, batch_size=args.batch_size,
-        skip_bad=args.skip_bad,
+        args.checkpoint, args.images, args.annotations, data=args.data, data_format=args.data_format, split=args.split,
+        batch_size=args.batch_size, skip_bad=args.skip_bad,
     )  # fmt: skip
     metrics = evaluation.metrics
     plots = write_evaluation_plots(evaluation, args.output_dir) if args.output_dir else []
@@ -425,6 +425,7 @@ def _add_detect_parser(commands) -> None:
     p.add_argument("--images", help="image folder (default: the run's held-out split)")
     p.add_argument("--annotations", help="instances JSON (default: the run's held-out split)")
     p.add_argument("--data", metavar="ROOT", help="instead: a dataset in any layout `detect train` reads")
+    p.add_argument("--data-format", choices=FORMATS, help="the labels to read where ROOT holds several formats")
     p.add_argument("--split", choices=("val", "test"), default="val",
                    help="the split to score: val (the run's held-out images) or the export's test split")
     p.add_argument("--batch-size", type=int, default=4)

@@ -82,6 +82,7 @@ def load_classification_data(
     hflip: bool | None = None,
     in_chans: int | None = None,
     augment: str | None = None,
+    heldout: set[str] | None = None,
 ) -> ClassificationData:
     """The bundled digits (``data`` None or "digits") or an image folder DIR in any layout of
     ``botnet.data.folder`` (DIR/CLASS/*, or DIR/train/ with DIR/val/; without a val folder a val share is
@@ -89,7 +90,8 @@ def load_classification_data(
     ``train=False`` skips building the training pipeline (evaluation only). ``in_chans``: 1 reads a
     folder's images grey, 3 (default) in colour. ``augment``: "crop" (random-resized crops; the
     default for folders) or "jitter" (the whole image, a small affine jitter; the default for the
-    digits). ``hflip``: random flips in training (default: with "crop")."""
+    digits). ``hflip``: random flips in training (default: with "crop"). ``heldout``: the names a resumed
+    run held out (its heldout.txt), instead of choosing them."""
     digits = data in (None, DIGITS)
     crop = (augment or ("jitter" if digits else "crop")) == "crop"
     if digits:
@@ -97,7 +99,7 @@ def load_classification_data(
         result = ClassificationData(DIGITS, train_split, val_split, DIGITS_CLASSES, 1, DIGITS_MEAN, DIGITS_STD, crop, BadImages())
     else:
         grey = in_chans == 1
-        folder = load_image_folder(data, skip_bad=skip_bad_images, mode="L" if grey else "RGB")
+        folder = load_image_folder(data, skip_bad=skip_bad_images, mode="L" if grey else "RGB", heldout=heldout)
         keep_in_memory(folder.train, folder.val)
         mean, std = (GREY_MEAN, GREY_STD) if grey else (IMAGENET_MEAN, IMAGENET_STD)
         result = ClassificationData(

@@ -275,11 +275,6 @@ def _copies(paths: list[str]) -> int:
     return sum(len(same) - len({file_digest(p) for p in same}) for same in by_size.values() if len(same) > 1)
 
 
-def _printable(line: str) -> str:
-    """``line`` with the bytes of names that are not UTF-8 written as escapes, so that a log can take it."""
-    return line.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
 def hold_out_classes(root: str, files: dict[str, list[str]]) -> tuple[set[str], list[str]]:
     """Hold out a val share of each class's ``files`` with ``botnet.data.holdout.hold_out``, one class at a
     time so that every class is represented in proportion. Returns the held-out names (paths relative to
@@ -337,23 +332,28 @@ def _left_out_lines(layout: FolderLayout) -> list[str]:
 
 
 def load_image_folder(
-    root: str, *, skip_bad: bool = False, mode: str = "RGB", workers: int | None = None
+    root: str, *, skip_bad: bool = False, mode: str = "RGB", workers: int | None = None,
+    heldout: set[str] | None = None,
 ) -> ImageFolder:
     """Find ``root``'s layout (:func:`find_folder_layout`), then scan and check its training images and its val
     split, or hold a val share out of the training images where there is no val folder (each class on its own;
-    see :func:`hold_out_classes`). A test folder is left for ``botnet eval --split test``."""
+    see :func:`hold_out_classes`; ``heldout``: the names to hold out instead, a resumed run's heldout.txt). A
+    test folder is left for ``botnet eval --split test``."""
     layout = find_folder_layout(root)
     classes, files = _list_split(layout.train)
     good, bad = _check(layout.train, files, skip_bad=skip_bad, workers=workers)
     _require_images(layout.train, good)
     report = [f"data {root}: layout {layout.describe()}", f"classes: {len(classes)} ({_listed(classes, 10)})"]
-    heldout, notes = None, []
+    notes: list[str] = []
     if layout.val is not None:
+        heldout = None  # the folder's own val split
         train = _split(layout.train, classes, good, mode)
         val, bad_val = scan_split(layout.val, classes=classes, skip_bad=skip_bad, mode=mode, workers=workers)
         bad = BadImages(bad.files + bad_val.files)
     else:
-        heldout, notes = hold_out_classes(root, good)
+        if heldout is None:
+            heldout, notes = hold_out_classes(root, good)
+        _check_listed(root, heldout, good)
         if not heldout:
             raise DatasetError(
                 f"no val images can be held out of {layout.train}: no class has two distinct images; add images, "
@@ -366,7 +366,16 @@ def load_image_folder(
         notes.insert(0, _held_out_line(len(heldout), len(train) + len(val), copies))
     report.append(f"images: {len(train)} train, {len(val)} val")
     report += notes + _left_out_lines(layout)
-    return ImageFolder(layout, train, val, bad, heldout, [_printable(line) for line in report])
+    return ImageFolder(layout, train, val, bad, heldout, report)
+
+
+def _check_listed(root: str, heldout: set[str], good: dict[str, list[str]]) -> None:
+    """Every held-out name is a readable training image (a resumed run's list may name one since removed)."""
+    names = {os.path.relpath(path, root) for paths in good.values() for path in paths}
+    missing = sorted(heldout - names)
+    if missing:
+        raise DatasetError(f"the run's held-out list names {len(missing)} image(s) no longer in {root} (e.g. "
+                           f"{missing[0]}): put them back, or start a new run")
 
 
 def heldout_split(

@@ -29,6 +29,7 @@ import hashlib
 import math
 import os
 import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -69,6 +70,13 @@ def file_digest(path: str) -> str:
     return hasher.hexdigest()
 
 
+def _size(path: str) -> int | None:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return None
+
+
 def _order(name: str) -> str:
     return hashlib.sha1(name.encode("utf-8", "surrogateescape")).hexdigest()  # names need not be UTF-8
 
@@ -106,6 +114,8 @@ def _groups(items: Sequence[Item], share: float) -> list[list[int]]:
         size = max(1, math.ceil(len(run) * share)) if len(run) > 2 else len(run)
         blocks += [run[start:start + size] for start in range(0, len(run), size)]
     parent = list(range(len(blocks)))
+    sizes = [_size(item.path) for item in items]
+    size_count = Counter(sizes)
 
     def root(k: int) -> int:
         while parent[k] != k:
@@ -116,8 +126,9 @@ def _groups(items: Sequence[Item], share: float) -> list[list[int]]:
     first_block: dict[str, int] = {}
     for number, block in enumerate(blocks):
         for index in block:
-            digest = file_digest(items[index].path)
-            other = first_block.setdefault(digest, number)
+            if sizes[index] is not None and size_count[sizes[index]] == 1:
+                continue  # no other file has its size: no copy to read it for
+            other = first_block.setdefault(file_digest(items[index].path), number)
             parent[root(number)] = root(other)
     merged: dict[int, list[int]] = {}
     for number, block in enumerate(blocks):
@@ -157,12 +168,16 @@ def hold_out(items: Sequence[Item], share: float = SHARE) -> set[str]:
         number = groups_of[name][0]
         chosen.append(number)
         count += len(groups[number])
+    taken = set(chosen)
     for number in range(len(groups)):
         if count >= target:
             break
-        if number not in chosen and count + len(groups[number]) < len(items):
+        if number not in taken and count + len(groups[number]) <= min(room, len(items) - 1):
+            taken.add(number)
             chosen.append(number)
             count += len(groups[number])
+    if not chosen:  # every group is larger than the share: the smallest one (there are two at least)
+        chosen.append(min(range(len(groups)), key=lambda number: len(groups[number])))
     return {items[k].name for number in chosen for k in groups[number]}
 
 

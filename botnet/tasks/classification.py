@@ -306,6 +306,7 @@ class Classification:
             config.data, config.img_size, randaugment=config.randaugment, crop_scale_min=config.crop_scale_min,
             hflip=config.hflip, in_chans=config.in_chans, augment=config.augment,
             skip_bad_images=config.skip_bad_images,
+            heldout=read_heldout(os.path.join(config.output_dir, HELDOUT_FILE)) if config.output_dir else None,
         )  # fmt: skip
 
     def make_data(self, config: TrainConfig, log):

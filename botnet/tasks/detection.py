@@ -610,26 +610,29 @@ def evaluate_detector_checkpoint(
     annotations: str | None = None,
     *,
     data: str | None = None,
+    data_format: str | None = None,
     split: str = "val",
     batch_size: int = 4,
     skip_bad: bool = False,
 ) -> tuple[DetectionEvaluation, dict[str, Any], CocoDetection]:
     """COCO metrics (overall and per class) of a saved detector on a held-out split: ``images`` and
     ``annotations`` (a COCO file), or ``data``'s ``split`` ("val" or "test"; data in any layout
-    :func:`~botnet.data.formats.find_layout` reads); by default the held-out split it was trained against
-    (the very images its run held out, as listed in the run folder's heldout.txt)."""
+    :func:`~botnet.data.formats.find_layout` reads, ``data_format`` choosing among several); by default the
+    held-out split it was trained against (the very images its run held out, as listed in the run folder's
+    heldout.txt)."""
     if batch_size < 1:
         raise ConfigError(f"{label('batch_size')} must be at least 1, got {batch_size}")
     model, meta = load_detector(checkpoint)
     masks = with_masks(model)
-    own_data = data is None and images is None and annotations is None and meta.get("data")
-    if own_data:
-        data = meta["data"]
+    if data is None and images is None and annotations is None:
+        data = meta.get("data")
+    own_data = data is not None and meta.get("data") is not None and os.path.abspath(data) == meta["data"]
     if data is not None:
         if images is not None or annotations is not None:
             raise ConfigError(f"give {label('data')} ROOT or the held-out images and annotations, not both")
         heldout = read_heldout(os.path.join(os.path.dirname(os.path.abspath(checkpoint)), HELDOUT_FILE)) if own_data else None
-        splits = find_layout(data, data_format=meta.get("data_format") if own_data else None, heldout=heldout)
+        data_format = data_format or (meta.get("data_format") if own_data else None)
+        splits = find_layout(data, data_format=data_format, heldout=heldout)
         dataset = splits.split(split).dataset(skip_bad=skip_bad, with_masks=masks)
     else:
         if split != "val":

@@ -7,8 +7,10 @@ split apart), hold out a val split where there is none, and say in its report wh
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 
 import pytest
 from tool_exports import (
@@ -89,13 +91,29 @@ def test_a_folder_of_two_formats_names_both_and_the_flag(tmp_path):
 def test_two_coco_files_for_one_split_name_the_files_and_the_flag(tmp_path):
     export = quirk_coco_category_zero(tmp_path)
     train = tmp_path / "train" / "_annotations.coco.json"
-    (tmp_path / "train" / "instances_train.json").write_bytes(train.read_bytes())
+    (tmp_path / "train" / "copy.json").write_bytes(train.read_bytes())
     with pytest.raises(DatasetError, match=r"holds 2 COCO files for the train split \(train/_annotations.coco.json, "
-                                           r"train/instances_train.json\): give the one to train on with --data "
-                                           r"FILE.json"):
+                                           r"train/copy.json\): give the one to train on with --data FILE.json"):
         find_layout(str(export.data))
     one = find_layout(str(train))  # a COCO file given alone: its images beside it, val held out
     assert one.format == "coco" and one.heldout and _images_and_objects(one)[0] == 6
+
+
+def test_cocos_own_download_reads_the_instances_files_and_the_split_folders(tmp_path):
+    """annotations/{instances,person_keypoints}_{train,val}2017.json beside train2017/ and val2017/."""
+    export = quirk_coco_category_zero(tmp_path / "export")
+    root = tmp_path / "coco"
+    (root / "annotations").mkdir(parents=True)
+    for split, folder in (("train", "train"), ("val", "valid")):
+        os.rename(export.data / folder, root / f"{split}2017")
+        data = (root / f"{split}2017" / "_annotations.coco.json").read_bytes()
+        os.remove(root / f"{split}2017" / "_annotations.coco.json")
+        for kind in ("instances", "person_keypoints"):
+            (root / "annotations" / f"{kind}_{split}2017.json").write_bytes(data)
+    splits = find_layout(str(root))
+    assert splits.heldout is None and _images_and_objects(splits) == (export.images, export.objects)
+    assert splits.train.source.endswith("instances_train2017.json") and splits.train.image_dir.endswith("train2017")
+    assert any("2 COCO files beside the instances file of their split" in line for line in splits.report)
 
 
 def test_a_test_only_export_is_all_the_data_and_split(tmp_path):
@@ -184,3 +202,83 @@ def test_frames_of_a_video_are_held_out_as_a_contiguous_block(tmp_path):
     splits = find_layout(str(export.data))
     frames = sorted(int(re.search(r"(\d+)\.jpg$", name).group(1)) for name in splits.heldout)
     assert len(frames) == 2 and frames[1] - frames[0] == 1
+
+
+# -- layouts and traps found in review: each a real export's habit --------------------------------------------------
+
+
+def test_an_image_named_like_a_split_stays_in_its_folders_split(tmp_path):
+    export = labelimg_voc_flat(tmp_path)
+    for old in sorted((tmp_path / "images").iterdir())[:2]:  # test_tube_IMG_0001.jpg is a photo, not a split
+        os.rename(old, old.with_name("test_tube_" + old.name))
+        xml = tmp_path / "annotations" / (old.stem + ".xml")
+        os.rename(xml, xml.with_name("test_tube_" + xml.name))
+    splits = find_layout(str(export.data))
+    assert splits.test is None and _images_and_objects(splits) == (export.images, export.objects)
+
+
+def test_a_labels_folder_above_the_data_does_not_make_text_files_yolo_labels(tmp_path):
+    export = labelimg_voc_flat(tmp_path / "labels" / "voc")
+    (tmp_path / "labels" / "voc" / "README.txt").write_text("exported with LabelImg")
+    assert find_layout(str(export.data)).format == "voc"
+
+
+def test_a_data_yaml_whose_path_points_elsewhere_and_val_equal_to_train(tmp_path):
+    export = roboflow_yolov8(tmp_path / "datasets" / "pets")
+    yaml_file = tmp_path / "configs" / "pets.yaml"
+    yaml_file.parent.mkdir()
+    yaml_file.write_text("path: ../datasets/pets\ntrain: train/images\nval: train/images\nnames: [bird, cat, dog]\n")
+    splits = find_layout(str(yaml_file))
+    assert len(splits.train.coco()["images"]) == len(splits.val.coco()["images"]) == 6
+    assert any(line.startswith("6 images are in both the train and the val split") for line in splits.report)
+
+
+def test_folders_reached_through_symbolic_links_are_read(tmp_path):
+    export = roboflow_yolov8(tmp_path / "store")
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    for name in ("train", "valid", "test", "data.yaml"):
+        os.symlink(export.data / name, linked / name)
+    os.symlink(linked, linked / "train" / "loop")  # a link back up must not loop
+    assert _images_and_objects(find_layout(str(linked))) == (export.images, export.objects)
+
+
+def test_cvat_yolo_with_obj_names_and_labels_beside_the_images(tmp_path):
+    export = quirk_unused_class_and_nc(tmp_path / "src")
+    root = tmp_path / "cvat"
+    (root / "obj_train_data").mkdir(parents=True)
+    for image in (export.data / "images").iterdir():
+        shutil.copy(image, root / "obj_train_data" / image.name)
+        shutil.copy(export.data / "labels" / (image.stem + ".txt"), root / "obj_train_data" / (image.stem + ".txt"))
+    (root / "obj.names").write_text("cat\nfish\ndog\nbird\n")
+    (root / "obj.data").write_text("classes = 4\ntrain = data/train.txt\n")
+    splits = find_layout(str(root))
+    assert splits.class_names == ["cat", "fish", "dog", "bird"]
+    assert _images_and_objects(splits) == (export.images, export.objects)
+
+
+def test_coco_file_names_from_windows_and_from_the_labelling_machine(tmp_path):
+    export = quirk_coco_category_zero(tmp_path)
+    path = tmp_path / "train" / "_annotations.coco.json"
+    data = json.loads(path.read_text())
+    data["images"][0]["file_name"] = "C:\\Users\\ann\\export\\" + data["images"][0]["file_name"]
+    data["images"][1]["file_name"] = "/home/ann/export/" + data["images"][1]["file_name"]
+    path.write_text(json.dumps(data))
+    assert _images_and_objects(find_layout(str(export.data))) == (export.images, export.objects)
+    data["images"][1]["id"] = data["images"][2]["id"]
+    path.write_text(json.dumps(data))
+    with pytest.raises(DatasetError, match=rf"_annotations.coco.json has two images with id {data['images'][2]['id']}"):
+        find_layout(str(export.data))
+
+
+def test_the_vocs_test_list_without_annotations_is_no_split(tmp_path):
+    export = labelimg_voc_flat(tmp_path)
+    os.rename(tmp_path / "annotations", tmp_path / "Annotations")
+    lists = tmp_path / "ImageSets" / "Main"
+    lists.mkdir(parents=True)
+    stems = sorted(p.stem for p in (tmp_path / "Annotations").iterdir())
+    (lists / "trainval.txt").write_text("\n".join(stems) + "\n")
+    (lists / "test.txt").write_text("2012_000001\n2012_000002\n")  # VOC2012's test tar: ids without XML
+    splits = find_layout(str(export.data))
+    assert splits.test is None and splits.heldout
+    assert len(splits.train.coco()["images"]) + len(splits.val.coco()["images"]) == len(stems)

@@ -259,3 +259,13 @@ def test_a_name_that_is_not_utf8_is_split_listed_and_read_back_as_it_is(tmp_path
     assert read_heldout(str(tmp_path / "heldout.txt")) == data.heldout
     for line in data.report:
         line.encode("utf-8")  # the log can take it
+
+
+def test_a_resumed_run_holds_out_what_its_list_says(tmp_path):
+    root = _flat_folder(tmp_path / "photos")
+    chosen = sorted(load_image_folder(str(root)).heldout)[:1]
+    data = load_image_folder(str(root), heldout=set(chosen))  # e.g. images were added since: the list decides
+    assert data.heldout == set(chosen) and [os.path.relpath(p, root) for p, _ in data.val.samples] == chosen
+    with pytest.raises(DatasetError, match=r"the run's held-out list names 1 image\(s\) no longer in .*: put them "
+                                           r"back, or start a new run"):
+        load_image_folder(str(root), heldout={"blue/gone.png"})

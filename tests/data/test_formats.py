@@ -584,7 +584,7 @@ def test_yolo_file_errors(tmp_path):
     (tmp_path / "data.yaml").write_text("names: [cat, [dog]]\n")
     assert "class 1 in 'names' is not a name" in _error(read_yolo, tmp_path)
     os.remove(tmp_path / "data.yaml")
-    assert "has YOLO labels but no data.yaml or classes.txt naming the classes" in _error(read_yolo, tmp_path)
+    assert "has YOLO labels but no data.yaml, classes.txt or obj.names naming the classes" in _error(read_yolo, tmp_path)
     (tmp_path / "classes.txt").write_text("cat\n\ndog\n")
     assert f"{tmp_path / 'classes.txt'} line 2 is empty" in _error(read_yolo, tmp_path)
     (tmp_path / "classes.txt").write_text("cat\ndog\n\n")

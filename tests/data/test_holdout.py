@@ -61,3 +61,13 @@ def test_the_held_out_list_is_written_and_read_back(tmp_path):
     assert (tmp_path / "heldout.txt").read_text() == "a.jpg\nb/x y.jpg\n"
     assert read_heldout(str(tmp_path / "heldout.txt")) == {"a.jpg", "b/x y.jpg"}
     assert read_heldout(str(tmp_path / "none.txt")) is None
+
+
+def test_a_large_group_of_copies_does_not_push_the_share_past_a_quarter(tmp_path):
+    for seed in range(6):
+        rng = random.Random(seed)
+        names = [f"{rng.randint(0, 10**6)}_{k}.jpg" for k in range(20)]
+        contents = [b"same" if k < 10 else f"image {k}".encode() for k in range(20)]
+        held = hold_out(_items(tmp_path, names, contents, [{0}] * 20))
+        assert 1 <= len(held) <= 5
+        assert not held & set(names[:10])  # the ten copies move together, and they are too many to hold out

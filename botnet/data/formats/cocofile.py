@@ -2,9 +2,12 @@
 
 Where the images are: each ``file_name`` is taken relative to the JSON's own
 folder (Roboflow's ``test/_annotations.coco.json`` beside its images), an
-``images/`` folder beside it (botnet's own layout), or the folder above
+``images/`` folder beside it (botnet's own layout), the folder above
 (``annotations/instances_train.json`` with the images in the dataset
-folder), whichever holds the most of them.
+folder) or, for COCO's own download, the split's folder beside or above
+(``annotations/instances_val2017.json`` and ``val2017/``), whichever holds
+the most of them. Windows separators are read as "/", and an absolute path
+from the labelling machine by its base name.
 
 What is fixed and counted, as COCO tools do: a width or height that is
 missing, 0, or not the image file's is taken from the file; a box past the
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections import Counter
 
 from ...errors import DatasetError
@@ -44,9 +48,42 @@ def _load(path: str) -> dict:
     return data
 
 
+def _check_ids(path: str, data: dict) -> None:
+    """Image ids unique, annotations on listed images, categories named: what merging splits relies on."""
+    ids = set()
+    for entry in data["images"]:
+        if not isinstance(entry, dict) or not isinstance(entry.get("id"), int) or not isinstance(entry.get("file_name"), str):
+            raise DatasetError(f'{path}: image entry {str(entry)[:80]} needs an integer "id" and a "file_name" string')
+        if entry["id"] in ids:
+            raise DatasetError(f"{path} has two images with id {entry['id']}: image ids must be unique")
+        ids.add(entry["id"])
+    for ann in data["annotations"]:
+        if not isinstance(ann, dict) or ann.get("image_id") not in ids:
+            raise DatasetError(f"{path}: annotation {str(ann)[:80]} names no image of the file: fix its image_id")
+    for category in data["categories"]:
+        if not isinstance(category, dict) or not isinstance(category.get("id"), int) or not isinstance(category.get("name"), str):
+            raise DatasetError(f'{path}: category {str(category)[:80]} needs an integer "id" and a "name" string')
+
+
+def _split_folder(path: str) -> str | None:
+    """COCO's own image folder name for an annotation file: train2017 for instances_train2017.json."""
+    match = re.search(r"(train|val|test)\d*$", os.path.splitext(os.path.basename(path))[0])
+    return match.group(0) if match else None
+
+
+def _relative(file_name: str) -> str:
+    """A file_name as a path below the image folder: Windows separators made "/", and a path from the labelling
+    machine (absolute, or leading outside) cut to its base name, as the other readers do."""
+    name = os.path.normpath(file_name.replace("\\", "/"))
+    return os.path.basename(name) if os.path.isabs(name) or name.startswith("..") or re.match(r"^[A-Za-z]:", name) else name
+
+
 def _image_root(path: str, names: list[str]) -> str:
     here = os.path.dirname(os.path.abspath(path))
-    candidates = [here, os.path.join(here, "images"), os.path.dirname(here), os.path.join(os.path.dirname(here), "images")]
+    up = os.path.dirname(here)
+    candidates = [here, os.path.join(here, "images"), up, os.path.join(up, "images")]
+    if _split_folder(path):  # COCO's download: annotations/instances_train2017.json beside train2017/
+        candidates += [os.path.join(here, _split_folder(path)), os.path.join(up, _split_folder(path))]
     found = [sum(os.path.isfile(os.path.join(c, n)) for n in names) for c in candidates]
     best = max(range(len(candidates)), key=lambda k: (found[k], -k))
     if names and not found[best]:
@@ -57,8 +94,8 @@ def _image_root(path: str, names: list[str]) -> str:
 
 def _categories(path: str, data: dict, notes: list[str]) -> list:
     """The categories, less the dataset-name one and unused duplicates (see the module docstring)."""
-    categories = [c for c in data["categories"] if isinstance(c, dict)]
-    used = Counter(a.get("category_id") for a in data["annotations"] if isinstance(a, dict))
+    categories = data["categories"]
+    used = Counter(a.get("category_id") for a in data["annotations"])
     parents = {c.get("supercategory") for c in categories if c.get("supercategory") != c.get("name")}
     kept = []
     for category in categories:
@@ -85,25 +122,25 @@ def _categories(path: str, data: dict, notes: list[str]) -> list:
                          f"no annotation: left out")
         else:
             result.append(category)
-    return result + [c for c in data["categories"] if not isinstance(c, dict)]
+    return result
 
 
-def read_coco_file(path: str, fixes: Counter, notes: list[str]) -> dict:
-    """The COCO dict of ``path`` with each file_name the image's path and sizes taken from the image files
-    (counted in ``fixes``); the rest is checked by CocoDetection."""
-    data = _load(path)
-    names = [e["file_name"] for e in data["images"] if isinstance(e, dict) and isinstance(e.get("file_name"), str)]
+def read_coco_file(path: str, fixes: Counter, notes: list[str], data: dict | None = None) -> dict:
+    """The COCO dict of ``path`` (``data``: its content, when already read) with each file_name the image's path
+    and sizes taken from the image files (counted in ``fixes``); the rest is checked by CocoDetection."""
+    data = _load(path) if data is None else data
+    _check_ids(path, data)
+    names = [_relative(e["file_name"]) for e in data["images"]]
     root = _image_root(path, names)
     images = []
-    for entry in data["images"]:
-        if isinstance(entry, dict) and isinstance(entry.get("file_name"), str):
-            entry = {**entry, "file_name": os.path.normpath(os.path.join(root, entry["file_name"]))}
-            size, orientation = image_header(entry["file_name"])
-            if size is not None and (entry.get("width"), entry.get("height")) != size:
-                fixes[SIZE_FIXED] += 1
-                entry["width"], entry["height"] = size
-            if orientation is not None:
-                entry["exif_orientation"] = orientation
+    for entry, name in zip(data["images"], names):
+        entry = {**entry, "file_name": os.path.normpath(os.path.join(root, name))}
+        size, orientation = image_header(entry["file_name"])
+        if size is not None and (entry.get("width"), entry.get("height")) != size:
+            fixes[SIZE_FIXED] += 1
+            entry["width"], entry["height"] = size
+        if orientation is not None:
+            entry["exif_orientation"] = orientation
         images.append(entry)
     _check_boxes(path, images, data["annotations"], fixes)
     return {**data, "images": images, "categories": _categories(path, data, notes)}
@@ -112,12 +149,11 @@ def read_coco_file(path: str, fixes: Counter, notes: list[str]) -> dict:
 def _check_boxes(path: str, images: list, annotations: list, fixes: Counter) -> None:
     """Boxes past the image edge by under TOLERANCE pixels are counted (CocoDetection clips them); further out is
     an error naming the annotation, as in every other format."""
-    sizes = {e.get("id"): (e.get("width"), e.get("height"), e["file_name"]) for e in images
-             if isinstance(e, dict) and isinstance(e.get("width"), int) and isinstance(e.get("height"), int)}
+    sizes = {e["id"]: (e.get("width"), e.get("height"), e["file_name"]) for e in images
+             if isinstance(e.get("width"), int) and isinstance(e.get("height"), int)}
     for ann in annotations:
-        box = ann.get("bbox") if isinstance(ann, dict) else None
-        if not isinstance(ann, dict) or ann.get("image_id") not in sizes or not (isinstance(box, list) and len(box) == 4
-                                                                 and all(is_number(v) for v in box)):
+        box = ann.get("bbox")
+        if ann["image_id"] not in sizes or not (isinstance(box, list) and len(box) == 4 and all(map(is_number, box))):
             continue  # CocoDetection names what is malformed
         width, height, image = sizes[ann["image_id"]]
         x1, y1, x2, y2 = box[0], box[1], box[0] + box[2], box[1] + box[3]

@@ -32,7 +32,6 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 TOLERANCE = 1.0
 # a box narrower than this (pixels) has no area: float32 targets would round it to nothing
 MIN_SIDE = 1e-3
-SPLITS = ("train", "val")
 ORIENTATION_TAG = 0x0112
 ROTATED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 # what the readers fix and count (the keys of a fixes Counter), as the report says them
@@ -158,8 +157,7 @@ def image_header(path: str) -> tuple[tuple[int, int] | None, int | None]:
         return None, None
 
 
-def labeled_image(path: str, declared: tuple[int, int] | None = None, label_file: str = "",
-                  fixes: Counter | None = None) -> LabeledImage:
+def labeled_image(path: str, declared: tuple[int, int] | None = None, fixes: Counter | None = None) -> LabeledImage:
     """The image at ``path``, its size from the file; a label file's ``declared`` size that is missing, 0 or
     another one is replaced by it and counted in ``fixes`` (the objects must then lie inside the file's
     size, or their check names them)."""
@@ -244,13 +242,6 @@ def _annotation(shape: Shape, width: int, height: int, image: str, fixes: Counte
     return ann
 
 
-def add_label_file(label_files: dict[str, str], file_name: str, path: str) -> None:
-    """Record that label file ``path`` labels image ``file_name``; DatasetError when another one already does."""
-    if file_name in label_files:
-        raise DatasetError(f"{path} and {label_files[file_name]} are labels of the same image {file_name}: keep one")
-    label_files[file_name] = path
-
-
 def to_coco(images: list[LabeledImage], categories: list[tuple[int, str]], fixes: Counter) -> dict:
     """The COCO dict of checked ``images`` (one per path, ids 1..N in order, annotation ids 1..M; file_name the
     image's path); objects clipped to their image are counted in ``fixes``."""
@@ -271,17 +262,3 @@ def to_coco(images: list[LabeledImage], categories: list[tuple[int, str]], fixes
                 {"id": len(coco["annotations"]) + 1, "image_id": image_id, "category_id": shape.category_id, **ann}
             )
     return coco
-
-
-def category_ids(names: list[str]) -> list[tuple[int, str]]:
-    """(id, name) for the sorted class names: ids 1..K."""
-    return [(k, name) for k, name in enumerate(sorted(names), start=1)]
-
-
-def unknown_class(where: str, name: str, known: list[tuple[int, str]]) -> DatasetError:
-    """The error for a val label whose class the train split does not have."""
-    shown = ", ".join(repr(n) for _, n in known[:10]) + (", ..." if len(known) > 10 else "")
-    return DatasetError(
-        f"{where}: class {name!r} does not occur in the train split (its classes: {shown}); fix the name, or "
-        f"label such objects in the train split too"
-    )

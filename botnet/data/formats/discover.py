@@ -30,7 +30,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from ...errors import ConfigError, DatasetError, MissingFileError
-from ..holdout import SPLIT_NAMES, Item, hold_out
+from ..holdout import HELDOUT_FILE, SHARE, SPLIT_NAMES, Item, hold_out
 from . import labelme, voc, yolo
 from .cocofile import read_coco_file
 from .common import (
@@ -47,6 +47,7 @@ __all__ = ["FORMATS", "FORMAT_NAMES", "find_layout", "layout_of"]
 FORMATS = ("coco", "voc", "yolo", "labelme")
 FORMAT_NAMES = {"coco": "COCO", "voc": "Pascal VOC", "yolo": "YOLO", "labelme": "LabelMe"}
 MAX_DEPTH = 8
+NAMES_FILES = ("classes.txt", "obj.names")  # LabelImg's and CVAT's (YOLO 1.1) class lists
 _PEEK = 1 << 16
 _VOC_ROOT = re.compile(rb"<annotation[\s>]")
 _LABELME_KEY = re.compile(r'"shapes"\s*:')
@@ -63,7 +64,8 @@ class _Files:
     labelme: list[str] = field(default_factory=list)
     coco: list[str] = field(default_factory=list)
     yolo: list[str] = field(default_factory=list)
-    names: list[str] = field(default_factory=list)  # classes.txt and yaml files
+    names: list[str] = field(default_factory=list)  # classes.txt, obj.names and yaml files
+    parsed: dict[str, dict] = field(default_factory=dict)  # the COCO files, read once
 
     def count(self, kind: str) -> int:
         return len(getattr(self, kind))
@@ -77,37 +79,45 @@ def _head(path: str) -> bytes:
         return b""
 
 
-def _is_coco(path: str) -> bool:
+def _coco_data(path: str) -> dict | None:
+    """The file's content when it is a COCO file ("images", "annotations" and "categories" lists), else None."""
     try:
         with open(path, encoding="utf-8") as file:
             data = json.load(file)
     except (OSError, ValueError, RecursionError):
-        return False
-    return isinstance(data, dict) and all(isinstance(data.get(k), list) for k in ("images", "annotations", "categories"))
+        return None
+    keys = ("images", "annotations", "categories")
+    return data if isinstance(data, dict) and all(isinstance(data.get(k), list) for k in keys) else None
 
 
-def _json_kind(path: str) -> str | None:
-    """"labelme" (a "shapes" key near the start), "coco" (read whole: "images", "annotations" and "categories"
-    lists) or None (some other JSON file, such as a tool's statistics)."""
+def _add_json(files: _Files, path: str) -> None:
+    """A LabelMe file (a "shapes" key near the start), a COCO file (read whole, kept), or some other JSON file
+    (a tool's statistics), left alone."""
     text = _head(path).decode("utf-8", "replace")
     if _LABELME_KEY.search(text):
-        return "labelme"
-    if _COCO_KEY.search(text) and _is_coco(path):
-        return "coco"
-    return None
+        files.labelme.append(path)
+    elif _COCO_KEY.search(text) and (data := _coco_data(path)) is not None:
+        files.coco.append(path)
+        files.parsed[path] = data
 
 
 def _walk(root: str) -> list[str]:
-    found = []
-    for current, folders, files in os.walk(root):
+    """The files below ``root`` (hidden ones and macOS zip residue left out), links followed once each."""
+    found, seen = [], set()
+    for current, folders, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(current)
+        if real in seen:  # a link back up the tree
+            folders[:] = []
+            continue
+        seen.add(real)
         depth = os.path.relpath(current, root).count(os.sep)
         folders[:] = sorted(f for f in folders if not f.startswith((".", "__MACOSX")) and depth < MAX_DEPTH)
         found += [os.path.join(current, name) for name in sorted(files) if not name.startswith(".")]
     return found
 
 
-def _scan(root: str) -> _Files:
-    """Every file below ``root`` sorted by what it holds."""
+def _scan(root: str, *, labels: bool = True) -> _Files:
+    """Every file below ``root`` sorted by what it holds (only the images without ``labels``)."""
     files = _Files(root)
     paths = _walk(root)
     stems = {os.path.splitext(p)[0] for p in paths if p.lower().endswith(IMAGE_EXTENSIONS)}
@@ -116,24 +126,26 @@ def _scan(root: str) -> _Files:
         name = os.path.basename(lower)
         if lower.endswith(IMAGE_EXTENSIONS):
             files.images.append(path)
+        elif not labels:
+            continue
         elif lower.endswith(".xml") and _VOC_ROOT.search(_head(path)):
             files.voc.append(path)
         elif lower.endswith(".json"):
-            kind = _json_kind(path)
-            if kind:
-                getattr(files, kind).append(path)
-        elif name == "classes.txt" or lower.endswith((".yaml", ".yml")):
+            _add_json(files, path)
+        elif name in NAMES_FILES or lower.endswith((".yaml", ".yml")):
             files.names.append(path)
-        elif lower.endswith(".txt") and ("labels" in path.split(os.sep) or os.path.splitext(path)[0] in stems):
+        elif lower.endswith(".txt") and ("labels" in os.path.relpath(path, root).split(os.sep)
+                                         or os.path.splitext(path)[0] in stems):
             files.yolo.append(path)
     return files
 
 
-def split_of(root: str, path: str) -> str:
-    """The export's split of ``path``: the nearest folder (or the file's own name) below ``root`` named train,
-    training, val, valid, validation, test or testing (trailing digits allowed: train2017); "" when none is."""
+def split_of(root: str, path: str, *, by_name: bool = False) -> str:
+    """The export's split of ``path``: the nearest folder below ``root`` (or, ``by_name``, the file's own name,
+    as COCO's instances_val2017.json) named train, training, val, valid, validation, test or testing (trailing
+    digits allowed: train2017); "" when none is. An image's own name never names a split (test_tube_01.jpg)."""
     parts = os.path.relpath(path, root).split(os.sep)
-    parts[-1] = os.path.splitext(parts[-1])[0]
+    parts[-1] = os.path.splitext(parts[-1])[0] if by_name else ""
     for part in reversed(parts):
         for token in re.split(r"[^a-z0-9]+", part.lower()):
             word = SPLIT_NAMES.get(token.rstrip("0123456789"))
@@ -238,29 +250,37 @@ def _read_voc(files: _Files, reading: _Reading,
     return groups, categories
 
 
+def _names_yaml(path: str) -> bool:
+    """A data.yaml (which must then be readable), or another yaml that reads as a mapping with 'names'."""
+    if os.path.basename(path).lower() in ("data.yaml", "data.yml"):
+        return True
+    try:
+        return path.lower().endswith((".yaml", ".yml")) and "names" in yolo.read_data_yaml(path)
+    except DatasetError:
+        return False  # some other yaml (a CI file, notes)
+
+
 def _names_file(files: _Files, given: str | None) -> str:
     """The file naming a YOLO export's classes: the data.yaml given, else the shallowest yaml with 'names', else
-    the shallowest classes.txt."""
+    the shallowest classes.txt or obj.names."""
     if given:
         return given
-    def depth(path: str) -> int:
-        return os.path.relpath(path, files.root).count(os.sep)
-    yamls = [p for p in files.names if os.path.basename(p).lower() in ("data.yaml", "data.yml")
-             or (p.lower().endswith((".yaml", ".yml")) and "names" in yolo.read_data_yaml(p))]
-    texts = [p for p in files.names if os.path.basename(p).lower() == "classes.txt"]
+    yamls = [p for p in files.names if _names_yaml(p)]
+    texts = [p for p in files.names if os.path.basename(p).lower() in NAMES_FILES]
     for candidates in (yamls, texts):
         if candidates:
-            return min(candidates, key=lambda p: (depth(p), p))
-    raise DatasetError(f"{files.root} has YOLO labels but no data.yaml or classes.txt naming the classes: add one "
-                       f"(data.yaml: 'names: [cat, dog]'; classes.txt: one name per line)")
+            return min(candidates, key=lambda p: (os.path.relpath(p, files.root).count(os.sep), p))
+    raise DatasetError(f"{files.root} has YOLO labels but no data.yaml, classes.txt or obj.names naming the classes: "
+                       f"add one (data.yaml: 'names: [cat, dog]'; classes.txt: one name per line)")
 
 
-def _yolo_label(image: str, labels: set[str]) -> str | None:
+def _yolo_label(image: str) -> str | None:
+    """The image's label file: Ultralytics' images -> labels swap, else the .txt beside it (LabelImg, CVAT)."""
     swapped = yolo.label_path(image)
-    if swapped is not None and swapped in labels:
+    if swapped is not None and os.path.isfile(swapped):
         return swapped
     beside = os.path.splitext(image)[0] + ".txt"
-    return beside if beside in labels else None
+    return beside if os.path.isfile(beside) else None
 
 
 def _yolo_images(files: _Files, yaml_file: str | None, labels: set[str]) -> dict[str, list[str]]:
@@ -277,7 +297,7 @@ def _yolo_images(files: _Files, yaml_file: str | None, labels: set[str]) -> dict
                     found.setdefault(split, []).append(entry)
         return found
     label_folders = {os.path.dirname(p) for p in labels}
-    found = {}
+    found: dict[str, list[str]] = {}
     for image in files.images:
         swapped = yolo.label_path(image)
         if (swapped and os.path.dirname(swapped) in label_folders) or os.path.dirname(image) in label_folders:
@@ -291,14 +311,10 @@ def _read_yolo(files: _Files, reading: _Reading,
     index_names, note = yolo.read_class_names(names_file)
     if note:
         reading.notes.append(note)
-    labels = set(files.yolo)
-    if yaml_file is not None:  # the yaml's folders need not lie below it
-        labels |= {p for entries in yolo.yaml_split_paths(yaml_file, yolo.read_data_yaml(yaml_file)).values()
-                   for e in entries if os.path.isdir(e) for p in _walk(os.path.dirname(e)) if p.endswith(".txt")}
     groups: dict[str, list[LabeledImage]] = {}
     used: set[str] = set()
-    for split, images in _yolo_images(files, yaml_file, labels).items():
-        pairs = [(image, _yolo_label(image, labels)) for image in sorted(set(images))]
+    for split, images in _yolo_images(files, yaml_file, set(files.yolo)).items():
+        pairs = [(image, _yolo_label(image)) for image in sorted(set(images))]
         if not any(label for _, label in pairs):
             continue  # a folder of unlabelled images (counted with the images no file names)
         claimed: dict[str, str] = {}
@@ -307,7 +323,7 @@ def _read_yolo(files: _Files, reading: _Reading,
                 raise DatasetError(f"{label} would label both {claimed[label]} and {image}: rename one of them")
         groups[split] = [yolo.yolo_image(image, label, index_names, names_file, reading.fixes) for image, label in pairs]
         used |= set(claimed)
-    orphans = sorted(p for p in files.yolo if p not in used and os.path.basename(p).lower() != "classes.txt")
+    orphans = sorted(p for p in files.yolo if p not in used)
     reading.leave_out("YOLO label files without their image", len(orphans), orphans[0] if orphans else "")
     return groups, [(k + 1, index_names[k]) for k in sorted(index_names)]
 
@@ -332,13 +348,19 @@ def _read_labelme(files: _Files, reading: _Reading) -> tuple[dict[str, list[Labe
 def _read_coco(files: _Files, reading: _Reading) -> dict[str, tuple[str, dict]]:
     by_split: dict[str, list[str]] = {}
     for path in files.coco:
-        by_split.setdefault(split_of(files.root, path), []).append(path)
+        by_split.setdefault(split_of(files.root, path, by_name=True), []).append(path)
     for split, paths in by_split.items():
+        instances = [p for p in paths if os.path.basename(p).startswith("instances")]
+        if len(paths) > 1 and len(instances) == 1:  # COCO's own download: keypoints and other files beside
+            reading.leave_out("COCO files beside the instances file of their split", len(paths) - 1,
+                              next(p for p in paths if p not in instances))
+            paths[:] = instances
         if len(paths) > 1:
             shown = ", ".join(os.path.relpath(p, files.root) for p in paths[:4])
             raise DatasetError(f"{files.root} holds {len(paths)} COCO files for the {split or 'unnamed'} split "
                                f"({shown}): give the one to train on with --data FILE.json")
-    return {split: (paths[0], read_coco_file(paths[0], reading.fixes, reading.notes)) for split, paths in by_split.items()}
+    return {split: (paths[0], read_coco_file(paths[0], reading.fixes, reading.notes, files.parsed.get(paths[0])))
+            for split, paths in by_split.items()}
 
 
 def _merge(split: str, parts: list[dict], source: str) -> DetectionSplit:
@@ -386,7 +408,7 @@ def _hold_out(pool: DetectionSplit, root: str, heldout: set[str] | None) -> tupl
     missing = sorted(heldout - names)
     if missing:
         raise DatasetError(f"the held-out list names {len(missing)} image(s) no longer in {root} (e.g. {missing[0]}): "
-                           f"give the held-out data explicitly")
+                           f"put them back, or delete the run's {HELDOUT_FILE} to hold out anew")
     train = DetectionSplit("train", pool.image_dir, pool.source, annotations=_subset(coco, names - heldout, pool.image_dir, root))
     val = DetectionSplit("val", pool.image_dir, pool.source + " (held out)",
                          annotations=_subset(coco, heldout, pool.image_dir, root))
@@ -406,21 +428,35 @@ def _report(format_name: str, path: str, splits: DetectionSplits, reading: _Read
              + ", ".join(_counts(split) for split in splits)]
     if splits.heldout is not None:
         total = len(splits.heldout) + len(splits.train.coco()["images"])
-        lines.append(f"the export has no val split: held out {len(splits.heldout)} of its {total} {pooled} images as val (about "
-                     f"15%, the same on every run: byte-identical copies kept together, numbered frames in blocks); "
-                     f"the list is written to heldout.txt in the run folder")
+        lines.append(f"the export has no val split: held out {len(splits.heldout)} of its {total} {pooled} images as val "
+                     f"(about {SHARE:.0%}, the same on every run: byte-identical copies kept together, numbered frames "
+                     f"in blocks); the list is written to {HELDOUT_FILE} in the run folder")
     if reading.fixes:
         lines.append("fixed: " + "; ".join(f"{count} x {what}" for what, count in sorted(reading.fixes.items())))
     if reading.left_out:
         lines.append("left out: " + "; ".join(
             f"{count} {what}" + (f" (e.g. {reading.examples[what]})" if reading.examples.get(what) else "")
             for what, count in sorted(reading.left_out.items())))
+    lines += _overlaps(splits)
     rotated = sum(1 for split in splits for e in split.coco()["images"] if "exif_orientation" in e)
     if rotated:
         lines.append(f"{rotated} images carry an EXIF orientation tag: botnet reads pixels as stored, ignoring the tag "
                      f"at training, evaluation and prediction alike (as torchvision and pycocotools do); if your "
                      f"labelling tool showed them rotated, save them with the rotation applied and label again")
     return lines + reading.notes
+
+
+def _overlaps(splits: DetectionSplits) -> list[str]:
+    """A line for each two splits that share images (Ultralytics' coco8 validates on its training images)."""
+    paths = {split.name: {os.path.join(split.image_dir, e["file_name"]) for e in split.coco()["images"]}
+             for split in splits}
+    lines = []
+    for first, second in (("train", "val"), ("train", "test"), ("val", "test")):
+        shared = sorted(paths.get(first, set()) & paths.get(second, set()))
+        if shared:
+            lines.append(f"{len(shared)} images are in both the {first} and the {second} split (e.g. "
+                         f"{os.path.relpath(shared[0], splits.root)}): scores on {second} then measure memory")
+    return lines
 
 
 def _arrange(parts: dict[str, dict], sources: dict[str, str], root: str, heldout: set[str] | None,
@@ -478,7 +514,7 @@ def find_layout(path: str, *, data_format: str | None = None, difficult: str = "
     if is_file and yaml_file is None and not path.lower().endswith(".json"):
         raise DatasetError(f"{path} is a file but neither a data.yaml nor a COCO .json: give the dataset's folder")
     root = os.path.dirname(os.path.abspath(path)) if is_file else os.path.abspath(path)
-    files = _scan(root)
+    files = _scan(root, labels=not is_file or yaml_file is not None)  # one COCO file: its siblings are not read
     if yaml_file is not None:
         format_name = "yolo"
     elif is_file:

@@ -147,7 +147,7 @@ def class_names(files: list[LabelMeFile]) -> list[str]:
 
 def labelme_image(file: LabelMeFile, id_of: dict[str, int], fixes) -> LabeledImage:
     """The image a parsed file labels, with its objects (parts with one group_id merged into one object)."""
-    image = labeled_image(file.image, file.size, file.path, fixes)
+    image = labeled_image(file.image, file.size, fixes)
     size = (image.width, image.height) if image.width is not None else None
     objects: dict[Hashable, Shape] = {}
     for label, key, polygon, where, circle in file.regions:

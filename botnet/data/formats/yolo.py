@@ -5,7 +5,7 @@ last ``images`` folder swapped for ``labels`` and the extension for ``.txt``
 (``train/images/a.jpg`` -> ``train/labels/a.txt``, ``images/train/a.jpg`` ->
 ``labels/train/a.txt``). Class names come from a data.yaml (``names:`` as a
 list, or as a {index: name} mapping; ``nc`` is checked against it and
-reported) or a ``classes.txt`` (one per line, LabelImg keeps it in
+reported) or a ``classes.txt`` or CVAT's ``obj.names`` (one per line, LabelImg keeps it in
 ``labels/``); class index k becomes COCO category id k + 1. A data.yaml's
 ``train``/``val``/``test`` folders are resolved as Ultralytics does.
 
