@@ -16,10 +16,10 @@ def _float32_unless_asked():
     """Runs choose their precision by timing steps both ways where bfloat16 is fast; on a busy machine two
     runs of a comparison could choose differently, so in the suite an unset --amp means float32 (the
     tests of the choice set the device's answer themselves)."""
-    from botnet.training import engine
+    from botnet.training import plan
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(engine, "fast_bfloat16", lambda device: False)
+        patch.setattr(plan, "fast_bfloat16", lambda device: False)
         yield
 
 
@@ -28,16 +28,16 @@ def steady_steps(monkeypatch):
     """``steady_steps(seconds)``: runs plan as if every training step took ``seconds`` in every precision
     (so float32 is kept where the precision is chosen). The real steps are still timed (and must take
     some time), but the plan no longer depends on how busy the machine is."""
-    from botnet.training import engine
+    from botnet.training import plan
 
-    real = engine.time_steps
+    real = plan.time_steps
 
     def set_step(seconds: float) -> None:
         def timed(*args, **kwargs):
             measured = real(*args, **kwargs)
             assert measured.load >= 0 and all(t > 0 for t in measured.compute)
-            return engine.StepTimes(0.0, tuple(seconds for _ in measured.compute), measured.images)
+            return plan.StepTimes(0.0, tuple(seconds for _ in measured.compute), measured.images)
 
-        monkeypatch.setattr(engine, "time_steps", timed)
+        monkeypatch.setattr(plan, "time_steps", timed)
 
     return set_step

@@ -30,7 +30,8 @@ from ..models import BoTNet, create_model, get_model_entry
 from ..records import read_record
 from ..training.checkpoint import read_weights, restore_training_state, task_of
 from ..training.distributed import DistEnv, all_reduce_sum
-from ..training.engine import FitResult, train_loader
+from ..training.engine import FitResult
+from ..training.loaders import train_loader
 from ..training.pipeline import Built, Fitted, run_task
 from ..training.report import plot_confusion, plot_curves
 from ..training.runs import run_stamp

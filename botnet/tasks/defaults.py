@@ -23,7 +23,7 @@ kept in the run's summary. The rules (the README's "Defaults that fit the data" 
   take longer to fit), and at least 15 epochs or 1,000 steps, whichever is fewer; at most 60 epochs.
   Then a time budget of 8 minutes: before the run a few steps are timed, and if those epochs take
   longer here, as many as fit are planned instead (the cosine then ends on time). The precision is
-  chosen by the same timed steps (``botnet.training.engine.plan_epochs``).
+  chosen by the same timed steps (``botnet.training.plan.plan_epochs``).
 """
 
 from __future__ import annotations

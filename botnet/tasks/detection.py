@@ -44,7 +44,9 @@ from ..interrupts import init_helper_process
 from ..records import read_record
 from ..training.checkpoint import read_weights, restore_training_state, task_of
 from ..training.distributed import DistEnv, broadcast_object, gather_objects
-from ..training.engine import FitResult, GroupedBatchSampler, train_loader
+from ..detection.sampler import GroupedBatchSampler
+from ..training.engine import FitResult
+from ..training.loaders import train_loader
 from ..training.pipeline import Built, Fitted, run_task
 from ..training.report import plot_confusion, plot_pr_curves, write_json
 from ..training.runs import run_stamp

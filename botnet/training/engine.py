@@ -8,12 +8,11 @@ clipping, DistributedDataParallel, one NaN stop, per-epoch metrics.csv rows,
 the progress bar and the log, and ``last.pt`` after every epoch and at a
 Ctrl-C.
 
-Exact resume. Each epoch reseeds from (seed, epoch, rank); each sample's
-augmentation draws from its own generator seeded from (seed, epoch, index),
-so what a sample gets does not depend on which worker loads it, how many
-workers there are, or where a resumed epoch starts. A mid-epoch stop saves
-every rank's random state and the partial sums, and the resumed epoch skips
-the batches already trained.
+Exact resume. The loader seeds each epoch and each sample
+(:mod:`botnet.training.loaders`); a mid-epoch stop saves every rank's random
+state and the partial sums, and the resumed epoch skips the batches already
+trained. A new run's precision and epochs are planned first
+(:mod:`botnet.training.plan`).
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -33,35 +32,20 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, Sampler
 from tqdm import tqdm
 
-from ..errors import ConfigError
-from ..interrupts import GracefulStop, init_helper_process
+from ..interrupts import GracefulStop
 from .checkpoint import restore_training_state
-from .distributed import DistEnv, all_reduce_sum, barrier, broadcast_buffers, broadcast_object, gather_objects
+from .loaders import TrainLoader
+from .plan import amp_dtype
+from .distributed import DistEnv, all_reduce_sum, barrier, broadcast_buffers, gather_objects
 from .optim import OPTIMIZERS, epoch_seed, head_first, param_groups, warmup_cosine
 from .report import write_metrics_csv
 from .runs import diverged, failures_end_the_run, interrupted, restore_rng_state, rng_state
-from .settings import RunSettings, label
+from .settings import RunSettings
 from .state import TrainState, check_resumable, save_training_state
 
-__all__ = [
-    "EpochPlan",
-    "StepTimes",
-    "fast_bfloat16",
-    "plan_run",
-    "time_steps",
-    "FitResult",
-    "GroupedBatchSampler",
-    "Run",
-    "Task",
-    "TrainLoader",
-    "amp_dtype",
-    "fit",
-    "plan_epochs",
-    "train_loader",
-]
+__all__ = ["FitResult", "Run", "Task", "fit"]
 
 
 @dataclass
@@ -115,129 +99,6 @@ class FitResult:
     train_images: int
 
 
-class SeededSamples(Dataset):
-    """``dataset`` with each sample's augmentation drawn from its own generator, seeded from
-    (seed, epoch, index): the same whatever the worker, the number of workers or a resume."""
-
-    def __init__(self, dataset: Dataset, seed: int) -> None:
-        self.dataset, self.seed, self.epoch = dataset, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
-
-    def __getitem__(self, index: int) -> Any:
-        # The CPU generator itself, reseeded and put back (torch.manual_seed and fork_rng cost ~100x more).
-        generator = torch.default_generator
-        state = generator.get_state()
-        generator.manual_seed((epoch_seed(self.seed, self.epoch, 0) * 1_000_003 + index) % 2**63)
-        try:
-            return self.dataset[index]
-        finally:
-            generator.set_state(state)
-
-
-class SkipBatches(Sampler[list[int]]):
-    """A batch sampler's batches, the first ``skip`` left out (the part of a resumed epoch already trained)."""
-
-    def __init__(self, batches: Sampler[list[int]]) -> None:
-        self.batches, self.skip = batches, 0
-
-    def __iter__(self) -> Iterator[list[int]]:
-        for index, batch in enumerate(self.batches):
-            if index >= self.skip:
-                yield batch
-
-    def __len__(self) -> int:
-        return max(0, len(self.batches) - self.skip)  # type: ignore[arg-type]
-
-
-class GroupedBatchSampler(Sampler[list[int]]):
-    """Batches whose images share a group (their aspect ratio: portrait or not), as torchvision's
-    detection references batch, so padding to a batch's largest image wastes little. Yields
-    len(sampler) // batch_size batches, as plain batching would: groups' leftovers, in sampler order,
-    fill the last ones."""
-
-    def __init__(self, sampler: Sampler[int], group_ids: Sequence[int], batch_size: int) -> None:
-        self.sampler, self.group_ids, self.batch_size = sampler, group_ids, batch_size
-
-    def __iter__(self) -> Iterator[list[int]]:
-        waiting: dict[int, list[tuple[int, int]]] = {}  # group -> (position in the sampler, index)
-        yielded = 0
-        for position, index in enumerate(self.sampler):
-            group = waiting.setdefault(self.group_ids[index], [])
-            group.append((position, index))
-            if len(group) == self.batch_size and yielded < len(self):
-                yield [i for _, i in group]
-                group.clear()
-                yielded += 1
-        leftovers = [i for _, i in sorted(pair for group in waiting.values() for pair in group)]
-        for start in range(0, (len(self) - yielded) * self.batch_size, self.batch_size):
-            yield leftovers[start : start + self.batch_size]
-
-    def __len__(self) -> int:
-        return len(self.sampler) // self.batch_size  # type: ignore[arg-type]
-
-
-def amp_dtype(enabled: bool | None, device: torch.device) -> torch.dtype | None:
-    """bfloat16 autocast, or float16 on GPUs without bfloat16; None when AMP is off (or not yet chosen)."""
-    if not enabled:
-        return None
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        return torch.float16
-    return torch.bfloat16
-
-
-@dataclass
-class TrainLoader:
-    """The training loader and the parts :func:`fit` sets each epoch."""
-
-    loader: DataLoader
-    sampler: DistributedSampler
-    samples: SeededSamples
-    skip: SkipBatches
-    generator: torch.Generator  # the loader's own: starting an epoch draws from it, not from the global one
-
-    @property
-    def steps(self) -> int:
-        return len(self.skip.batches)  # type: ignore[arg-type]
-
-    def start_epoch(self, seed: int, epoch: int, skip: int) -> None:
-        self.sampler.set_epoch(epoch)
-        self.samples.set_epoch(epoch)
-        self.skip.skip = skip
-        self.generator.manual_seed(epoch_seed(seed, epoch, 0))
-
-
-def train_loader(
-    dataset: Dataset,
-    batch_size: int,
-    env: DistEnv,
-    *,
-    seed: int,
-    workers: int,
-    collate_fn: Callable | None = None,
-    batch_sampler: Callable[[Sampler[int], int], Sampler[list[int]]] | None = None,
-) -> TrainLoader:
-    """The training loader: each rank's shard (DistributedSampler, reshuffled per epoch), batches from
-    ``batch_sampler(sampler, batch_size)`` (default plain, the last short batch dropped), samples seeded
-    per epoch. Workers start fresh each epoch, so each sees the epoch's dataset state."""
-    samples = SeededSamples(dataset, seed)
-    sampler = DistributedSampler(
-        samples, num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=seed, drop_last=True
-    )
-    batches = (batch_sampler or (lambda s, b: BatchSampler(s, b, drop_last=True)))(sampler, batch_size)
-    skip = SkipBatches(batches)
-    generator = torch.Generator()
-    loader = DataLoader(
-        samples, batch_sampler=skip, num_workers=workers, collate_fn=collate_fn, generator=generator,
-        pin_memory=env.device.type == "cuda", worker_init_fn=init_helper_process,
-    )  # fmt: skip
-    return TrainLoader(loader, sampler, samples, skip, generator)
-
-
 def _optimizer(model: nn.Module, settings: RunSettings, task: Task, steps: int):
     """The optimizer and its per-step schedule: warm-up then cosine; with the task's ``head_epochs`` its
     head alone first (the rest's rate held at zero, then its own warm-up and cosine)."""
@@ -281,151 +142,6 @@ class _Epoch:
         for name, value in other.sums.items():
             self.sums[name] = self.sums.get(name, 0.0) + value
         self.images += other.images
-
-
-@dataclass(frozen=True)
-class EpochPlan:
-    """A new run's plan, from steps timed before it: the precision, the epochs (with ``--time-budget``,
-    as many as fit) and how long they take on this machine."""
-
-    epochs: int
-    step_seconds: float  # median of the timed steps in the chosen precision, data loading included
-    epoch_seconds: float  # estimated: the steps plus the evaluation
-    budget_seconds: float | None  # --time-budget, None without one
-    amp: bool  # bfloat16 autocast chosen (or given)
-    load_seconds: float  # of a step, the wait for its batch
-    precisions: dict[str, float]  # the median step of each precision timed, data loading included
-
-    @property
-    def run_seconds(self) -> float:
-        return self.epochs * self.epoch_seconds
-
-
-@dataclass(frozen=True)
-class StepTimes:
-    """What :func:`time_steps` measured: the median wait for a batch, and the median forward and backward
-    of each precision timed on the same batches."""
-
-    load: float
-    compute: tuple[float, ...]  # one per precision, in the order asked
-    images: int  # in a step
-
-
-# Steps timed before a run (after TIMED_WARMUP untimed ones), the share of a time budget the epochs
-# are planned into (the rest: start-up, the final evaluation and writing, machine noise), and how much
-# faster bfloat16 must be to be chosen when --amp is not given.
-TIMED_STEPS = 6
-TIMED_WARMUP = 2
-BUDGET_SHARE = 0.9
-AMP_GAIN = 1.2
-
-
-def fast_bfloat16(device: torch.device) -> bool:
-    """Whether ``device`` may run bfloat16 faster than float32: a GPU with bfloat16, or a CPU with AMX or
-    AVX512-BF16 instructions. Elsewhere bfloat16 is emulated and never timed."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type != "cpu":
-        return False
-    checks = [getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
-    return any(check is not None and check() for check in checks)
-
-
-def _sync(device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
-
-
-def time_steps(task: Task, model: nn.Module, data: TrainLoader, env: DistEnv, *, seed: int,
-               amps: Sequence[torch.dtype | None] = (None,)) -> StepTimes:  # fmt: skip
-    """Training steps timed on this machine: the wait for each batch, then on that same batch a forward and
-    backward in each precision of ``amps`` (None: float32), interleaved so that a busy machine slows them
-    alike. No optimizer step; the model's buffers are put back. The first ``TIMED_WARMUP`` steps are left
-    out, unless an epoch has no others (then its few steps are all there is to go by)."""
-    model = model.to(env.device).train()
-    buffers = {name: value.clone() for name, value in model.named_buffers()}
-    data.start_epoch(seed, 0, 0)
-    loads: list[float] = []
-    computes: list[list[float]] = [[] for _ in amps]
-    images_per_step = 1
-    last = _sync(env.device)
-    for batch in data.loader:
-        loads.append(time.perf_counter() - last)
-        for times, amp in zip(computes, amps):
-            start = time.perf_counter()
-            with torch.autocast(env.device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
-                loss, _, images_per_step = task.loss(model, batch, env.device)
-            loss.float().backward()
-            model.zero_grad(set_to_none=True)
-            times.append(_sync(env.device) - start)
-        last = time.perf_counter()
-        if len(loads) == TIMED_WARMUP + TIMED_STEPS:
-            break
-    with torch.no_grad():
-        for name, value in model.named_buffers():
-            value.copy_(buffers[name])
-    first = TIMED_WARMUP if len(loads) > TIMED_WARMUP else 0
-    return StepTimes(
-        statistics.median(loads[first:]), tuple(statistics.median(t[first:]) for t in computes), images_per_step
-    )
-
-
-def plan_epochs(
-    task: Task, model: nn.Module, data: TrainLoader, env: DistEnv, eval_images: int, *, seed: int,
-    amp: bool | None, epochs: int | None, budget_seconds: float | None = None,
-) -> EpochPlan:  # fmt: skip
-    """The plan of a new run on this machine: times a few training steps (:func:`time_steps`); with ``amp``
-    None, in float32 and, where the device has fast bfloat16 (:func:`fast_bfloat16`), in bfloat16 too,
-    choosing bfloat16 if it is at least ``AMP_GAIN`` times faster. An epoch is its steps plus the evaluation
-    (``eval_images`` at about a third of a training image's cost). With ``budget_seconds``, the epochs are
-    as many as fit (at most ``epochs``, where given), and the schedule is then built for them, so the
-    cosine ends on time; without, ``epochs``."""
-    choices = [amp] if amp is not None else [False, True] if fast_bfloat16(env.device) else [False]
-    times = time_steps(task, model, data, env, seed=seed, amps=[amp_dtype(c, env.device) for c in choices])
-    steps = [times.load + compute for compute in times.compute]
-    best = 1 if len(choices) == 2 and steps[0] >= AMP_GAIN * steps[1] else 0
-    step, chosen = broadcast_object((steps[best], choices[best]), env)  # every process follows rank 0's plan
-    epoch = data.steps * step + eval_images / max(times.images, 1) * step / 3
-    if budget_seconds is not None:
-        fit = int(budget_seconds * BUDGET_SHARE // epoch)
-        epochs = min(fit, epochs) if epochs is not None else fit
-        if epochs < 1:
-            raise ConfigError(
-                f"one epoch takes about {epoch:.0f} s here, more than the {label('time_budget')} of "
-                f"{budget_seconds / 60:.1f} min; give more time, a smaller input size or model"
-            )
-    assert epochs is not None
-    precisions = {("bfloat16" if c else "float32"): round(s, 6) for c, s in zip(choices, steps)}
-    return EpochPlan(epochs, step, epoch, budget_seconds, bool(chosen), times.load, precisions)
-
-
-def plan_run(config: RunSettings, task: Task, model: nn.Module, data: TrainLoader, env: DistEnv,
-             eval_images: int, log, most: int | None = None) -> tuple[Any, EpochPlan]:  # fmt: skip
-    """A new run's settings with their plan (:func:`plan_epochs`): the precision when ``amp`` is unset, and
-    with a ``time_budget`` the epochs (at most ``most``, the epochs given with it). The plan is logged
-    (how long the run will take here) and kept in the summary."""
-    budget = config.time_budget * 60 if config.time_budget is not None else None
-    plan = plan_epochs(
-        task, model, data, env, eval_images, seed=config.seed, amp=config.amp,
-        epochs=most if budget is not None else config.epochs, budget_seconds=budget,
-    )  # fmt: skip
-    if task.head_epochs and task.head_epochs >= plan.epochs:
-        raise ConfigError(
-            f"{label('time_budget')} leaves {plan.epochs} epochs, not more than {label('head_epochs')} {task.head_epochs}"
-        )
-    if config.amp is None:
-        timed = ", ".join(f"{name} {seconds:.3f} s" for name, seconds in plan.precisions.items())
-        why = f"a step takes {timed}" if len(plan.precisions) > 1 else "this device has no fast bfloat16"
-        log.info(f"precision: {'bfloat16 autocast' if plan.amp else 'float32'} ({why})")
-    if budget is not None:
-        fit = f"the {most} asked for" if plan.epochs == most else "as many as fit"
-        log.info(f"time budget {config.time_budget:g} min: {plan.epochs} epochs ({fit})")
-    log.info(
-        f"about {plan.run_seconds / 60:.1f} min on this machine ({plan.epochs} epochs of {plan.epoch_seconds:.1f} s; "
-        f"a step {plan.step_seconds:.3f} s, {plan.load_seconds / plan.step_seconds:.0%} of it waiting for data)"
-    )
-    return dataclasses.replace(config, epochs=plan.epochs, amp=plan.amp), plan
 
 
 class _Loop:

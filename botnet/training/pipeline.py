@@ -32,7 +32,9 @@ from ..data.holdout import HELDOUT_FILE, write_heldout
 from ..errors import CheckpointError, ConfigError, DatasetError
 from .checkpoint import check_metric_rows, check_new_run_dir, save_weights, saved_config
 from .distributed import DistEnv, init_distributed, main_process_first, shutdown_distributed
-from .engine import FitResult, Run, Task, TrainLoader, fit, plan_run
+from .engine import FitResult, Run, Task, fit
+from .loaders import TrainLoader
+from .plan import plan_run
 from .report import setup_logging, write_json
 from .runs import failures_end_the_run, open_run_dir, settings_and_state
 from .settings import RunSettings, check_settings, check_time_budget, label

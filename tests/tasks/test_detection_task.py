@@ -28,6 +28,7 @@ from botnet.tasks.detection import (
     train_detector,
 )
 from botnet.training import engine
+from botnet.training import plan as planning
 from botnet.training.state import load_training_state
 
 # A few images and epochs: enough to exercise every file a run writes, in seconds.
@@ -267,7 +268,7 @@ def test_nan_loss_stops_with_the_part_and_the_checkpoint_named(tmp_path, monkeyp
         return total, parts, images
 
     monkeypatch.setattr(detection._Detection, "loss", nan_mask_loss_at_step_3)
-    monkeypatch.setattr(engine, "time_steps", lambda *args, amps, **kwargs: engine.StepTimes(0.0, (0.1,) * len(amps), 2))
+    monkeypatch.setattr(planning, "time_steps", lambda *args, amps, **kwargs: planning.StepTimes(0.0, (0.1,) * len(amps), 2))
     run = tmp_path / "run"
     with pytest.raises(TrainingDiverged, match=r"loss_mask=nan at epoch 2, step 1.*last good checkpoint is kept in .*last\.pt"):
         train_detector(DetectConfig(**TINY, output_dir=str(run)))

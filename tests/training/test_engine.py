@@ -10,7 +10,8 @@ from torch.utils.data import SequentialSampler
 import botnet
 from botnet.errors import ConfigError
 from botnet.tasks import TrainConfig
-from botnet.training.engine import GroupedBatchSampler, _optimizer
+from botnet.detection.sampler import GroupedBatchSampler
+from botnet.training.engine import _optimizer
 from botnet.training.optim import OPTIMIZERS, warmup_cosine
 from botnet.training.settings import RunSettings
 

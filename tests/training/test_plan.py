@@ -9,22 +9,22 @@ import pytest
 import torch
 
 from botnet.tasks import TrainConfig, train
-from botnet.training import engine
+from botnet.training import plan as planning
 from botnet.training.optim import OPTIMIZERS, param_groups
 
 
 def _spy_steps(monkeypatch, compute):
     """time_steps as if each precision asked for took the matching seconds of ``compute``; records the asks."""
     asked = []
-    real = engine.time_steps
+    real = planning.time_steps
 
     def timed(*args, amps, **kwargs):
         asked.append(list(amps))
         measured = real(*args, amps=amps, **kwargs)  # the real steps still run (and take time)
         assert len(measured.compute) == len(amps) and all(t > 0 for t in measured.compute) and measured.load >= 0
-        return engine.StepTimes(0.0, tuple(compute[: len(amps)]), measured.images)
+        return planning.StepTimes(0.0, tuple(compute[: len(amps)]), measured.images)
 
-    monkeypatch.setattr(engine, "time_steps", timed)
+    monkeypatch.setattr(planning, "time_steps", timed)
     return asked
 
 
@@ -37,7 +37,7 @@ def _run(tmp_path, name, **settings):
 
 @pytest.mark.parametrize("seconds, chosen", [((0.2, 0.1), True), ((0.2, 0.19), False)])
 def test_bfloat16_is_chosen_only_where_timed_steps_are_faster(tmp_path, monkeypatch, seconds, chosen):
-    monkeypatch.setattr(engine, "fast_bfloat16", lambda device: True)
+    monkeypatch.setattr(planning, "fast_bfloat16", lambda device: True)
     asked = _spy_steps(monkeypatch, seconds)
     summary, config, log = _run(tmp_path, "run")
     assert asked == [[None, torch.bfloat16]]  # both precisions, timed on the same batches
@@ -50,7 +50,7 @@ def test_a_device_without_fast_bfloat16_or_a_given_amp_times_one_precision(tmp_p
     asked = _spy_steps(monkeypatch, (0.2, 0.1))
     summary, config, log = _run(tmp_path, "slow")  # the suite's device has no fast bfloat16
     assert config["amp"] is False and "no fast bfloat16" in log
-    monkeypatch.setattr(engine, "fast_bfloat16", lambda device: True)
+    monkeypatch.setattr(planning, "fast_bfloat16", lambda device: True)
     _, given, log = _run(tmp_path, "given", amp=False)
     assert asked == [[None], [None]] and given["amp"] is False and "precision:" not in log
 

@@ -430,7 +430,7 @@ def _report(format_name: str, path: str, splits: DetectionSplits, reading: _Read
         total = len(splits.heldout) + len(splits.train.coco()["images"])
         lines.append(f"the export has no val split: held out {len(splits.heldout)} of its {total} {pooled} images as val "
                      f"(about {SHARE:.0%}, the same on every run: byte-identical copies kept together, numbered frames "
-                     f"in blocks); the list is written to {HELDOUT_FILE} in the run folder")
+                     f"in blocks); a training run lists them in its {HELDOUT_FILE}")
     if reading.fixes:
         lines.append("fixed: " + "; ".join(f"{count} x {what}" for what, count in sorted(reading.fixes.items())))
     if reading.left_out:
