@@ -25,6 +25,7 @@ from torch import nn
 
 from .layers import MHSA
 from .models import convert_timm_state_dict, create_model, get_model_entry, list_pretrained, summarize
+from .torch_private import register_cpu_attention_flops
 
 __all__ = ["BenchSettings", "Result", "run_suite", "SUITES"]
 
@@ -429,6 +430,7 @@ def run_suite(
             if case.flops_per_image and hasattr(module, "img_size"):
                 gflops = summarize(module, (height, width)).flops / 1e9
             elif case.flops_per_image:
+                register_cpu_attention_flops()
                 with torch.utils.flop_counter.FlopCounterMode(display=False) as counter, torch.no_grad():
                     module.eval()(x[:1].detach())
                 gflops = counter.get_total_flops() / 1e9

@@ -3,7 +3,7 @@
 FLOPs come from ``torch.utils.flop_counter`` and count what the code executes:
 2 FLOPs per multiply-add of convolutions, matmuls and attention (so the
 paper's "M.Adds" are FLOPs / 2). PyTorch's counter does not know the fused
-CPU attention kernel; it is registered here with PyTorch's own SDPA formula.
+CPU attention kernel; it is registered before counting with PyTorch's own SDPA formula.
 """
 
 from __future__ import annotations
@@ -15,16 +15,9 @@ from torch import nn
 from torch.utils import flop_counter
 
 from ..layers.attention import to_pair
+from ..torch_private import register_cpu_attention_flops
 
 __all__ = ["ModelSummary", "summarize"]
-
-_aten = torch.ops.aten
-if _aten._scaled_dot_product_flash_attention_for_cpu not in flop_counter.flop_registry:
-    flop_counter.register_flop_formula(_aten._scaled_dot_product_flash_attention_for_cpu, get_raw=True)(flop_counter.sdpa_flop)
-if _aten._scaled_dot_product_flash_attention_for_cpu_backward not in flop_counter.flop_registry:
-    flop_counter.register_flop_formula(_aten._scaled_dot_product_flash_attention_for_cpu_backward, get_raw=True)(
-        flop_counter.sdpa_backward_flop
-    )
 
 
 @dataclass(frozen=True)
@@ -53,6 +46,7 @@ def summarize(model: nn.Module, img_size: int | tuple[int, int] | None = None) -
     was_training = model.training
     try:
         model.eval()
+        register_cpu_attention_flops()
         with torch.no_grad(), flop_counter.FlopCounterMode(display=False) as counter:
             model(x)
     finally:

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..torch_private import cpu_has_fast_bfloat16
 from .distributed import DistEnv, broadcast_object
 from .loaders import TrainLoader
 from .settings import RunSettings, label
@@ -75,10 +76,7 @@ def fast_bfloat16(device: torch.device) -> bool:
     AVX512-BF16 instructions. Elsewhere bfloat16 is emulated and never timed."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    if device.type != "cpu":
-        return False
-    checks = [getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
-    return any(check is not None and check() for check in checks)
+    return device.type == "cpu" and cpu_has_fast_bfloat16()
 
 
 def _sync(device: torch.device) -> float:
