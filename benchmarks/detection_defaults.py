@@ -4,10 +4,12 @@ benchmarks/detection_sets.py:
 
 - photos: real photographs scikit-image ships (coins, Hubble galaxies, tissue nuclei), segmented
   classically, as 48 + 16 mosaics of 650-1400 px with 6-160 px objects, up to 100 an image;
-- small-objects: the generated shapes at 1024 px high with 10-30 px objects.
+- small-objects: the generated shapes at 1024 px high with 10-30 px objects;
+- mixed: the generated shapes (one class, 24-160 px) on 1280x400 strips, 1920x1080 frames and 1024x768 photos in one
+  folder, 48 + 16 images.
 
 Each case is one `botnet detect train` command, run one after another on a quiet machine; the
-results go to benchmarks/detection-defaults.json.
+results go to benchmarks/detection-defaults.json (cases not run keep their earlier results).
 Usage: python benchmarks/detection_defaults.py [WORK_DIR] [--only NAME ...]
 """
 
@@ -21,7 +23,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from benchmarks.detection_sets import write_photo_instances, write_small_objects  # noqa: E402
+from benchmarks.detection_sets import write_mixed_aspect, write_photo_instances, write_small_objects  # noqa: E402
 
 PREVIOUS = ["--recipe", "small"]  # a recipe given by name is not fitted: the previous defaults
 HAND_SET = PREVIOUS + ["--min-size", "384", "--max-size", "768", "--anchor-sizes", "16", "32", "64", "128", "256",
@@ -32,9 +34,18 @@ CASES = {
     "photos-hand-set": ("photos", HAND_SET),
     "small-objects-before": ("small-objects", PREVIOUS),
     "small-objects-fitted": ("small-objects", []),
+    # mixed aspect ratios, the same 8 minutes each: the previous size rule (max_size from the widest aspect
+    # ratio, which capped min_size at 320 here; its anchors as it chose them), the rule now, the hand-set flags
+    "mixed-widest-aspect": ("mixed", ["--min-size", "320", "--max-size", "1024", "--anchor-sizes", "9", "16", "28", "51",
+                                      "91", "--time-budget", "8"]),
+    "mixed-fitted": ("mixed", ["--time-budget", "8"]),
+    "mixed-hand-set": ("mixed", HAND_SET[2:-2] + ["--time-budget", "8"]),
+    # the fitted sizes with the previous anchor rule (spread over the objects' 5th-95th percentile only)
+    "mixed-fitted-spread-anchors": ("mixed", ["--anchor-sizes", "16", "25", "40", "63", "100", "--time-budget", "8"]),
 }
 SETS = {"photos": lambda root: write_photo_instances(root),
-        "small-objects": lambda root: write_small_objects(root, height=1024)}  # fmt: skip
+        "small-objects": lambda root: write_small_objects(root, height=1024),
+        "mixed": lambda root: write_mixed_aspect(root)}  # fmt: skip
 KEPT = ("bbox_AP", "bbox_AP50", "segm_AP", "segm_AP50", "epochs", "wall_seconds")
 
 
@@ -58,7 +69,9 @@ def main() -> None:
     parser.add_argument("work", nargs="?", default="/tmp/botnet-detection-defaults")
     parser.add_argument("--only", nargs="+", choices=tuple(CASES))
     args = parser.parse_args()
-    results = []
+    out = os.path.join(HERE, "detection-defaults.json")
+    kept = json.load(open(out)) if os.path.exists(out) else []
+    results = [result for result in kept if result["case"] not in (args.only or CASES)]
     for name in args.only or CASES:
         data, flags = CASES[name]
         root = os.path.join(args.work, data)
@@ -70,7 +83,9 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "botnet", "detect", "train", *argv, "--output-dir", run_dir], check=True)
         results.append(record(name, argv, run_dir, time.perf_counter() - started))
         print(json.dumps(results[-1]), flush=True)
-    with open(os.path.join(HERE, "detection-defaults.json"), "w") as f:
+    order = list(CASES)
+    results.sort(key=lambda result: order.index(result["case"]) if result["case"] in order else len(order))
+    with open(out, "w") as f:
         json.dump(results, f, indent=1)
 
 

@@ -22,8 +22,13 @@ cluttered backgrounds) drawn small (10-30 pixels by default) on large images (51
 the objects are a few percent of the image side, where detectors at their default input sizes lose them,
 and the background clutter strokes and blobs are of the objects' size.
 
+``mixed-aspect`` (:func:`write_mixed_aspect`): the same shapes as one class, 24-160 pixels across and 10-40 an image, on
+1280x400 strips, 1920x1080 frames and 1024x768 photos in one folder, a third of each, as a microscope or
+camera rig leaves them: no one aspect ratio describes the folder.
+
 Usage: python benchmarks/detection_sets.py photos ROOT [--train-images 48] [--val-images 16] [--seed 0]
        python benchmarks/detection_sets.py small-objects ROOT [--height 1024] [--min-size 10] [--max-size 30]
+       python benchmarks/detection_sets.py mixed-aspect ROOT [--train-images 48] [--val-images 16] [--seed 0]
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ __all__ = [
     "segment_nuclei",
     "source_regions",
     "write_photo_instances",
+    "write_mixed_aspect",
     "write_small_objects",
 ]
 
@@ -349,6 +355,57 @@ def write_small_objects(
     return _write_stats(root)
 
 
+MIXED_FRAMES = ((1280, 400), (1920, 1080), (1024, 768))  # width x height: strips, 16:9 frames, 4:3 photos
+
+
+def write_mixed_aspect(
+    root: str, *, train_images: int = 48, val_images: int = 16, frames: tuple[tuple[int, int], ...] = MIXED_FRAMES,
+    min_size: float = 24, max_size: float = 160, min_objects: int = 10, max_objects: int = 40, seed: int = 0,
+    workers: int | None = None,
+) -> dict:  # fmt: skip
+    """Write botnet's synthetic shapes on images of the mixed ``frames`` (width, height), about as many of each,
+    in one folder (``ROOT/{train,val}``), objects ``min_size``-``max_size`` pixels across, all of one class
+    ("shape"), as in a microscope's cells: the strips and 16:9 frames a microscope or a camera rig leaves side
+    by side. Returns the stats of :func:`dataset_stats`."""
+    import tempfile
+
+    os.makedirs(root, exist_ok=True)
+    merged = {split: dict(images=[], annotations=[], categories=None) for split in SPLITS}
+    with tempfile.TemporaryDirectory(dir=root) as scratch:
+        for index, (width, height) in enumerate(frames):
+            share = dict(train_images=_share(train_images, len(frames), index), val_images=_share(val_images, len(frames), index))
+            spec = ShapesSpec(**share, height=height, min_width=width, max_width=width, min_objects=min_objects,
+                              max_objects=max_objects, min_size=min_size, max_size=max_size, seed=seed * 100 + index)  # fmt: skip
+            part = os.path.join(scratch, str(index))
+            for split, (image_dir, ann_file) in write_shapes_dataset(part, spec, workers=workers).items():
+                _merge_into(merged[split], ann_file, image_dir, os.path.join(root, split, "images"), f"{width}x{height}-")
+    for split, data in merged.items():
+        with open(os.path.join(root, split, "annotations.json"), "w") as file:
+            json.dump(data, file)
+    return _write_stats(root)
+
+
+def _share(total: int, parts: int, index: int) -> int:
+    return total // parts + (index < total % parts)
+
+
+def _merge_into(merged: dict, ann_file: str, image_dir: str, out_dir: str, prefix: str) -> None:
+    """Append one COCO split to ``merged``, renumbering its ids and moving its images to ``out_dir``."""
+    with open(ann_file) as file:
+        data = json.load(file)
+    os.makedirs(out_dir, exist_ok=True)
+    merged["categories"] = [dict(id=1, name="shape", supercategory="shape")]
+    new_ids = {}
+    for image in data["images"]:
+        new_ids[image["id"]] = len(merged["images"]) + 1
+        name = prefix + image["file_name"]
+        os.replace(os.path.join(image_dir, image["file_name"]), os.path.join(out_dir, name))
+        merged["images"].append({**image, "id": new_ids[image["id"]], "file_name": name})
+    for annotation in data["annotations"]:
+        merged["annotations"].append({**annotation, "id": len(merged["annotations"]) + 1, "category_id": 1,
+                                      "image_id": new_ids[annotation["image_id"]]})  # fmt: skip
+
+
 # -- stats ------------------------------------------------------------------------------------------------------
 
 
@@ -389,7 +446,8 @@ def main(argv: list[str] | None = None) -> None:
     sets = parser.add_subparsers(dest="set", required=True)
     photos = sets.add_parser("photos", help="mosaics of scikit-image's photographs: coins, galaxies, nuclei")
     small = sets.add_parser("small-objects", help=f"small synthetic shapes ({', '.join(SHAPE_CLASSES)}) on big images")
-    for sub, train, val in ((photos, 48, 16), (small, 64, 16)):
+    mixed = sets.add_parser("mixed-aspect", help="synthetic shapes on strips, 16:9 frames and 4:3 photos in one folder")
+    for sub, train, val in ((photos, 48, 16), (small, 64, 16), (mixed, 48, 16)):
         sub.add_argument("root", help="folder to write ROOT/{train,val}/images and annotations.json in")
         sub.add_argument("--train-images", type=int, default=train)
         sub.add_argument("--val-images", type=int, default=val)
@@ -402,6 +460,8 @@ def main(argv: list[str] | None = None) -> None:
     counts = dict(train_images=args.train_images, val_images=args.val_images, seed=args.seed)
     if args.set == "photos":
         stats = write_photo_instances(args.root, **counts)
+    elif args.set == "mixed-aspect":
+        stats = write_mixed_aspect(args.root, **counts)
     else:
         stats = write_small_objects(
             args.root, height=args.height, min_size=args.min_size, max_size=args.max_size, **counts

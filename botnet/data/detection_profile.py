@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["DetectionProfile", "profile_annotations", "resized_sides"]
+__all__ = ["DetectionProfile", "profile_annotations", "resize_scales", "resized_pixels", "resized_sides"]
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,7 @@ class DetectionProfile:
     box_sides: tuple[float, ...]  # sqrt(width x height) of each training box, pixels of its image
     box_image_sides: tuple[tuple[int, int], ...]  # (short, long) side of each box's image
     boxes_per_image: tuple[int, ...]  # objects in each training image (0 for images without any)
+    image_sides: tuple[tuple[int, int], ...] = ()  # (short, long) side of each training image
 
     def side_percentile(self, q: float) -> float:
         return float(np.percentile(self.box_sides, q)) if self.box_sides else 0.0
@@ -103,14 +104,29 @@ def profile_annotations(train: dict, val: dict) -> DetectionProfile:
         box_sides=tuple(sides),
         box_image_sides=tuple(image_sides),
         boxes_per_image=tuple(counts.values()),
+        image_sides=tuple(zip(shorts, longs)),
     )
 
 
+def resize_scales(image_sides, min_size: int, max_size: int) -> np.ndarray:
+    """How torchvision's detection resize (``GeneralizedRCNNTransform``) scales images of these (short, long)
+    sides: min(min_size / short side, max_size / long side), both bounds applied."""
+    if not len(image_sides):
+        return np.zeros(0)
+    short, long = np.asarray(image_sides, dtype=np.float64).T
+    return np.minimum(min_size / short, max_size / long)
+
+
 def resized_sides(profile: DetectionProfile, min_size: int, max_size: int) -> np.ndarray:
-    """The box sides after torchvision's detection resize (``GeneralizedRCNNTransform``): each image scaled
-    by min(min_size / its short side, max_size / its long side)."""
+    """The box sides after torchvision's detection resize, each box scaled with its image."""
     if not profile.box_sides:
         return np.zeros(0)
-    short, long = np.asarray(profile.box_image_sides, dtype=np.float64).T
-    scale = np.minimum(min_size / short, max_size / long)
-    return np.asarray(profile.box_sides) * scale
+    return np.asarray(profile.box_sides) * resize_scales(profile.box_image_sides, min_size, max_size)
+
+
+def resized_pixels(profile: DetectionProfile, min_size: int, max_size: int) -> float:
+    """The training images' mean number of pixels after torchvision's detection resize."""
+    if not profile.image_sides:
+        return float(min_size * max_size)
+    short, long = np.asarray(profile.image_sides, dtype=np.float64).T
+    return float(np.mean(short * long * resize_scales(profile.image_sides, min_size, max_size) ** 2))

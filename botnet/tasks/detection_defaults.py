@@ -8,14 +8,21 @@ summary and weights. The generated shapes (no ``--data``) keep the ``small`` rec
 (docs/detection.md, "Defaults fitted to the data", has the table):
 
 - **Detector.** Mask R-CNN when every object has a mask, Faster R-CNN when the labels are boxes only.
-- **Input size.** The smallest ``min_size`` (a multiple of 32, at least 128) at which the objects are
-  large enough on the feature maps that see them after torchvision's resize: the 5th percentile of box
-  sides at least 12 px and their median at least 32 px (COCO's small / medium border), enlarging the
-  images at most 2x; ``max_size`` from the images' 95th-percentile aspect ratio. Capped so the long
-  side stays within 1,024 px on a CPU (1,333, torchvision's, on a GPU) and, on a CPU, so the planned
-  time trains at least 20 epochs (or 2,000 images) at the cost per pixel measured on a 2-core CPU.
-- **Anchors.** One size per FPN level (P2-P6), spread geometrically from the 5th to the 95th
-  percentile of the resized box sides (at least a 4x range), so every level has objects to match.
+- **Input size.** The scale the objects want is the one at which their 5th-percentile side is 12 px and
+  their median 32 px (COCO's small / medium border). torchvision's resize scales each image by
+  min(min_size / short side, max_size / long side), so ``min_size`` and ``max_size`` (multiples of 32,
+  at least 128) are chosen together: the pair that gives the images of 95% of the objects that scale at
+  the fewest pixels an image, so a folder of wide strips and 16:9 frames keeps both at the objects' scale
+  (a max_size from the widest aspect ratio would shrink the frames). Within limits: min_size at most 2x
+  the images' short side, max_size at most 1,024 px on a CPU (1,333, torchvision's, on a GPU) and, on a
+  CPU, at most the mean pixels an image at which the planned time trains 20 epochs (or 2,000 images) at
+  the cost per pixel measured on a 2-core CPU. Short of the scale, the pair that comes nearest, and the
+  reason names the limit.
+- **Anchors.** One size per FPN level (P2-P6) from the 5th percentile of the resized box sides,
+  doubling from level to level as the strides do (wider steps where the objects' 5th-95th percentile
+  spans more than 16x): anchors much narrower than a level's stride leave objects between them
+  without a good match (anchors spread only over the objects' range, 16-100 px, lost half the box
+  AP on the mixed-aspect set).
 - **Widths and backbone** by the number of training images: the small recipe's narrow heads
   (FPN 64, box 512, mask 64) below 2,000 images, 128 / 1,024 / 128 below 20,000, torchvision's
   256 / 1,024 / 256 from there; ``botnet_mini``, or ``botnet50`` from 20,000 images on a GPU.
@@ -39,7 +46,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.detection_profile import DetectionProfile, resized_sides
+from ..data.detection_profile import DetectionProfile, resize_scales, resized_pixels, resized_sides
 from .defaults import Choice
 
 __all__ = ["fitted_detection_settings", "fit_detection_defaults"]
@@ -81,9 +88,9 @@ def fitted_detection_settings(config, profile: DetectionProfile, world_size: int
         return choices
     choose = _chooser(config, choices)
     min_size, max_size = _input_size(config, profile, device, choose)
-    pixels = _pixels(profile, min_size, max_size)
+    pixels = resized_pixels(profile, min_size, max_size)
     batch = choose("batch_size", 4 if pixels <= LARGE_BATCH_PIXELS else 2,
-                   f"{pixels / 1e6:.2f} megapixels an image after the resize")  # fmt: skip
+                   f"{pixels / 1e6:.2f} megapixels an image after the resize (on average)")  # fmt: skip
     _anchors(profile, min_size, max_size, choose)
     _widths(profile, device, choose)
     _proposals(profile, choose)
@@ -118,65 +125,134 @@ def _aspect(profile: DetectionProfile) -> float:
     return float(np.percentile(long / short, 95))
 
 
-def _pixels(profile: DetectionProfile, min_size: int, max_size: int) -> float:
-    """Pixels of a typical image after the resize."""
-    scale = min(min_size / max(profile.short_side, 1), max_size / max(profile.long_side, 1))
-    return profile.short_side * scale * profile.long_side * scale
+def _wanted_scale(profile: DetectionProfile) -> float:
+    """The scale at which the objects are large enough for the feature maps that see them: their
+    5th-percentile side SMALLEST_OBJECT px and their median TYPICAL_OBJECT px."""
+    sides = np.asarray(profile.box_sides, dtype=np.float64)
+    return float(max(SMALLEST_OBJECT / np.percentile(sides, 5), TYPICAL_OBJECT / np.median(sides)))
 
 
-def _sizes_for(min_size: int, aspect: float) -> tuple[int, int]:
-    return min_size, max(min_size, _round_up(min_size * aspect))
+def _objects_images(profile: DetectionProfile) -> tuple[np.ndarray, np.ndarray]:
+    """The (short, long) sides of the images that hold objects, and how many objects each size holds."""
+    sides, counts = np.unique(np.asarray(profile.box_image_sides, dtype=np.float64), axis=0, return_counts=True)
+    return sides, counts
 
 
-def _objects_fit(profile: DetectionProfile, min_size: int, aspect: float) -> bool:
-    sides = resized_sides(profile, *_sizes_for(min_size, aspect))
-    return np.percentile(sides, 5) >= SMALLEST_OBJECT and np.median(sides) >= TYPICAL_OBJECT
+def _reach(objects_images, wanted: float, min_size: int, max_size: int) -> tuple[float, float]:
+    """How near this pair brings the objects' images to ``wanted`` (1 when they get it): the share reached by
+    the images of 95% of the objects, and (while that is short of 1) the mean share over every object."""
+    sides, counts = objects_images
+    shares = np.minimum(resize_scales(sides, min_size, max_size) / wanted, 1.0)
+    order = np.argsort(shares)
+    below = np.cumsum(counts[order]) / counts.sum()  # the objects' share at or below each size's share
+    most = round(float(shares[order][np.searchsorted(below, 0.05)]), 3)  # rounded: a pixel's gain is no gain
+    return most, round(float(np.average(shares, weights=counts)), 3) if most < 1 else 1.0
 
 
-def _time_cap(profile: DetectionProfile, aspect: float) -> int:
-    """The largest min_size at which the planned time trains the run's least: MIN_EPOCHS_IN_BUDGET epochs
-    or MIN_IMAGES_IN_BUDGET images, whichever is fewer."""
+def _pixel_budget(profile: DetectionProfile) -> float:
+    """The most pixels an image (on average) at which the planned time trains the run's least:
+    MIN_EPOCHS_IN_BUDGET epochs or MIN_IMAGES_IN_BUDGET images, whichever is fewer."""
     images = min(MIN_EPOCHS_IN_BUDGET * profile.train_images, MIN_IMAGES_IN_BUDGET)
     seconds_per_image = TIME_BUDGET_MINUTES * 60 * BUDGET_SHARE / images
-    pixels = max(seconds_per_image - SECONDS_PER_IMAGE, 0.0) * PIXELS_PER_SECOND
-    return int(math.sqrt(pixels / max(aspect, 1.0)) // SIZE_STEP * SIZE_STEP)
+    return max(seconds_per_image - SECONDS_PER_IMAGE, 0.0) * PIXELS_PER_SECOND
+
+
+def _size_limits(config, profile: DetectionProfile, device: str) -> dict[str, tuple[str, float]]:
+    """What bounds the input size: the largest min_size and max_size, and the mean pixels an image, each
+    with the reason a user reads when it stops the objects from getting the size they want."""
+    long_side = config.max_size or MAX_LONG_SIDE[device]
+    limits = {
+        "min_size": (f"{MAX_UPSCALE:g}x the images' short side", max(_round_up(profile.short_side * MAX_UPSCALE), MIN_INPUT)),
+        "max_size": (f"the {config.max_size}-px --max-size given" if config.max_size else
+                     f"a {long_side}-px long side, the most a {device} run takes", long_side),
+        "pixels": ("", math.inf),
+    }  # fmt: skip
+    if config.time_budget is None and config.epochs is None and device == "cpu":  # measured on a CPU only
+        limits["pixels"] = (f"what this cpu trains in {TIME_BUDGET_MINUTES:g} minutes", _pixel_budget(profile))
+    return limits
+
+
+def _max_sizes(config, limits, min_size: int) -> range | list[int]:
+    """The max_size values to try with ``min_size``, smallest first. A min_size above max_size resizes as
+    max_size does, so max_size from min_size up is enough, unless max_size is given."""
+    top = int(limits["max_size"][1])
+    return [top] if config.max_size else range(min_size, top + 1, SIZE_STEP)
+
+
+def _fit_size(config, profile: DetectionProfile, limits, wanted: float, objects_images) -> tuple[int, int]:
+    """The pair that scales the images of 95% of the objects by ``wanted`` (or the nearest to it) at the
+    fewest pixels an image, within the limits. min_size and max_size are chosen together, as torchvision's
+    resize applies both: neither a wide strip nor a 16:9 frame sets the other's scale."""
+    budget = limits["pixels"][1]
+    largest_min = int(min(limits["min_size"][1], max(limits["max_size"][1], MIN_INPUT)))
+    best, best_key = (MIN_INPUT, _max_sizes(config, limits, MIN_INPUT)[0]), None
+    for min_size in range(MIN_INPUT, largest_min + 1, SIZE_STEP):
+        for max_size in _max_sizes(config, limits, min_size):  # a larger max_size only adds scale and pixels
+            pixels = resized_pixels(profile, min_size, max_size)
+            if pixels > budget:
+                break
+            reach = _reach(objects_images, wanted, min_size, max_size)
+            key = (-reach[0], -reach[1], pixels, min_size)
+            if best_key is None or key < best_key:
+                best, best_key = (min_size, max_size), key
+            if reach[0] >= 1:
+                break
+    return best  # with nothing in the budget, the smallest pair
+
+
+def _binding_limit(profile: DetectionProfile, limits, wanted: float, objects_images, min_size: int, max_size: int) -> str:
+    """The limit that keeps the objects below the size they want at the chosen pair: the first that a
+    larger neighbouring pair that reaches further would break."""
+    reach = _reach(objects_images, wanted, min_size, max_size)
+    for bigger_min, bigger_max in ((min_size + SIZE_STEP, max_size), (min_size, max_size + SIZE_STEP),
+                                   (min_size + SIZE_STEP, max_size + SIZE_STEP)):  # fmt: skip
+        if _reach(objects_images, wanted, bigger_min, bigger_max) <= reach:
+            continue
+        if resized_pixels(profile, bigger_min, bigger_max) > limits["pixels"][1]:
+            return limits["pixels"][0]
+        if bigger_max > limits["max_size"][1]:
+            return limits["max_size"][0]
+        if bigger_min > limits["min_size"][1]:
+            return limits["min_size"][0]
+    return limits["max_size"][0]
 
 
 def _input_size(config, profile: DetectionProfile, device: str, choose) -> tuple[int, int]:
-    aspect = _aspect(profile)
     if config.min_size is not None:
         min_size = config.min_size
-        return min_size, choose("max_size", _sizes_for(min_size, aspect)[1], f"{min_size} px times the images' aspect ratio")
-    caps = {
-        f"{MAX_UPSCALE:g}x the images' short side": _round_up(profile.short_side * MAX_UPSCALE),
-        f"a {MAX_LONG_SIDE[device]}-px long side, the most a {device} run takes": int(MAX_LONG_SIDE[device] / aspect)
-        // SIZE_STEP * SIZE_STEP,
-    }  # fmt: skip
-    if config.time_budget is None and config.epochs is None and device == "cpu":  # measured on a CPU only
-        caps[f"what this cpu trains in {TIME_BUDGET_MINUTES:g} minutes"] = _time_cap(profile, aspect)
-    if config.max_size is not None:
-        caps[f"the {config.max_size}-px --max-size given"] = config.max_size
-    cap, largest = min(caps.items(), key=lambda item: item[1])
-    largest = max(largest, MIN_INPUT)
-    min_size = next((size for size in range(MIN_INPUT, largest + 1, SIZE_STEP) if _objects_fit(profile, size, aspect)),
-                    largest)  # fmt: skip
-    sides = resized_sides(profile, *_sizes_for(min_size, aspect))
-    p5, median = np.percentile(sides, 5), np.median(sides)
-    why = f"objects then {p5:.0f} px (5th percentile) and {median:.0f} px (median) across"
-    if not _objects_fit(profile, min_size, aspect) and min_size == largest:
+        aspect = _aspect(profile)
+        max_size = max(min_size, _round_up(min_size * aspect))
+        return min_size, choose("max_size", max_size, f"{min_size} px times the images' aspect ratio ({aspect:.2f})")
+    limits = _size_limits(config, profile, device)
+    wanted, objects_images = _wanted_scale(profile), _objects_images(profile)
+    min_size, max_size = _fit_size(config, profile, limits, wanted, objects_images)
+    sides = resized_sides(profile, min_size, max_size)
+    why = (f"the objects want {wanted:.2f}x (to be {SMALLEST_OBJECT} px at the 5th percentile and {TYPICAL_OBJECT} "
+           f"px at the median); then {np.percentile(sides, 5):.0f} and {np.median(sides):.0f} px")  # fmt: skip
+    reach = _reach(objects_images, wanted, min_size, max_size)[0]
+    if reach < 1:
+        cap = _binding_limit(profile, limits, wanted, objects_images, min_size, max_size)
         lift = "--min-size, or --epochs or --time-budget" if "minutes" in cap else "--min-size"
-        why += f", below the {SMALLEST_OBJECT} and {TYPICAL_OBJECT} px they want: capped at {cap} (give {lift} to go further)"
+        why += (f"; the images of 95% of the objects get {reach:.0%} of that scale, capped at {cap} (give {lift} "
+                f"to go further)")  # fmt: skip
     min_size = choose("min_size", min_size, why)
-    max_size = choose("max_size", _sizes_for(min_size, aspect)[1], f"{min_size} px times the images' aspect ratio ({aspect:.2f})")
+    scales = resize_scales(profile.image_sides or profile.box_image_sides, min_size, max_size)
+    pixels = resized_pixels(profile, min_size, max_size)
+    max_size = choose("max_size", max_size, f"chosen with min_size {min_size}, the fewest pixels for that scale: images "
+                      f"scaled {scales.min():.2f}-{scales.max():.2f}x, {pixels / 1e6:.2f} megapixels on average")  # fmt: skip
     return min_size, max_size
 
 
 def _anchors(profile: DetectionProfile, min_size: int, max_size: int, choose) -> None:
+    """One size per FPN level (P2-P6) from the resized objects' 5th percentile, doubling from level to level
+    as the levels' strides do (FPN's one octave a level), or spread wider where the objects' 5th to 95th
+    percentile spans more than the 16x that covers, so the coarse levels' anchors stay a few strides
+    wide and large objects find anchors they overlap well."""
     sides = resized_sides(profile, min_size, max_size)
-    low = max(float(np.percentile(sides, 5)), 4.0)
-    high = max(float(np.percentile(sides, 95)), 4 * low)
-    sizes = tuple(int(round(size)) for size in np.geomspace(low, high, 5))
-    choose("anchor_sizes", sizes, f"the resized objects' 5th to 95th percentile ({low:.0f}-{high:.0f} px) over P2-P6")
+    low = max(round(float(np.percentile(sides, 5))), 4)
+    step = max(2.0, (float(np.percentile(sides, 95)) / low) ** 0.25)
+    sizes = tuple(int(round(low * step**level)) for level in range(5))
+    choose("anchor_sizes", sizes, f"from the resized objects' 5th percentile ({low} px), x{step:.2g} a level over P2-P6")
 
 
 def _widths(profile: DetectionProfile, device: str, choose) -> None:

@@ -12,7 +12,9 @@ Exact resume. The loader seeds each epoch and each sample
 (:mod:`botnet.training.loaders`); a mid-epoch stop saves every rank's random
 state and the partial sums, and the resumed epoch skips the batches already
 trained. A new run's precision and epochs are planned first
-(:mod:`botnet.training.plan`).
+(:mod:`botnet.training.plan`); a budgeted run's epochs are planned again at
+each epoch's end from the epochs' own times, the schedule rebuilt for the new
+total from the step reached (and saved with it, so a resume follows it).
 """
 
 from __future__ import annotations
@@ -37,10 +39,10 @@ from tqdm import tqdm
 from ..interrupts import GracefulStop
 from .checkpoint import restore_training_state
 from .loaders import TrainLoader
-from .plan import amp_dtype
-from .distributed import DistEnv, all_reduce_sum, barrier, broadcast_buffers, gather_objects
+from .plan import Deadline, amp_dtype, replan_epochs
+from .distributed import DistEnv, all_reduce_sum, barrier, broadcast_buffers, broadcast_object, gather_objects
 from .optim import OPTIMIZERS, epoch_seed, head_first, param_groups, warmup_cosine
-from .report import write_metrics_csv
+from .report import write_json, write_metrics_csv
 from .runs import diverged, failures_end_the_run, interrupted, restore_rng_state, rng_state
 from .settings import RunSettings
 from .state import TrainState, check_resumable, save_training_state
@@ -58,6 +60,7 @@ class Run:
     env: DistEnv
     log: Any
     state: TrainState | None = None  # a last.pt being continued
+    deadline: Deadline | None = None  # a budgeted run's, to re-plan its epochs as it goes
 
     @property
     def run_dir(self) -> str:
@@ -91,6 +94,8 @@ class Task(Protocol):
 
 @dataclass
 class FitResult:
+    epochs: int  # as trained: re-planning may have changed the planned number
+    replans: list[dict[str, Any]]  # each change: after which epoch, to how many, at what pace
     rows: list[dict[str, Any]]
     metrics: dict[str, float]  # the last evaluation
     eval_model: nn.Module  # the weights to keep (the EMA when there is one)
@@ -100,16 +105,22 @@ class FitResult:
 
 
 def _optimizer(model: nn.Module, settings: RunSettings, task: Task, steps: int):
-    """The optimizer and its per-step schedule: warm-up then cosine; with the task's ``head_epochs`` its
-    head alone first (the rest's rate held at zero, then its own warm-up and cosine)."""
+    """The optimizer and its per-step schedule (:func:`_schedule`)."""
     head = task.head if task.head_epochs else None
     groups = param_groups(model, settings.weight_decay, head=head)
     optimizer = OPTIMIZERS[settings.optimizer](groups, settings)
+    return optimizer, _schedule(optimizer, settings, task, steps)
+
+
+def _schedule(optimizer: torch.optim.Optimizer, settings: RunSettings, task: Task, steps: int):
+    """Warm-up then cosine over ``settings.epochs``; with the task's ``head_epochs`` its head alone first
+    (the rest's rate held at zero, then its own warm-up and cosine)."""
+    groups = optimizer.param_groups
     total, head_steps = settings.epochs * steps, task.head_epochs * steps
     warmup = max(1, round(settings.warmup_epochs * steps)) if settings.warmup_epochs > 0 else 0
     whole, rest = warmup_cosine(warmup, total), head_first(warmup_cosine(warmup, total - head_steps), head_steps)
     factors = [whole if group.get("head", True) else rest for group in groups]
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factors)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factors)
 
 
 def _any_rank(env: DistEnv, *flags: bool) -> list[bool]:
@@ -201,6 +212,16 @@ class _Loop:
             scaler=self.scaler.state_dict() if self.scaler is not None else None, metrics=self.rows,
             wall_seconds=self.wall_seconds, train_seconds=self.train_seconds, train_images=self.train_images,
         )  # fmt: skip
+
+    def replan(self, epochs: int) -> None:
+        """Train ``epochs`` in all: the schedule is rebuilt for the new total from the step reached (the rate
+        moves to where the new schedule is at this step), and the settings that last.pt saves say so."""
+        self.settings = self.run.config = dataclasses.replace(self.settings, epochs=epochs)
+        reached = self.scheduler.state_dict()
+        self.scheduler = _schedule(self.optimizer, self.settings, self.task, self.steps)
+        self.scheduler.load_state_dict(reached)  # the step count; the new factors stay
+        for group, base, factor in zip(self.optimizer.param_groups, self.scheduler.base_lrs, self.scheduler.lr_lambdas):
+            group["lr"] = base * factor(self.scheduler.last_epoch)
 
     @property
     def wall_seconds(self) -> float:
@@ -302,18 +323,38 @@ def _time_left(epoch_seconds: list[float], epochs_left: int) -> str:
     return f", about {epochs_left * statistics.median(epoch_seconds) / 60:.1f} min left"
 
 
+def _replan(loop: _Loop, done: int, epoch_times: list[float]) -> dict[str, Any] | None:
+    """At the end of epoch ``done`` of a budgeted run: the epochs timed again (rank 0's decision, which
+    every process follows); the change made, or None."""
+    deadline, planned = loop.run.deadline, loop.settings.epochs
+    assert deadline is not None
+    seconds_left = deadline.ends_at - time.perf_counter()
+    epochs = broadcast_object(replan_epochs(planned, done, seconds_left, epoch_times, deadline), loop.env)
+    if epochs == planned:
+        return None
+    loop.replan(epochs)
+    pace = statistics.fmean(epoch_times)
+    loop.run.log.info(f"re-planned: {epochs} epochs instead of {planned} (an epoch takes {pace:.1f} s here, "
+                      f"{seconds_left / 60:.1f} min of the time budget are left)")  # fmt: skip
+    if loop.env.is_main:
+        write_json(os.path.join(loop.run.run_dir, "config.json"), dataclasses.asdict(loop.settings))
+    return dict(after_epoch=done, epochs=epochs, epoch_seconds=round(pace, 3))
+
+
 def fit(run: Run, task: Task, model: nn.Module, data: TrainLoader) -> FitResult:
     """Train ``model`` for ``run.config.epochs`` (from ``run.state`` where it stopped) on ``data`` (from
-    :func:`train_loader`), evaluating as the task says."""
+    :func:`train_loader`), evaluating as the task says. With ``run.deadline`` the epochs are planned
+    again at each epoch's end from the first evaluated one on (:func:`~botnet.training.plan.replan_epochs`)."""
     loop = _Loop(run, task, model, data)
-    settings = run.config
     env, seed = run.env, run.config.seed
     if run.state is not None:
         loop.restore(run.state)
     metrics: dict[str, float] = {}
     epoch_times: list[float] = []  # this process's epochs, evaluation included: the time left is estimated from them
+    replans: list[dict[str, Any]] = []
+    epoch, evaluated_once = loop.start_epoch, False
     with GracefulStop() as stop, failures_end_the_run(run.last_pt, run.command), loop.progress_bar() as bar:
-        for epoch in range(loop.start_epoch, settings.epochs):
+        while epoch < loop.settings.epochs:
             first_step = loop.start_step if epoch == loop.start_epoch else 0
             torch.manual_seed(epoch_seed(seed, epoch, env.rank))
             if first_step:
@@ -327,7 +368,7 @@ def fit(run: Run, task: Task, model: nn.Module, data: TrainLoader) -> FitResult:
                 progress.add(loop.partial)
             if progress.stopped:
                 loop.save_and_stop(epoch, progress)
-            last = epoch + 1 == settings.epochs
+            last = epoch + 1 == loop.settings.epochs
             evaluated = loop.evaluate(epoch, last)
             metrics = evaluated or metrics
             row: dict[str, Any] = {"epoch": epoch + 1}
@@ -336,16 +377,22 @@ def fit(run: Run, task: Task, model: nn.Module, data: TrainLoader) -> FitResult:
             row["lr"] = loop.lr
             row["seconds"] = round(time.perf_counter() - epoch_start, 3)
             loop.rows.append(row)
+            epoch_times.append(row["seconds"])
+            evaluated_once = evaluated_once or bool(evaluated)  # the pace counts an evaluation's time from then on
+            if run.deadline is not None and evaluated_once and not last and (change := _replan(loop, epoch + 1, epoch_times)):
+                replans.append(change)
+                bar.total = loop.settings.epochs * loop.steps
             if env.is_main:
                 write_metrics_csv(os.path.join(run.run_dir, "metrics.csv"), loop.rows, task.columns)
                 save_training_state(run.last_pt, loop.state(epoch + 1))
-                if settings.tensorboard:
+                if loop.settings.tensorboard:
                     _tensorboard_row(run.run_dir, row)
-            epoch_times.append(row["seconds"])
-            run.log.info(f"epoch {epoch + 1}/{settings.epochs}  {task.describe(row)}  {row['seconds']:.1f}s"
-                         + _time_left(epoch_times, settings.epochs - epoch - 1))  # fmt: skip
+            run.log.info(f"epoch {epoch + 1}/{loop.settings.epochs}  {task.describe(row)}  {row['seconds']:.1f}s"
+                         + _time_left(epoch_times, loop.settings.epochs - epoch - 1))  # fmt: skip
             if not last and _any_rank(env, stop.requested)[0]:  # asked to stop during the evaluation
                 raise interrupted(run.last_pt, run.command, f"after epoch {epoch + 1}")
+            epoch += 1
         if not metrics:  # resumed a finished run, or no evaluation yet
-            metrics = loop.evaluate(settings.epochs - 1, True)
-    return FitResult(loop.rows, metrics, loop.eval_model, loop.wall_seconds, loop.train_seconds, loop.train_images)
+            metrics = loop.evaluate(loop.settings.epochs - 1, True)
+    return FitResult(loop.settings.epochs, replans, loop.rows, metrics, loop.eval_model, loop.wall_seconds,
+                     loop.train_seconds, loop.train_images)  # fmt: skip

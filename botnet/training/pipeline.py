@@ -10,7 +10,8 @@
 6. build the model, its training loader and its :class:`~botnet.training.engine.Task`;
 7. a new run: time a few steps and plan it: the precision where unset, with a time budget the epochs
    (at most those given with it), and how long it will take (logged);
-8. write config.json, train (:func:`~botnet.training.engine.fit`), then, guarded so that a failure
+8. write config.json, train (:func:`~botnet.training.engine.fit`; a budgeted run's epochs are planned
+   again at each epoch's end, to end within its budget), then, guarded so that a failure
    names the checkpoint to resume from, the weights with their metadata, the task's artefacts and
    summary.json.
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -34,7 +36,7 @@ from .checkpoint import check_metric_rows, check_new_run_dir, save_weights, save
 from .distributed import DistEnv, init_distributed, main_process_first, shutdown_distributed
 from .engine import FitResult, Run, Task, fit
 from .loaders import TrainLoader
-from .plan import plan_run
+from .plan import END_SHARE, Deadline, plan_run
 from .report import setup_logging, write_json
 from .runs import failures_end_the_run, open_run_dir, settings_and_state
 from .settings import RunSettings, check_settings, check_time_budget, label
@@ -132,6 +134,7 @@ def run_task(spec: TaskSpec, config: Any = None, *, resume: str | None = None, e
 
     Ctrl-C (or SIGTERM) stops at the end of the current step, saves last.pt and raises RunInterrupted; an
     expected failure once training has started raises RunFailed naming the checkpoint to resume."""
+    started = time.perf_counter()  # a time budget counts from here
     env = init_distributed()
     try:
         user_config, fitted = config if config is not None else spec.config_class(), None
@@ -144,7 +147,7 @@ def run_task(spec: TaskSpec, config: Any = None, *, resume: str | None = None, e
             return _config_from_state(spec, state, path)
 
         resolved, state = settings_and_state(lambda: user_config.resolve(env.world_size), from_state, resume, epochs)
-        return _run(spec, resolved, user_config, env, state, fitted)
+        return _run(spec, resolved, user_config, env, state, fitted, started)
     finally:
         shutdown_distributed()
 
@@ -160,7 +163,8 @@ def _command_for(task: str) -> str:
     return {"classification": "botnet train", "detection": "botnet detect train"}.get(task, "its own command")
 
 
-def _run(spec: TaskSpec, config, user_config, env: DistEnv, state: TrainState | None, fitted: Fitted | None):
+def _run(spec: TaskSpec, config, user_config, env: DistEnv, state: TrainState | None, fitted: Fitted | None,
+         started: float):  # fmt: skip
     if state is None:
         check_new_run_dir(config.output_dir)  # before the data is checked, which may take a while
     with main_process_first(env):  # one rank checks the files; the others read its cached results
@@ -189,7 +193,11 @@ def _run(spec: TaskSpec, config, user_config, env: DistEnv, state: TrainState | 
                 f"instead of {requested}"
             )
         most = user_config.epochs if user_config.time_budget is not None else None
-        return _train(spec, config, env, state, data, log, fitted_record, most)
+        deadline = None
+        if state is None and config.time_budget is not None:
+            budget = config.time_budget * 60
+            deadline = Deadline(started + budget * END_SHARE, budget, most)
+        return _train(spec, config, env, state, data, log, fitted_record, most, deadline)
 
 
 def _fitted_record(state: TrainState | None, fitted: Fitted | None, log) -> dict[str, Any] | None:
@@ -219,7 +227,7 @@ def _fit_batch(spec: TaskSpec, config, user_config, images: int, env: DistEnv):
 
 
 def _train(
-    spec: TaskSpec, config, env: DistEnv, state, data, log, fitted: dict | None, most: int | None
+    spec: TaskSpec, config, env: DistEnv, state, data, log, fitted: dict | None, most: int | None, deadline: Deadline | None
 ) -> dict[str, Any]:
     torch.manual_seed(config.seed)
     if config.sync_bn and env.distributed and env.device.type != "cuda":
@@ -234,19 +242,20 @@ def _train(
         log.info(f"{built.description}; {config.epochs} epochs of {built.loader.steps} steps, batch "
                  f"{config.batch_size} x {env.world_size} process(es) on {env.device.type}, lr {config.lr:g}; "
                  f"writing to {config.output_dir}")  # fmt: skip
-    run = Run(config, meta, spec.command, env, log, state)
+    run = Run(config, meta, spec.command, env, log, state, deadline)
     result = fit(run, built.task, built.model, built.loader)
+    config = run.config  # as trained: a budgeted run's epochs may have been planned again
     summary = dict(
         task=spec.name,
         **spec.summary(config, data, built, result),
-        epochs=config.epochs,
+        epochs=result.epochs,
         batch_size=config.batch_size,
         lr=config.lr,
         wall_seconds=round(result.wall_seconds, 3),
         train_images_per_second=round(result.train_images / max(result.train_seconds, 1e-9), 2),
         world_size=env.world_size,
         device=env.device.type,
-        plan=dataclasses.asdict(plan) if plan else None,
+        plan=dict(dataclasses.asdict(plan), replans=result.replans) if plan else None,
         fitted_defaults=fitted,
     )
     if env.is_main:

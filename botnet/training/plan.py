@@ -1,5 +1,6 @@
 """A new run's plan, from training steps timed on this machine before it starts: the precision (float32 or
-bfloat16 autocast, whichever is faster here, where unset) and, with ``--time-budget``, how many epochs fit."""
+bfloat16 autocast, whichever is faster here, where unset) and, with ``--time-budget``, how many epochs fit;
+and, at each epoch's end, that number timed again from the epochs done (:func:`replan_epochs`)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,17 @@ from .settings import RunSettings, label
 if TYPE_CHECKING:
     from .engine import Task
 
-__all__ = ["EpochPlan", "StepTimes", "amp_dtype", "fast_bfloat16", "plan_epochs", "plan_run", "time_steps"]
+__all__ = [
+    "Deadline",
+    "EpochPlan",
+    "StepTimes",
+    "amp_dtype",
+    "fast_bfloat16",
+    "plan_epochs",
+    "plan_run",
+    "replan_epochs",
+    "time_steps",
+]
 
 
 def amp_dtype(enabled: bool | None, device: torch.device) -> torch.dtype | None:
@@ -69,6 +80,34 @@ TIMED_STEPS = 6
 TIMED_WARMUP = 2
 BUDGET_SHARE = 0.9
 AMP_GAIN = 1.2
+# Re-planned at epoch ends, the epochs aim to end at this share of the budget (the rest: writing the results),
+# and a plan is kept while it ends no later than that and leaves no more than an epoch and this share unused.
+END_SHARE = 0.97
+REPLAN_SLACK = 0.03
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """A budgeted run's limits, for re-planning its epochs at each epoch's end."""
+
+    ends_at: float  # time.perf_counter() at which the last epoch should end
+    budget_seconds: float
+    most: int | None  # the epochs given with the budget: never more
+
+
+def replan_epochs(planned: int, done: int, seconds_left: float, epoch_seconds: Sequence[float], deadline: Deadline) -> int:
+    """The run's epochs timed again after epoch ``done`` (of ``planned``), with ``seconds_left`` until the
+    deadline: as many more as fit at the mean pace of the epochs this process has trained, evaluations
+    included (the first epoch too: leaving it out as warm-up would count an evaluation every few epochs
+    as more frequent than it is), at least one, at most ``deadline.most``. The plan is kept while it ends
+    in time and leaves less than an epoch (and REPLAN_SLACK of the budget) unused, so noise does not move
+    it back and forth."""
+    pace = statistics.fmean(epoch_seconds)
+    spare = seconds_left - (planned - done) * pace
+    if 0 <= spare < pace + REPLAN_SLACK * deadline.budget_seconds:
+        return planned
+    epochs = done + max(1, int(seconds_left // pace))
+    return min(epochs, deadline.most) if deadline.most is not None else epochs
 
 
 def fast_bfloat16(device: torch.device) -> bool:

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
-from botnet.data.detection_profile import DetectionProfile, profile_annotations, resized_sides
+from botnet.data.detection_profile import DetectionProfile, profile_annotations, resize_scales, resized_pixels, resized_sides
 from botnet.data.shapes import ShapesSpec, write_shapes_dataset
 from botnet.tasks import detection_defaults as rules
 from botnet.tasks.detection import DETECT_RECIPES, DetectConfig, Detection, evaluate_detector_checkpoint, train_detector
@@ -50,6 +50,7 @@ def test_profile_reads_sizes_counts_and_masks():
     assert (profile.train_images, profile.val_images, profile.classes, profile.instances) == (3, 2, 1, 3)
     assert profile.box_sides == (8.0, 30.0, 50.0)  # sqrt(w * h)
     assert profile.box_image_sides == ((480, 640), (480, 640), (300, 900))
+    assert profile.image_sides == ((480, 640), (300, 900), (100, 100))  # every training image, with or without boxes
     assert profile.boxes_per_image == (2, 1, 0)
     assert (profile.short_side, profile.long_side) == (300, 640)  # medians
     assert not profile.masks  # the unannotated-mask junk entry and the box without a mask
@@ -97,7 +98,57 @@ def test_input_size_makes_the_objects_large_enough():
     # a size given is kept and max_size follows it
     given = _choices(DetectConfig(data="x", min_size=600), _profile(40, 40, 8))
     assert "min_size" not in given and given["max_size"] == 800
-    assert _choices(DetectConfig(data="x", max_size=256), _profile(40, 18, 8))["min_size"] == 256  # never above it
+    # a max_size given bounds the scale (256 / 640 = 0.4); min_size is the smallest that reaches it
+    assert _choices(DetectConfig(data="x", max_size=256), _profile(40, 18, 8))["min_size"] == 192
+    capped = fitted_detection_settings(DetectConfig(data="x", max_size=256), _profile(40, 18, 8), 1, "cpu")
+    assert "capped at the 256-px --max-size given" in next(c.why for c in capped if c.setting == "min_size")
+
+
+def _mixed_profile(objects: float):
+    """Strips (1280x400) and 16:9 frames (1920x1080), 20 of each, with ``objects``-px objects on every one."""
+    sizes = [(1280, 400)] * 20 + [(1920, 1080)] * 20
+    return profile_annotations(_coco(sizes, [(i, objects, objects) for i in range(40) for _ in range(5)]), _coco([], []))
+
+
+def _cheapest_pair_scaling_every_image(profile, scale, long_side=1024):
+    """Brute force over every pair on the 32-px grid: the fewest pixels at which torchvision's resize scales
+    every image by at least ``scale``."""
+    return min(resized_pixels(profile, low, high) for low in range(128, long_side + 1, 32) for high in range(128, long_side + 1, 32)
+               if resize_scales(profile.image_sides, low, high).min() >= scale - 1e-9)  # fmt: skip
+
+
+def test_mixed_aspect_ratios_give_every_image_the_scale_its_objects_need():
+    """Strips beside 16:9 frames: a max_size made from the strips' aspect ratio (3.2) would cap min_size at
+    320, shrinking the frames (and their objects) to 0.3x. Chosen together, the pair keeps every object at
+    the size it wants, strips and frames alike, as cheaply as any pair on the grid: the cheap strips are
+    not enlarged to make up for shrunk frames."""
+    profile = _mixed_profile(80)  # 80 px want a scale of 0.4 (32 px) on every image
+    chosen = _choices(DetectConfig(data="x"), profile)
+    min_size, max_size = chosen["min_size"], chosen["max_size"]
+    assert max_size <= 1024
+    assert resized_sides(profile, min_size, max_size).min() >= 32
+    assert resized_pixels(profile, min_size, max_size) == pytest.approx(_cheapest_pair_scaling_every_image(profile, 0.4))
+    # the widest-aspect rule's pair leaves the frames' objects at 80 x 0.3 = 24 px
+    assert resized_sides(profile, 320, 1024).min() < 32
+    # the mean pixels after torchvision's resize are those of the images it makes
+    transform = GeneralizedRCNNTransform(min_size=min_size, max_size=max_size, image_mean=[0.0] * 3, image_std=[1.0] * 3)
+    made = [transform([torch.zeros(3, h, w)])[0].image_sizes[0] for w, h in ((1280, 400), (1920, 1080))]
+    assert resized_pixels(profile, min_size, max_size) == pytest.approx(np.mean([h * w for h, w in made]), rel=0.01)
+
+
+def test_a_pixel_budget_caps_the_mean_image_not_the_widest():
+    """40-px objects on strips and frames want 0.8x; with 2,000 images the 15 minutes allow about 0.4
+    megapixels an image on average, so the scale is as large as that mean allows, and the reason says so."""
+    sizes = [(1280, 400), (1920, 1080)] * 250
+    profile = profile_annotations(_coco(sizes, [(i, 40, 40) for i in range(500)]), _coco([], []))
+    choices = fitted_detection_settings(DetectConfig(data="x"), profile, 1, "cpu")
+    chosen = {c.setting: c.value for c in choices}
+    budget = (15 * 60 * 0.85 / 2000 - rules.SECONDS_PER_IMAGE) * rules.PIXELS_PER_SECOND
+    assert resized_pixels(profile, chosen["min_size"], chosen["max_size"]) <= budget
+    within = [(a, b) for a in range(128, 1025, 32) for b in range(a, 1025, 32) if resized_pixels(profile, a, b) <= budget]
+    smallest_scale = max(resize_scales(profile.image_sides, *pair).min() for pair in within)  # over both kinds
+    assert resize_scales(profile.image_sides, chosen["min_size"], chosen["max_size"]).min() == pytest.approx(smallest_scale)
+    assert "what this cpu trains in 15 minutes" in next(c.why for c in choices if c.setting == "min_size")
 
 
 def test_the_time_cap_shrinks_the_input_for_many_images():
@@ -110,16 +161,19 @@ def test_the_time_cap_shrinks_the_input_for_many_images():
     assert _choices(DetectConfig(data="x", epochs=5), profile)["min_size"] == 768
 
 
-def test_anchors_span_the_resized_objects():
+def test_anchors_double_from_level_to_level_as_the_strides_do():
+    """FPN's levels P2-P6 have strides 4-64; anchors from the objects' 5th percentile doubling level to
+    level keep each a few strides wide (torchvision's own: 32-512, also doubling)."""
+    config = DetectConfig(data="x", min_size=480, max_size=640)  # native size: the sides are the boxes'
     train = _coco([(640, 480)] * 20, [(i, side, side) for i in range(20) for side in (16, 32, 64, 128, 256)])
     profile = profile_annotations(train, _coco([], []))
-    config = DetectConfig(data="x", min_size=480, max_size=640)  # native size: the sides are the boxes'
-    sides = np.array([16, 32, 64, 128, 256] * 20, dtype=float)
-    low, high = np.percentile(sides, 5), np.percentile(sides, 95)
-    assert _choices(config, profile)["anchor_sizes"] == tuple(round(low * (high / low) ** (k / 4)) for k in range(5))
-    # objects of one size still get a 4x range, one size per level
-    same = _choices(DetectConfig(data="x", min_size=480, max_size=640), _profile(20, 40, 4))["anchor_sizes"]
-    assert same == (40, 57, 80, 113, 160)
+    low = np.percentile(np.array([16, 32, 64, 128, 256] * 20, dtype=float), 5)  # 16: the 95th (256) is within 16x
+    assert _choices(config, profile)["anchor_sizes"] == (16, 32, 64, 128, 256) == tuple(round(low * 2**k) for k in range(5))
+    assert _choices(config, _profile(20, 40, 4))["anchor_sizes"] == (40, 80, 160, 320, 640)  # one object size
+    # objects spanning more than 16x: the steps widen so the top level reaches their 95th percentile
+    wide = _coco([(640, 480)] * 20, [(i, side, side) for i in range(20) for side in (8, 600)])
+    sizes = _choices(config, profile_annotations(wide, _coco([], [])))["anchor_sizes"]
+    assert sizes[0] == 8 and sizes[-1] == 600 and all(b / a > 2 for a, b in zip(sizes, sizes[1:]))
 
 
 def test_widths_batch_proposals_and_schedule():
@@ -205,7 +259,7 @@ def test_detection_profile_is_described():
 
 def test_small_objects_on_large_images_keep_their_pixels(tmp_path):
     """The generated shapes at 1024 px with 10-30 px objects: the small recipe's 128 px made them 1-4 px; the
-    fitted size keeps them at the largest a CPU takes, with anchors of their size on every level."""
+    fitted size keeps them at the largest a CPU takes, with anchors from their size up."""
     from benchmarks.detection_sets import write_small_objects
 
     root = str(tmp_path / "small")
@@ -216,22 +270,23 @@ def test_small_objects_on_large_images_keep_their_pixels(tmp_path):
     before = resized_sides(profile, 128, 176)
     assert np.percentile(before, 95) < 5  # what the small recipe showed the detector
     chosen = _choices(DetectConfig(data=root), profile)
-    aspect = np.percentile([long / short for short, long in profile.box_image_sides], 95)
-    assert chosen["min_size"] == int(1024 / aspect) // 32 * 32 and chosen["max_size"] <= 1024
+    assert chosen["max_size"] == 1024  # the most a CPU takes, and every image reaches it (as far short of 2x)
+    scales = resize_scales(profile.image_sides, chosen["min_size"], chosen["max_size"])
+    assert scales == pytest.approx([1024 / long for _, long in profile.image_sides])
     after = resized_sides(profile, chosen["min_size"], chosen["max_size"])
     assert np.percentile(after, 5) >= 0.6 * profile.side_percentile(5)  # at most the long-side cap's shrink
     low, high = np.percentile(after, 5), np.percentile(after, 95)
-    assert chosen["anchor_sizes"][0] == round(low) and chosen["anchor_sizes"][-1] == round(max(high, 4 * low))
+    assert chosen["anchor_sizes"][0] == round(low) and chosen["anchor_sizes"][-1] == round(max(high, 16 * round(low)))
 
 
 @pytest.fixture(scope="module")
 def galaxies(tmp_path_factory):
-    """Real photographs: mosaics of the Hubble deep field's galaxies (6-60 px on 450-650 px images), held-out
-    images cut from a part of the sky the training images never show."""
+    """Real photographs: mosaics of the Hubble deep field's galaxies (6-60 px on 300-420 px images, which the
+    fitted size enlarges about 1.6x), held-out images cut from a part of the sky the training images never show."""
     from benchmarks.detection_sets import write_photo_instances
 
     root = str(tmp_path_factory.mktemp("galaxies"))
-    write_photo_instances(root, train_images=GALAXY_IMAGES, val_images=4, classes=("galaxy",), long_sides=(480, 640))
+    write_photo_instances(root, train_images=GALAXY_IMAGES, val_images=4, classes=("galaxy",), long_sides=(320, 420))
     return root
 
 
@@ -240,11 +295,11 @@ GALAXY_IMAGES, GALAXY_EPOCHS = 16, 8
 
 def test_fitted_defaults_find_the_galaxies_the_small_recipe_misses(galaxies, tmp_path):
     """End to end, the same epochs: the small recipe shrinks the photos to 128 px, where most galaxies are a
-    few pixels; the fitted size and anchors keep them. (Measured here: box AP50 33.1 and mask AP 21.1 fitted,
-    in 67 s; 12.1 and 2.6 with the small recipe, in 13 s.)"""
+    few pixels; the fitted size and anchors keep them. (Measured here: box AP50 67.6 and mask AP 43.2 fitted,
+    576-736 px, in 64 s; 16.8 and 6.3 with the small recipe, in 11 s.)"""
     old = train_detector(DetectConfig(data=galaxies, recipe="small", epochs=GALAXY_EPOCHS, output_dir=str(tmp_path / "old")))
     new = train_detector(DetectConfig(data=galaxies, epochs=GALAXY_EPOCHS, output_dir=str(tmp_path / "new")))
     fitted = {c["setting"]: c["value"] for c in new["fitted_defaults"]["choices"]}
     assert fitted["min_size"] > 128 and "time_budget" not in fitted
-    assert old["bbox_AP50"] < 22 <= new["bbox_AP50"], (old["bbox_AP50"], new["bbox_AP50"])
-    assert old["segm_AP"] < 10 <= new["segm_AP"], (old["segm_AP"], new["segm_AP"])
+    assert old["bbox_AP50"] < 25 and new["bbox_AP50"] >= 45, (old["bbox_AP50"], new["bbox_AP50"])
+    assert old["segm_AP"] < 10 and new["segm_AP"] >= 25, (old["segm_AP"], new["segm_AP"])

@@ -1,12 +1,14 @@
 """Every new run is planned from a few timed steps: its precision (where unset), its epochs (with a time
 budget) and how long it will take, said before the first step and as it goes."""
 
+import csv
 import json
 import re
 import sys
 
 import pytest
 import torch
+from safetensors import safe_open
 
 from botnet.tasks import TrainConfig, train
 from botnet.training import plan as planning
@@ -94,3 +96,67 @@ def test_the_progress_bar_counts_the_whole_runs_steps(tmp_path, monkeypatch, cap
     _run(tmp_path, "run", epochs=2)  # 11 steps an epoch
     drawn = capsys.readouterr().err
     assert "epoch 2/2" in drawn and re.search(r"\b\d+/22\b", drawn) and not re.search(r"\b\d+/11\b", drawn)
+
+
+def test_a_budgeted_runs_epochs_are_planned_again_from_the_epochs_own_times():
+    budget = planning.Deadline(ends_at=0.0, budget_seconds=600.0, most=None)
+    again = planning.replan_epochs
+    # 2 of 12 planned epochs done, 100 s left: at 10 s an epoch the plan ends in time and is kept
+    assert again(12, 2, 100.0, [10.0, 10.0], budget) == 12
+    assert again(12, 2, 100.0, [20.0, 20.0], budget) == 7  # slower than timed: 5 more fit
+    assert again(12, 2, 100.0, [4.0, 4.0], budget) == 27  # faster: 25 more
+    assert again(12, 2, 100.0, [4.0, 4.0], planning.Deadline(0.0, 600.0, most=15)) == 15  # never above --epochs
+    assert again(12, 2, -5.0, [20.0, 20.0], budget) == 3  # past the deadline: the one epoch it must still train
+    # the pace is the mean of every epoch, an evaluated one (30 s) too: 15 s, so 6 more fit
+    assert again(12, 4, 100.0, [10.0, 10.0, 10.0, 30.0], budget) == 10
+    # noise is no reason to move: up to an epoch plus 3% of the budget left unused, the plan stands
+    assert again(12, 2, 100.0, [9.0, 9.0], budget) == 12  # 10 s (of 9 + 18) unused
+    assert again(12, 2, 100.0, [6.0, 6.0], budget) == 18  # 40 s unused: 16 more fit
+
+
+def _budgeted(tmp_path, name, monkeypatch, stop_at=None):
+    """A digits run whose plan (steps timed at 0.25 s) gives 2 epochs, planned again to 3 after epoch 1;
+    ``stop_at``: Ctrl-C as that epoch starts, then resume."""
+    from botnet.training import engine
+
+    monkeypatch.setattr(engine, "replan_epochs", lambda planned, done, *args: 3 if done == 1 else planned)
+    real_epoch = engine._Loop.train_epoch
+
+    def train_epoch(loop, epoch, *args):
+        if epoch == stop_at:
+            raise KeyboardInterrupt
+        return real_epoch(loop, epoch, *args)
+
+    monkeypatch.setattr(engine._Loop, "train_epoch", train_epoch)
+    run_dir = tmp_path / name
+    config = TrainConfig(time_budget=0.25, batch_size=64, seed=5, output_dir=str(run_dir))
+    if stop_at is None:
+        return train(config), run_dir
+    with pytest.raises(KeyboardInterrupt):
+        train(config)
+    monkeypatch.setattr(engine._Loop, "train_epoch", real_epoch)
+    return train(resume=str(run_dir / "last.pt")), run_dir
+
+
+def test_a_replanned_run_rebuilds_its_schedule_and_a_resume_follows_it(tmp_path, monkeypatch, steady_steps):
+    from botnet.training.optim import warmup_cosine
+    from botnet.training.state import load_training_state
+
+    steady_steps(0.25)  # 2 epochs of 22 steps fit the 15 s (as in test_classification's budget test)
+    whole, whole_dir = _budgeted(tmp_path, "whole", monkeypatch)
+    assert whole["plan"]["epochs"] == 2 and whole["epochs"] == 3
+    assert [(r["after_epoch"], r["epochs"]) for r in whole["plan"]["replans"]] == [(1, 3)]
+    assert json.loads((whole_dir / "config.json").read_text())["epochs"] == 3
+    assert "re-planned: 3 epochs instead of 2" in (whole_dir / "train.log").read_text()
+    # the rate: epoch 1 on the 2-epoch cosine, then the 3-epoch one from the step reached, ending near zero
+    lr = json.loads((whole_dir / "config.json").read_text())["lr"]
+    rows = list(csv.DictReader(open(whole_dir / "metrics.csv")))
+    warmup = max(1, round(json.loads((whole_dir / "config.json").read_text())["warmup_epochs"] * 22))
+    expected = [warmup_cosine(warmup, 44)(22), warmup_cosine(warmup, 66)(44), warmup_cosine(warmup, 66)(66)]
+    assert [float(r["lr"]) for r in rows] == pytest.approx([lr * f for f in expected], rel=1e-4)
+    # stopped after epoch 2 and resumed: the re-planned total and schedule are in last.pt, and the run is the same
+    resumed, resumed_dir = _budgeted(tmp_path, "resumed", monkeypatch, stop_at=2)
+    assert load_training_state(str(resumed_dir / "last.pt")).config["epochs"] == 3
+    assert resumed["epochs"] == 3
+    with safe_open(str(whole_dir / "model.safetensors"), "pt") as a, safe_open(str(resumed_dir / "model.safetensors"), "pt") as b:
+        assert all(torch.equal(a.get_tensor(k), b.get_tensor(k)) for k in a.keys())
