@@ -52,7 +52,7 @@ def stand_ins(monkeypatch, real_files):
 
     stand = _Stand()
 
-    def fit(spec, config, env, state, data, log, fitted, most):  # every check of the settings and the data has run
+    def fit(spec, config, env, state, data, log, fitted, most, deadline):  # every check of the settings and the data has run
         stand.reached = "training" if spec.name == "classification" else "detection training"
         return {"stand_in": True}
 
