@@ -94,7 +94,6 @@ class Task(Protocol):
 
 @dataclass
 class FitResult:
-    epochs: int  # as trained: re-planning may have changed the planned number
     replans: list[dict[str, Any]]  # each change: after which epoch, to how many, at what pace
     rows: list[dict[str, Any]]
     metrics: dict[str, float]  # the last evaluation
@@ -394,5 +393,5 @@ def fit(run: Run, task: Task, model: nn.Module, data: TrainLoader) -> FitResult:
             epoch += 1
         if not metrics:  # resumed a finished run, or no evaluation yet
             metrics = loop.evaluate(loop.settings.epochs - 1, True)
-    return FitResult(loop.settings.epochs, replans, loop.rows, metrics, loop.eval_model, loop.wall_seconds,
+    return FitResult(replans, loop.rows, metrics, loop.eval_model, loop.wall_seconds,
                      loop.train_seconds, loop.train_images)  # fmt: skip

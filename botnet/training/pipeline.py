@@ -248,7 +248,7 @@ def _train(
     summary = dict(
         task=spec.name,
         **spec.summary(config, data, built, result),
-        epochs=result.epochs,
+        epochs=config.epochs,
         batch_size=config.batch_size,
         lr=config.lr,
         wall_seconds=round(result.wall_seconds, 3),
