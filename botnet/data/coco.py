@@ -29,6 +29,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from ..errors import DatasetError, MissingFileError
+from .box_masks import BoxMasks, crop_mask
 from .images import check_images, read_image
 
 __all__ = ["CocoDetection", "SkippedAnnotations"]
@@ -171,6 +172,23 @@ def _to_rle(segmentation: list | dict, height: int, width: int) -> dict:
     return {"size": segmentation["size"], "counts": segmentation["counts"]}
 
 
+def _mask_crop(segmentation: list | dict, height: int, width: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """One object's mask as a crop and its (x, y) origin (see BoxMasks). A polygon is rasterised in its own
+    region only, moved by whole pixels (pycocotools' 1/5-pixel rounding of the moved coordinates can flip a
+    few pixels on its outline); an RLE is decoded whole, then cut."""
+    if not isinstance(segmentation, list):
+        return crop_mask(torch.from_numpy(mask_utils.decode(_to_rle(segmentation, height, width))))
+    xs = [x for polygon in segmentation for x in polygon[0::2]]
+    ys = [y for polygon in segmentation for y in polygon[1::2]]
+    left, top = max(math.floor(min(xs)) - 2, 0), max(math.floor(min(ys)) - 2, 0)
+    right, bottom = min(math.ceil(max(xs)) + 3, width), min(math.ceil(max(ys)) + 3, height)
+    if right <= left or bottom <= top:
+        return torch.zeros((0, 0), dtype=torch.uint8), (0, 0)
+    moved = [[v - (left if k % 2 == 0 else top) for k, v in enumerate(polygon)] for polygon in segmentation]
+    crop = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(moved, bottom - top, right - left)))
+    return torch.from_numpy(np.ascontiguousarray(crop)), (left, top)
+
+
 @dataclass
 class _ImageRecord:
     """One kept image and its training annotations (crowd ones left out), ready for __getitem__."""
@@ -196,7 +214,9 @@ class CocoDetection(Dataset):
     Each item is ``(image, target)``: the image as a float32 ``tv_tensors.Image``
     in [0, 1] of shape (3, H, W), and a target with "boxes" (XYXY
     ``tv_tensors.BoundingBoxes``), "labels" (1..K, 0 is background), "masks"
-    (``tv_tensors.Mask`` (N, H, W) uint8, only with ``with_masks``), "image_id",
+    (``tv_tensors.Mask`` (N, H, W) uint8, only with ``with_masks``; with ``mask_crops`` too, the same masks
+    as :class:`~botnet.data.box_masks.BoxMasks` crops, which botnet's detectors train on at a cost that
+    does not grow with objects x pixels), "image_id",
     "area" and "iscrowd". Crowd annotations are not training targets; they
     stay in :attr:`coco_gt`, the ground truth for pycocotools' evaluation.
 
@@ -214,13 +234,14 @@ class CocoDetection(Dataset):
         transforms: Callable | None = None,
         skip_bad: bool = False,
         with_masks: bool = True,
+        mask_crops: bool = False,
     ) -> None:
         if (ann_file is None) == (annotations is None):
             raise TypeError("CocoDetection needs either ann_file (a COCO JSON file) or annotations (a COCO dict)")
         # ann_file names the annotations in every message: the file, or ``source`` for a dict built in memory
         self.image_dir = image_dir
         self.ann_file = ann_file if ann_file is not None else (source or "the annotations given")
-        self.transforms, self.with_masks = transforms, with_masks
+        self.transforms, self.with_masks, self.mask_crops = transforms, with_masks, mask_crops
         data = self._read_ann_file() if annotations is None else self._check_layout(copy.deepcopy(annotations))
         if not os.path.isdir(image_dir):
             raise MissingFileError(
@@ -500,7 +521,10 @@ class CocoDetection(Dataset):
             ),
             "labels": torch.tensor(record.labels, dtype=torch.int64),
         }
-        if self.with_masks:
+        if self.with_masks and self.mask_crops:
+            crops = [_mask_crop(s, *canvas) for s in record.segmentations]
+            target["masks"] = BoxMasks.from_crops([c for c, _ in crops], [o for _, o in crops], canvas)
+        elif self.with_masks:
             if record.segmentations:
                 rles = [_to_rle(s, *canvas) for s in record.segmentations]
                 masks = np.ascontiguousarray(mask_utils.decode(rles).transpose(2, 0, 1))

@@ -19,6 +19,7 @@ from torchvision.ops import MultiScaleRoIAlign
 
 from ..errors import ConfigError
 from .backbone import DETECTION_IMG_SIZE, botnet_fpn_backbone
+from .box_mask_heads import train_on_box_masks
 
 __all__ = [
     "DETECTORS",
@@ -77,6 +78,10 @@ def create_detector(
             CPU, RoI-Align's backward dominates a small detector's step; 1 makes it much cheaper.
         **kwargs: passed on to torchvision's FasterRCNN / MaskRCNN (min_size,
             max_size, rpn_anchor_generator, box_detections_per_img, ...).
+
+    A Mask R-CNN trains on dense (N, H, W) masks as torchvision's does, and on
+    ``BoxMasks`` crops (``CocoDetection(mask_crops=True)``) at a cost flat in the
+    number of objects (``botnet.detection.box_mask_heads``).
     """
     if kind not in DETECTORS:
         raise ConfigError(f"unknown detector {kind!r}; choose one of {', '.join(DETECTORS)}")
@@ -126,7 +131,8 @@ def create_detector(
     elif kind == "maskrcnn" and heads_given:
         kwargs["mask_predictor"] = MaskRCNNPredictor(256, 256, num_classes)  # torchvision's default mask head
     # torchvision takes num_classes only when it builds the predictors itself.
-    return DETECTORS[kind](fpn, num_classes=None if heads_given else num_classes, **kwargs)
+    model = DETECTORS[kind](fpn, num_classes=None if heads_given else num_classes, **kwargs)
+    return train_on_box_masks(model) if kind == "maskrcnn" else model
 
 
 def fasterrcnn_resnet50_fpn(num_classes: int = 91, **kwargs: Any) -> FasterRCNN:

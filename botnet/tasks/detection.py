@@ -27,6 +27,7 @@ from torchvision.ops import FrozenBatchNorm2d
 from torchvision.transforms import v2
 from tqdm import tqdm
 
+from ..data.box_masks import BoxMasks, RandomHorizontalFlip
 from ..data.coco import CocoDetection
 from ..data.detection_profile import profile_annotations
 from ..data.formats import FORMATS, DetectionSplit, DetectionSplits, find_layout
@@ -297,7 +298,7 @@ def _plain(image: Tensor) -> Tensor:
 
 def _targets(targets: tuple[dict, ...], device: torch.device, with_masks: bool) -> list[dict[str, Tensor]]:
     keys = ("boxes", "labels", "masks") if with_masks else ("boxes", "labels")
-    return [{k: _plain(t[k]).to(device) for k in keys} for t in targets]
+    return [{k: t[k].to(device) if isinstance(t[k], BoxMasks) else _plain(t[k]).to(device) for k in keys} for t in targets]
 
 
 @torch.no_grad()
@@ -353,8 +354,9 @@ def _generate_shapes(config: DetectConfig, run_dir: str, log) -> tuple[str, str,
 def train_transforms(config: DetectConfig) -> v2.Transform:
     """Horizontal flips; with ``scale_jitter`` first large-scale jitter (Ghiasi et al. 2021, the paper's
     detection augmentation): resize by a random factor of the min_size square, crop or pad to it, and
-    drop the boxes (and masks) that the crop leaves empty."""
-    flip = v2.RandomHorizontalFlip(0.5)
+    drop the boxes (and masks) that the crop leaves empty. Without it the masks are BoxMasks crops
+    (see ``mask_crops``)."""
+    flip = RandomHorizontalFlip(0.5)
     if config.scale_jitter is None:
         return flip
     size = (config.min_size, config.min_size)
@@ -364,6 +366,12 @@ def train_transforms(config: DetectConfig) -> v2.Transform:
         flip,
         v2.SanitizeBoundingBoxes(),
     ])  # fmt: skip
+
+
+def mask_crops(config: DetectConfig) -> bool:
+    """Whether training masks are BoxMasks crops: always but under scale jitter, whose v2 crop and resize
+    take dense masks."""
+    return config.scale_jitter is None
 
 
 def data_splits(config: DetectConfig) -> DetectionSplits:
@@ -385,7 +393,9 @@ def _coco_files(train_images: str, train_ann: str, val_images: str, val_ann: str
 def _load_datasets(config: DetectConfig, splits: DetectionSplits):
     """The checked training and held-out sets (same categories)."""
     masks = config.with_masks
-    train_set = splits.train.dataset(transforms=train_transforms(config), skip_bad=config.skip_bad, with_masks=masks)
+    train_set = splits.train.dataset(
+        transforms=train_transforms(config), skip_bad=config.skip_bad, with_masks=masks, mask_crops=mask_crops(config)
+    )
     val_set = splits.val.dataset(skip_bad=config.skip_bad, with_masks=masks)
     if train_set.category_ids != val_set.category_ids:
         raise DatasetError(

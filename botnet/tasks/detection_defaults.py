@@ -15,8 +15,9 @@ summary and weights. The generated shapes (no ``--data``) keep the ``small`` rec
   the fewest pixels an image, so a folder of wide strips and 16:9 frames keeps both at the objects' scale
   (a max_size from the widest aspect ratio would shrink the frames). Within limits: min_size at most 2x
   the images' short side, max_size at most 1,024 px on a CPU (1,333, torchvision's, on a GPU) and, on a
-  CPU, at most the mean pixels an image at which the planned time trains 20 epochs (or 2,000 images) at
-  the cost per pixel measured on a 2-core CPU. Short of the scale, the pair that comes nearest, and the
+  CPU, at most the size at which the planned time trains 20 epochs (or 2,000 images) at the cost an
+  image takes on a 2-core CPU by its pixels and its objects (``image_seconds``; attention makes it grow
+  faster than the pixels). Short of the scale, the pair that comes nearest, and the
   reason names the limit.
 - **Anchors.** One size per FPN level (P2-P6) from the 5th percentile of the resized box sides,
   doubling from level to level as the strides do (wider steps where the objects' 5th-95th percentile
@@ -49,7 +50,7 @@ import torch
 from ..data.detection_profile import DetectionProfile, resize_scales, resized_pixels, resized_sides
 from .defaults import Choice
 
-__all__ = ["fitted_detection_settings", "fit_detection_defaults"]
+__all__ = ["fitted_detection_settings", "fit_detection_defaults", "image_seconds"]
 
 SMALLEST_OBJECT = 12  # px after the resize: the 5th percentile of box sides at least this ...
 TYPICAL_OBJECT = 32  # ... and the median at least this
@@ -57,9 +58,11 @@ SIZE_STEP = 32
 MIN_INPUT = 128  # the bundled demo's short side
 MAX_UPSCALE = 2.0  # enlarging further adds pixels, not detail
 MAX_LONG_SIDE = {"cpu": 1024, "cuda": 1333}
-# Training cost per image measured on a 2-core AMD EPYC (AVX-512, no AMX) (botnet_mini Mask R-CNN, narrow heads,
-# batch 4, fp32): about 0.02 s plus 1 s per 1.1 megapixels. Only the size cap reads it.
-SECONDS_PER_IMAGE, PIXELS_PER_SECOND = 0.02, 1.1e6
+# Seconds a training image costs on a 2-core CPU: a + b P + c P^2 + d K P for P megapixels after the resize and
+# K objects (P^2: the BoT block's attention over stride-16 tokens; K P: anchors matched to every object). Fitted by
+# benchmarks/detection_step_cost.py (Intel Xeon, AVX-512, fp32; the fitted detector of a crowded set, mask crops);
+# an AVX2 CPU takes longer and the run's plan trains fewer epochs. Only the size cap reads it.
+STEP_COST = (0.179, 0.0, 1.38, 0.0163)
 MIN_EPOCHS_IN_BUDGET, MIN_IMAGES_IN_BUDGET = 20, 2000
 BUDGET_SHARE = 0.85  # of the time budget, for training steps (the engine plans in 90%, evaluation included)
 TIME_BUDGET_MINUTES = 15.0
@@ -149,12 +152,26 @@ def _reach(objects_images, wanted: float, min_size: int, max_size: int) -> tuple
     return most, round(float(np.average(shares, weights=counts)), 3) if most < 1 else 1.0
 
 
-def _pixel_budget(profile: DetectionProfile) -> float:
-    """The most pixels an image (on average) at which the planned time trains the run's least:
+def image_seconds(profile: DetectionProfile, min_size: int, max_size: int) -> float:
+    """The training seconds an image takes on average (STEP_COST), each image at its resized size with its
+    objects."""
+    a, b, c, d = STEP_COST
+    if profile.image_sides:
+        short, long = np.asarray(profile.image_sides, dtype=np.float64).T
+        megapixels = short * long * resize_scales(profile.image_sides, min_size, max_size) ** 2 / 1e6
+    else:
+        megapixels = np.array([min_size * max_size / 1e6])
+    objects = np.asarray(profile.boxes_per_image, dtype=np.float64)
+    if len(objects) != len(megapixels):
+        objects = np.full(len(megapixels), objects.mean() if len(objects) else 0.0)
+    return float(np.mean(a + b * megapixels + c * megapixels**2 + d * objects * megapixels))
+
+
+def _seconds_budget(profile: DetectionProfile) -> float:
+    """The most training seconds an image (on average) at which the planned time trains the run's least:
     MIN_EPOCHS_IN_BUDGET epochs or MIN_IMAGES_IN_BUDGET images, whichever is fewer."""
     images = min(MIN_EPOCHS_IN_BUDGET * profile.train_images, MIN_IMAGES_IN_BUDGET)
-    seconds_per_image = TIME_BUDGET_MINUTES * 60 * BUDGET_SHARE / images
-    return max(seconds_per_image - SECONDS_PER_IMAGE, 0.0) * PIXELS_PER_SECOND
+    return TIME_BUDGET_MINUTES * 60 * BUDGET_SHARE / images
 
 
 def _size_limits(config, profile: DetectionProfile, device: str) -> dict[str, tuple[str, float]]:
@@ -165,10 +182,10 @@ def _size_limits(config, profile: DetectionProfile, device: str) -> dict[str, tu
         "min_size": (f"{MAX_UPSCALE:g}x the images' short side", max(_round_up(profile.short_side * MAX_UPSCALE), MIN_INPUT)),
         "max_size": (f"the {config.max_size}-px --max-size given" if config.max_size else
                      f"a {long_side}-px long side, the most a {device} run takes", long_side),
-        "pixels": ("", math.inf),
+        "seconds": ("", math.inf),
     }  # fmt: skip
     if config.time_budget is None and config.epochs is None and device == "cpu":  # measured on a CPU only
-        limits["pixels"] = (f"what this cpu trains in {TIME_BUDGET_MINUTES:g} minutes", _pixel_budget(profile))
+        limits["seconds"] = (f"what this cpu trains in {TIME_BUDGET_MINUTES:g} minutes", _seconds_budget(profile))
     return limits
 
 
@@ -183,14 +200,14 @@ def _fit_size(config, profile: DetectionProfile, limits, wanted: float, objects_
     """The pair that scales the images of 95% of the objects by ``wanted`` (or the nearest to it) at the
     fewest pixels an image, within the limits. min_size and max_size are chosen together, as torchvision's
     resize applies both: neither a wide strip nor a 16:9 frame sets the other's scale."""
-    budget = limits["pixels"][1]
+    budget = limits["seconds"][1]
     largest_min = int(min(limits["min_size"][1], max(limits["max_size"][1], MIN_INPUT)))
     best, best_key = (MIN_INPUT, _max_sizes(config, limits, MIN_INPUT)[0]), None
     for min_size in range(MIN_INPUT, largest_min + 1, SIZE_STEP):
         for max_size in _max_sizes(config, limits, min_size):  # a larger max_size only adds scale and pixels
-            pixels = resized_pixels(profile, min_size, max_size)
-            if pixels > budget:
+            if image_seconds(profile, min_size, max_size) > budget:
                 break
+            pixels = resized_pixels(profile, min_size, max_size)
             reach = _reach(objects_images, wanted, min_size, max_size)
             key = (-reach[0], -reach[1], pixels, min_size)
             if best_key is None or key < best_key:
@@ -208,8 +225,8 @@ def _binding_limit(profile: DetectionProfile, limits, wanted: float, objects_ima
                                    (min_size + SIZE_STEP, max_size + SIZE_STEP)):  # fmt: skip
         if _reach(objects_images, wanted, bigger_min, bigger_max) <= reach:
             continue
-        if resized_pixels(profile, bigger_min, bigger_max) > limits["pixels"][1]:
-            return limits["pixels"][0]
+        if image_seconds(profile, bigger_min, bigger_max) > limits["seconds"][1]:
+            return limits["seconds"][0]
         if bigger_max > limits["max_size"][1]:
             return limits["max_size"][0]
         if bigger_min > limits["min_size"][1]:

@@ -17,6 +17,7 @@ from pycocotools.cocoeval import COCOeval
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from botnet.data.box_masks import BoxMasks, RandomHorizontalFlip
 from botnet.data.coco import CocoDetection, SkippedAnnotations
 from botnet.data.folder import DatasetError
 
@@ -364,3 +365,21 @@ def test_crowd_region_without_mask_gets_its_box_for_mask_evaluation(coco):
     gt = {a["id"]: a for a in coco.load().coco_gt["annotations"]}
     assert gt[4]["segmentation"] == [[0.0, 0.0, 10.0, 0.0, 10.0, 10.0, 0.0, 10.0]] and gt[4]["area"] == 100.0
     assert "segmentation" not in {a["id"]: a for a in coco.load(with_masks=False).coco_gt["annotations"]}[4]
+
+
+def test_mask_crops_hold_the_masks_the_dense_targets_hold(coco):
+    """Polygon, uncompressed and compressed RLE, a mask past the image's corner, an image without objects."""
+    dense, crops = coco.load(), coco.load(mask_crops=True)
+    for index in range(len(dense)):
+        masks = crops[index][1]["masks"]
+        assert isinstance(masks, BoxMasks) and masks.canvas == (H, W)
+        assert torch.equal(masks.dense(), dense[index][1]["masks"].as_subclass(torch.Tensor))
+
+
+def test_flip_of_mask_crops_equals_v2_flip_of_dense_masks(coco):
+    v2_flipped = CocoDetection(coco.image_dir, coco.ann_file, transforms=v2.RandomHorizontalFlip(p=1))
+    ours = CocoDetection(coco.image_dir, coco.ann_file, transforms=RandomHorizontalFlip(p=1), mask_crops=True)
+    for (image, target), (image_c, target_c) in zip(v2_flipped, ours):
+        assert torch.equal(image_c, image)
+        assert torch.equal(target_c["boxes"], target["boxes"]) and target_c["boxes"].canvas_size == (H, W)
+        assert torch.equal(target_c["masks"].dense(), target["masks"].as_subclass(torch.Tensor))

@@ -88,7 +88,8 @@ def test_input_size_makes_the_objects_large_enough():
     chosen = _choices(DetectConfig(data="x"), _profile(40, 40, 8))
     assert (chosen["min_size"], chosen["max_size"]) == (384, 512)  # 384 x 4/3
     # 18-px objects want 1.78x (853 px): on a CPU the long side stays within 1024, so 768 and a reason that says so
-    small = fitted_detection_settings(DetectConfig(data="x"), _profile(40, 18, 8), 1, "cpu")
+    # (10 images: 15 minutes train 20 epochs of them at any size)
+    small = fitted_detection_settings(DetectConfig(data="x"), _profile(10, 18, 8), 1, "cpu")
     size = next(c for c in small if c.setting == "min_size")
     assert (size.value, next(c.value for c in small if c.setting == "max_size")) == (768, 1024)
     assert "capped at a 1024-px long side" in size.why
@@ -136,27 +137,49 @@ def test_mixed_aspect_ratios_give_every_image_the_scale_its_objects_need():
     assert resized_pixels(profile, min_size, max_size) == pytest.approx(np.mean([h * w for h, w in made]), rel=0.01)
 
 
-def test_a_pixel_budget_caps_the_mean_image_not_the_widest():
-    """40-px objects on strips and frames want 0.8x; with 2,000 images the 15 minutes allow about 0.4
-    megapixels an image on average, so the scale is as large as that mean allows, and the reason says so."""
+def test_a_time_budget_caps_the_mean_image_not_the_widest():
+    """40-px objects on strips and frames want 0.8x; with 2,000 images the 15 minutes allow about 0.38 s an
+    image on average, so the scale is as large as that mean allows, and the reason says so."""
     sizes = [(1280, 400), (1920, 1080)] * 250
     profile = profile_annotations(_coco(sizes, [(i, 40, 40) for i in range(500)]), _coco([], []))
     choices = fitted_detection_settings(DetectConfig(data="x"), profile, 1, "cpu")
     chosen = {c.setting: c.value for c in choices}
-    budget = (15 * 60 * 0.85 / 2000 - rules.SECONDS_PER_IMAGE) * rules.PIXELS_PER_SECOND
-    assert resized_pixels(profile, chosen["min_size"], chosen["max_size"]) <= budget
-    within = [(a, b) for a in range(128, 1025, 32) for b in range(a, 1025, 32) if resized_pixels(profile, a, b) <= budget]
+    budget = 15 * 60 * 0.85 / 2000
+    assert rules.image_seconds(profile, chosen["min_size"], chosen["max_size"]) <= budget
+    within = [(a, b) for a in range(128, 1025, 32) for b in range(a, 1025, 32) if rules.image_seconds(profile, a, b) <= budget]
     smallest_scale = max(resize_scales(profile.image_sides, *pair).min() for pair in within)  # over both kinds
     assert resize_scales(profile.image_sides, chosen["min_size"], chosen["max_size"]).min() == pytest.approx(smallest_scale)
     assert "what this cpu trains in 15 minutes" in next(c.why for c in choices if c.setting == "min_size")
 
 
+def test_image_seconds_are_the_cost_model_at_each_image_s_size_and_objects():
+    """Strips with 2 objects and frames with 50: each image's megapixels after the resize (torchvision's
+    transform makes them) and its own objects go into a + b P + c P^2 + d K P."""
+    sizes = [(1280, 400)] * 3 + [(1920, 1080)] * 3
+    objects = [(i, 30, 30) for i in range(3) for _ in range(2)] + [(i, 30, 30) for i in range(3, 6) for _ in range(50)]
+    profile = profile_annotations(_coco(sizes, objects), _coco([], []))
+    transform = GeneralizedRCNNTransform(min_size=480, max_size=800, image_mean=[0.0] * 3, image_std=[1.0] * 3)
+    a, b, c, d = rules.STEP_COST
+    expected = []
+    for (w, h), count in zip(sizes, [2] * 3 + [50] * 3):
+        made_h, made_w = transform([torch.zeros(3, h, w)])[0].image_sizes[0]
+        p = made_h * made_w / 1e6
+        expected.append(a + b * p + c * p**2 + d * count * p)
+    assert rules.image_seconds(profile, 480, 800) == pytest.approx(np.mean(expected), rel=0.01)
+    crowded = profile_annotations(_coco(sizes, objects + [(5, 30, 30)] * 100), _coco([], []))
+    assert rules.image_seconds(crowded, 480, 800) > rules.image_seconds(profile, 480, 800)
+
+
 def test_the_time_cap_shrinks_the_input_for_many_images():
-    # 2,000 images seen in 15 min x 0.85: 0.3825 s an image, 0.36 s of it pixels at 1.1 MP/s -> 0.399 MP
+    """2,000 images seen in 15 min x 0.85: 0.3825 s an image; the largest 4:3 size whose image costs no more."""
     profile = _profile(500, 20, 8, width=2000, height=1500)
-    expected = int(math.sqrt((15 * 60 * 0.85 / 2000 - rules.SECONDS_PER_IMAGE) * rules.PIXELS_PER_SECOND / (4 / 3)) // 32 * 32)
-    assert expected == 544
-    assert _choices(DetectConfig(data="x"), profile)["min_size"] == expected
+    budget = 15 * 60 * 0.85 / 2000
+    affordable = [(a, b) for a in range(128, 1025, 32) for b in range(a, 1025, 32) if rules.image_seconds(profile, a, b) <= budget]
+    best = max(resize_scales(profile.image_sides, *pair).min() for pair in affordable)
+    chosen = _choices(DetectConfig(data="x"), profile)
+    assert rules.image_seconds(profile, chosen["min_size"], chosen["max_size"]) <= budget
+    assert resize_scales(profile.image_sides, chosen["min_size"], chosen["max_size"]).min() == pytest.approx(best)
+    assert 384 <= chosen["min_size"] < 768
     # with the epochs (or a budget) given, the run's length is the user's: no cap
     assert _choices(DetectConfig(data="x", epochs=5), profile)["min_size"] == 768
 

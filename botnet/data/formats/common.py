@@ -54,7 +54,7 @@ class DetectionSplit:
 
     def dataset(self, **kwargs: Any):
         """The checked :class:`~botnet.data.coco.CocoDetection` of this split (``kwargs``: transforms, skip_bad,
-        with_masks)."""
+        with_masks, mask_crops)."""
         from ..coco import CocoDetection
 
         if self.annotations is None:
