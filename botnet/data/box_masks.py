@@ -48,7 +48,8 @@ class BoxMasks:
 
     def __post_init__(self) -> None:
         if self.origins.shape != (len(self.crops), 2):
-            raise ValueError(f"origins must be ({len(self.crops)}, 2) for {len(self.crops)} crops, got {tuple(self.origins.shape)}")
+            count = len(self.crops)
+            raise ValueError(f"origins must be ({count}, 2) for {count} crops, got {tuple(self.origins.shape)}")
 
     def __len__(self) -> int:
         return len(self.crops)
@@ -62,7 +63,8 @@ class BoxMasks:
     @classmethod
     def from_crops(cls, crops, origins, canvas) -> BoxMasks:
         """From crops and their (x, y) origins in a ``canvas`` (H, W) image."""
-        return cls(tuple(crops), torch.tensor(list(origins), dtype=torch.int64).reshape(-1, 2), (int(canvas[0]), int(canvas[1])))
+        origins = torch.tensor(list(origins), dtype=torch.int64).reshape(-1, 2)
+        return cls(tuple(crops), origins, (int(canvas[0]), int(canvas[1])))
 
     def dense(self) -> Tensor:
         """The (N, H, W) uint8 masks."""

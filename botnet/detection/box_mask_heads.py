@@ -77,7 +77,8 @@ class BoxMaskRoIHeads(RoIHeads):
         classes = torch.cat([image_labels[pos] for image_labels, pos in zip(labels, positive)])
         if targets.numel() == 0:
             return logits.sum() * 0
-        return F.binary_cross_entropy_with_logits(logits[torch.arange(len(classes), device=classes.device), classes], targets)
+        chosen = logits[torch.arange(len(classes), device=classes.device), classes]  # the matched class's logits
+        return F.binary_cross_entropy_with_logits(chosen, targets)
 
 
 def train_on_box_masks(model: MaskRCNN) -> MaskRCNN:
