@@ -8,9 +8,10 @@ and 100 objects, their masks as BoxMasks crops, interleaved round by round. It t
 image = a + b P + c P^2 + d K P (P megapixels, K objects; non-negative least squares): the P^2 is the
 BoT block's attention over stride-16 tokens, K P the anchors matched to every object.
 
-With ``--compare-masks`` it times only dense (N, H, W) mask targets against the crops, interleaved.
+With ``--compare`` it times only torchvision's dense (N, H, W) mask targets and box IoU against the
+crops and botnet's IoU, one lever at a time, interleaved.
 
-Usage: python benchmarks/detection_step_cost.py [--rounds 3] [--json benchmarks/detection-step-cost.json] [--compare-masks]
+Usage: python benchmarks/detection_step_cost.py [--rounds 3] [--json benchmarks/detection-step-cost.json] [--compare]
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import time
 
 import numpy as np
 import torch
+import torchvision
 from scipy.optimize import nnls
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -54,9 +56,11 @@ def batch(height: int, width: int, objects: int, generator: torch.Generator, cro
     return images, targets
 
 
-def case(height: int, width: int, objects: int, rounds: int, crops: bool = True):
+def case(height: int, width: int, objects: int, rounds: int, crops: bool = True, torchvision_iou: bool = False):
     torch.manual_seed(0)
     model = build_detector(DetectorSettings(**SETTINGS, min_size=height, max_size=width), 2).train()
+    if torchvision_iou:
+        model.rpn.box_similarity = model.roi_heads.box_similarity = torchvision.ops.box_iou
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     generator = torch.Generator().manual_seed(height + objects)
     batches = [batch(height, width, objects, generator, crops) for _ in range(rounds + 1)]
@@ -73,16 +77,24 @@ def case(height: int, width: int, objects: int, rounds: int, crops: bool = True)
     return step
 
 
-def compare_masks(rounds: int) -> list[dict]:
-    """Dense (N, H, W) mask targets against BoxMasks crops, interleaved, at two sizes with 10 and 100 objects."""
-    keys = [(h, w, k, crops) for h, w in ((576, 768), (768, 1024)) for k in (10, 100) for crops in (False, True)]
-    steps = {key: case(*key[:3], rounds, crops=key[3]) for key in keys}
+VARIANTS = {  # (mask crops, torchvision's box IoU)
+    "torchvision: dense masks, its box IoU": (False, True),
+    "mask crops, torchvision's box IoU": (True, True),
+    "botnet: mask crops, its box IoU": (True, False),
+}
+
+
+def compare(rounds: int) -> list[dict]:
+    """torchvision's dense mask targets and box IoU against botnet's crops and IoU, one lever at a time,
+    interleaved, at two sizes with 10 and 100 objects."""
+    keys = [(h, w, k, name) for h, w in ((576, 768), (768, 1024)) for k in (10, 100) for name in VARIANTS]
+    steps = {key: case(*key[:3], rounds, *VARIANTS[key[3]]) for key in keys}
     times = {key: [] for key in keys}
     for r in range(1, rounds + 1):
         for key in keys:
             times[key].append(steps[key](r))
-    rows = [dict(height=h, width=w, objects=k, masks="crops" if crops else "dense",
-                 seconds_per_image=round(statistics.median(times[(h, w, k, crops)]) / 2, 3)) for h, w, k, crops in keys]  # fmt: skip
+    rows = [dict(height=h, width=w, objects=k, variant=name,
+                 seconds_per_image=round(statistics.median(times[(h, w, k, name)]) / 2, 3)) for h, w, k, name in keys]  # fmt: skip
     for row in rows:
         print(row, flush=True)
     return rows
@@ -92,11 +104,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", default=os.path.join(HERE, "detection-step-cost.json"))
-    parser.add_argument("--compare-masks", action="store_true", help="only dense masks against crops (kept in the JSON)")
+    parser.add_argument("--compare", action="store_true", help="only torchvision's levers against botnet's (kept in the JSON)")
     args = parser.parse_args()
-    if args.compare_masks:
+    if args.compare:
         kept = json.load(open(args.json)) if os.path.exists(args.json) else {}
-        kept["masks_compared"] = dict(command="python benchmarks/detection_step_cost.py --compare-masks", rows=compare_masks(args.rounds))
+        kept.pop("masks_compared", None)
+        kept["compared"] = dict(command="python benchmarks/detection_step_cost.py --compare", rows=compare(args.rounds))
         with open(args.json, "w") as f:
             json.dump(kept, f, indent=1)
         return

@@ -20,6 +20,7 @@ from torchvision.ops import MultiScaleRoIAlign
 from ..errors import ConfigError
 from .backbone import DETECTION_IMG_SIZE, botnet_fpn_backbone
 from .box_mask_heads import train_on_box_masks
+from .matching import box_iou
 
 __all__ = [
     "DETECTORS",
@@ -132,6 +133,7 @@ def create_detector(
         kwargs["mask_predictor"] = MaskRCNNPredictor(256, 256, num_classes)  # torchvision's default mask head
     # torchvision takes num_classes only when it builds the predictors itself.
     model = DETECTORS[kind](fpn, num_classes=None if heads_given else num_classes, **kwargs)
+    model.rpn.box_similarity = model.roi_heads.box_similarity = box_iou  # torchvision's numbers, in fewer passes
     return train_on_box_masks(model) if kind == "maskrcnn" else model
 
 

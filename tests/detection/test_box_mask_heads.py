@@ -1,5 +1,5 @@
-"""Mask R-CNN trained on BoxMasks crops: the losses and gradients of torchvision's Mask R-CNN on the
-dense masks, and dense masks still train as torchvision's."""
+"""Mask R-CNN trained on BoxMasks crops and matched with botnet's box IoU: the losses and gradients of
+torchvision's Mask R-CNN on the dense masks, and dense masks still train as torchvision's."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import copy
 
 import pytest
 import torch
+import torchvision
 from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
@@ -29,9 +30,10 @@ def _targets(count: int, seed: int) -> dict:
 
 
 def _torchvision_twin(model):
-    """The same modules and weights as torchvision's own Mask R-CNN classes."""
+    """The same modules and weights as torchvision's own Mask R-CNN classes and box IoU."""
     twin = copy.deepcopy(model)
     twin.transform.__class__, twin.roi_heads.__class__ = GeneralizedRCNNTransform, RoIHeads
+    twin.rpn.box_similarity = twin.roi_heads.box_similarity = torchvision.ops.box_iou
     return twin
 
 
