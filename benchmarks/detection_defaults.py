@@ -10,6 +10,8 @@ benchmarks/detection_sets.py:
 
 Each case is one `botnet detect train` command, run one after another on a quiet machine; the
 results go to benchmarks/detection-defaults.json (cases not run keep their earlier results).
+Under ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 (an AVX-512 CPU's kernels held to AVX2) a case's
+result is kept as NAME-avx2.
 Usage: python benchmarks/detection_defaults.py [WORK_DIR] [--only NAME ...]
 """
 
@@ -71,17 +73,22 @@ def main() -> None:
     args = parser.parse_args()
     out = os.path.join(HERE, "detection-defaults.json")
     kept = json.load(open(out)) if os.path.exists(out) else []
-    results = [result for result in kept if result["case"] not in (args.only or CASES)]
+    held = os.environ.get("ATEN_CPU_CAPABILITY")  # kernels held to narrower instructions: results kept apart
+    replaced = [f"{name}-{held}" if held else name for name in args.only or CASES]
+    results = [result for result in kept if result["case"] not in replaced]
     for name in args.only or CASES:
         data, flags = CASES[name]
         root = os.path.join(args.work, data)
         if not os.path.exists(os.path.join(root, "stats.json")):
             SETS[data](root)
         argv = ["--data", root, *flags]
-        run_dir = os.path.join(args.work, "runs", name)
+        case = f"{name}-{held}" if held else name
+        run_dir = os.path.join(args.work, "runs", case)
         started = time.perf_counter()
         subprocess.run([sys.executable, "-m", "botnet", "detect", "train", *argv, "--output-dir", run_dir], check=True)
-        results.append(record(name, argv, run_dir, time.perf_counter() - started))
+        results.append(record(case, argv, run_dir, time.perf_counter() - started))
+        if held:
+            results[-1]["environment"] = f"ATEN_CPU_CAPABILITY={held} ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA')}"
         print(json.dumps(results[-1]), flush=True)
     order = list(CASES)
     results.sort(key=lambda result: order.index(result["case"]) if result["case"] in order else len(order))

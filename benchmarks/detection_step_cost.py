@@ -11,6 +11,9 @@ BoT block's attention over stride-16 tokens, K P the anchors matched to every ob
 With ``--compare`` it times only torchvision's dense (N, H, W) mask targets and box IoU against the
 crops and botnet's IoU, one lever at a time, interleaved.
 
+On an AVX-512 CPU, ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2`` holds PyTorch's and oneDNN's kernels
+to AVX2, as on a CPU without AVX-512 (``--json benchmarks/detection-step-cost-avx2.json``).
+
 Usage: python benchmarks/detection_step_cost.py [--rounds 3] [--json benchmarks/detection-step-cost.json] [--compare]
 """
 
@@ -133,11 +136,14 @@ def main() -> None:
     result = dict(
         command="python benchmarks/detection_step_cost.py", cpu=platform.processor() or platform.machine(),
         cpu_flags=sorted({f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags.split()}),
+        capability=torch.backends.cpu.get_cpu_capability(), onednn_max_isa=os.environ.get("ONEDNN_MAX_CPU_ISA"),
         threads=torch.get_num_threads(), torch=torch.__version__, settings=SETTINGS,
         model="seconds per image = a + b P + c P^2 + d K P", coefficients=dict(zip("abcd", np.round(coefficients, 4).tolist())),
         worst_relative_error=round(float(np.max(np.abs(design @ coefficients - t) / t)), 3), rows=rows,
     )  # fmt: skip
     print(result["coefficients"], result["worst_relative_error"])
+    if os.path.exists(args.json) and "compared" in (kept := json.load(open(args.json))):
+        result["compared"] = kept["compared"]  # --compare's rows stay
     with open(args.json, "w") as f:
         json.dump(result, f, indent=1)
 

@@ -17,7 +17,7 @@ summary and weights. The generated shapes (no ``--data``) keep the ``small`` rec
   the images' short side, max_size at most 1,024 px on a CPU (1,333, torchvision's, on a GPU) and, on a
   CPU, at most the size at which the planned time trains 20 epochs (or 2,000 images) at the cost an
   image takes on a 2-core CPU by its pixels and its objects (``image_seconds``; attention makes it grow
-  faster than the pixels). Short of the scale, the pair that comes nearest, and the
+  faster than the pixels), longer where PyTorch's kernels are held to AVX2. Short of the scale, the pair that comes nearest, and the
   reason names the limit.
 - **Anchors.** One size per FPN level (P2-P6) from the 5th percentile of the resized box sides,
   doubling from level to level as the strides do (wider steps where the objects' 5th-95th percentile
@@ -60,9 +60,13 @@ MAX_UPSCALE = 2.0  # enlarging further adds pixels, not detail
 MAX_LONG_SIDE = {"cpu": 1024, "cuda": 1333}
 # Seconds a training image costs on a 2-core CPU: a + b P + c P^2 + d K P for P megapixels after the resize and
 # K objects (P^2: the BoT block's attention over stride-16 tokens; K P: anchors matched to every object). Fitted by
-# benchmarks/detection_step_cost.py (Intel Xeon, AVX-512, fp32; the fitted detector of a crowded set, mask crops);
-# an AVX2 CPU takes longer and the run's plan trains fewer epochs. Only the size cap reads it.
-STEP_COST = (0.179, 0.0, 1.38, 0.0163)
+# benchmarks/detection_step_cost.py (Intel Xeon, AVX-512, fp32; the fitted detector of a crowded set, mask crops).
+# Only the size cap reads it, scaled by how much longer a step takes where PyTorch's kernels use narrower vector
+# instructions (torch.backends.cpu.get_cpu_capability(); "AVX2" measured on the same CPU with its kernels held to AVX2
+# by ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2, 1.10-1.24x over the grid, benchmarks/detection-step-cost-avx2.json;
+# any other, as AVX2). A CPU that is slower for other reasons is caught by the run's plan, which re-times the epochs.
+STEP_COST = (0.265, 0.315, 0.94, 0.0049)
+SLOWDOWN = {"AVX512": 1.0, "AVX2": 1.2}
 MIN_EPOCHS_IN_BUDGET, MIN_IMAGES_IN_BUDGET = 20, 2000
 BUDGET_SHARE = 0.85  # of the time budget, for training steps (the engine plans in 90%, evaluation included)
 TIME_BUDGET_MINUTES = 15.0
@@ -167,6 +171,11 @@ def image_seconds(profile: DetectionProfile, min_size: int, max_size: int) -> fl
     return float(np.mean(a + b * megapixels + c * megapixels**2 + d * objects * megapixels))
 
 
+def cpu_capability() -> str:
+    """The vector instructions PyTorch's CPU kernels use here ("AVX512", "AVX2", "DEFAULT", ...)."""
+    return torch.backends.cpu.get_cpu_capability()
+
+
 def _seconds_budget(profile: DetectionProfile) -> float:
     """The most training seconds an image (on average) at which the planned time trains the run's least:
     MIN_EPOCHS_IN_BUDGET epochs or MIN_IMAGES_IN_BUDGET images, whichever is fewer."""
@@ -185,7 +194,10 @@ def _size_limits(config, profile: DetectionProfile, device: str) -> dict[str, tu
         "seconds": ("", math.inf),
     }  # fmt: skip
     if config.time_budget is None and config.epochs is None and device == "cpu":  # measured on a CPU only
-        limits["seconds"] = (f"what this cpu trains in {TIME_BUDGET_MINUTES:g} minutes", _seconds_budget(profile))
+        kernels = cpu_capability()
+        slowdown = SLOWDOWN.get(kernels, SLOWDOWN["AVX2"])
+        limits["seconds"] = (f"what this cpu ({kernels} kernels) trains in {TIME_BUDGET_MINUTES:g} minutes",
+                             _seconds_budget(profile) / slowdown)  # fmt: skip
     return limits
 
 

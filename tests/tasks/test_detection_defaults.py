@@ -17,6 +17,12 @@ from botnet.tasks.detection import DETECT_RECIPES, DetectConfig, Detection, eval
 from botnet.tasks.detection_defaults import fitted_detection_settings
 
 
+@pytest.fixture(autouse=True)
+def avx512_kernels(monkeypatch):
+    """The rules as on the CPU the cost model was fitted on, whatever CPU runs the tests."""
+    monkeypatch.setattr(rules, "cpu_capability", lambda: "AVX512")
+
+
 def _coco(images, boxes, masks=True, categories=1):
     """images: [(width, height)]; boxes: [(image index, w, h)] at (1, 1)."""
     return dict(
@@ -149,7 +155,7 @@ def test_a_time_budget_caps_the_mean_image_not_the_widest():
     within = [(a, b) for a in range(128, 1025, 32) for b in range(a, 1025, 32) if rules.image_seconds(profile, a, b) <= budget]
     smallest_scale = max(resize_scales(profile.image_sides, *pair).min() for pair in within)  # over both kinds
     assert resize_scales(profile.image_sides, chosen["min_size"], chosen["max_size"]).min() == pytest.approx(smallest_scale)
-    assert "what this cpu trains in 15 minutes" in next(c.why for c in choices if c.setting == "min_size")
+    assert "what this cpu (AVX512 kernels) trains in 15 minutes" in next(c.why for c in choices if c.setting == "min_size")
 
 
 def test_image_seconds_are_the_cost_model_at_each_image_s_size_and_objects():
@@ -168,6 +174,23 @@ def test_image_seconds_are_the_cost_model_at_each_image_s_size_and_objects():
     assert rules.image_seconds(profile, 480, 800) == pytest.approx(np.mean(expected), rel=0.01)
     crowded = profile_annotations(_coco(sizes, objects + [(5, 30, 30)] * 100), _coco([], []))
     assert rules.image_seconds(crowded, 480, 800) > rules.image_seconds(profile, 480, 800)
+
+
+def test_kernels_held_to_avx2_cap_the_input_at_what_they_train_in_the_time(monkeypatch):
+    """Where PyTorch's kernels use AVX2 (no AVX-512) an image costs SLOWDOWN["AVX2"] times as long: the
+    largest scale whose cost fits the budget shrunk by that, smaller than on AVX-512, and the reason says so."""
+    profile = _profile(500, 20, 8, width=2000, height=1500)
+    wide = _choices(DetectConfig(data="x"), profile)
+    for kernels in ("AVX2", "DEFAULT"):  # any other kernels are costed as AVX2's
+        monkeypatch.setattr(rules, "cpu_capability", lambda kernels=kernels: kernels)
+        choices = fitted_detection_settings(DetectConfig(data="x"), profile, 1, "cpu")
+        chosen = {c.setting: c.value for c in choices}
+        budget = 15 * 60 * 0.85 / 2000 / rules.SLOWDOWN["AVX2"]
+        affordable = [(a, b) for a in range(128, 1025, 32) for b in range(a, 1025, 32) if rules.image_seconds(profile, a, b) <= budget]
+        best = max(resize_scales(profile.image_sides, *pair).min() for pair in affordable)
+        assert resize_scales(profile.image_sides, chosen["min_size"], chosen["max_size"]).min() == pytest.approx(best)
+        assert chosen["min_size"] < wide["min_size"]
+        assert f"what this cpu ({kernels} kernels) trains in 15 minutes" in next(c.why for c in choices if c.setting == "min_size")
 
 
 def test_the_time_cap_shrinks_the_input_for_many_images():
