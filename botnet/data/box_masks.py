@@ -57,14 +57,13 @@ class BoxMasks:
     @classmethod
     def from_dense(cls, masks: Tensor) -> BoxMasks:
         """The crops of (N, H, W) masks."""
-        cut = [crop_mask(mask) for mask in masks]
-        return cls.from_crops([c for c, _ in cut], [o for _, o in cut], tuple(masks.shape[-2:]))
+        return cls.from_crops([crop_mask(mask) for mask in masks], tuple(masks.shape[-2:]))
 
     @classmethod
-    def from_crops(cls, crops, origins, canvas) -> BoxMasks:
-        """From crops and their (x, y) origins in a ``canvas`` (H, W) image."""
-        origins = torch.tensor(list(origins), dtype=torch.int64).reshape(-1, 2)
-        return cls(tuple(crops), origins, (int(canvas[0]), int(canvas[1])))
+    def from_crops(cls, pieces, canvas) -> BoxMasks:
+        """From (crop, (x, y) origin) pairs in a ``canvas`` (H, W) image."""
+        origins = torch.tensor([origin for _, origin in pieces], dtype=torch.int64).reshape(-1, 2)
+        return cls(tuple(crop for crop, _ in pieces), origins, (int(canvas[0]), int(canvas[1])))
 
     def dense(self) -> Tensor:
         """The (N, H, W) uint8 masks."""

@@ -522,8 +522,7 @@ class CocoDetection(Dataset):
             "labels": torch.tensor(record.labels, dtype=torch.int64),
         }
         if self.with_masks and self.mask_crops:
-            crops = [_mask_crop(s, *canvas) for s in record.segmentations]
-            target["masks"] = BoxMasks.from_crops([c for c, _ in crops], [o for _, o in crops], canvas)
+            target["masks"] = BoxMasks.from_crops([_mask_crop(s, *canvas) for s in record.segmentations], canvas)
         elif self.with_masks:
             if record.segmentations:
                 rles = [_to_rle(s, *canvas) for s in record.segmentations]

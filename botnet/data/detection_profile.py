@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["DetectionProfile", "profile_annotations", "resize_scales", "resized_pixels", "resized_sides"]
+__all__ = ["DetectionProfile", "profile_annotations", "resize_scales", "resized_image_pixels", "resized_pixels", "resized_sides"]
 
 
 @dataclass(frozen=True)
@@ -124,9 +124,15 @@ def resized_sides(profile: DetectionProfile, min_size: int, max_size: int) -> np
     return np.asarray(profile.box_sides) * resize_scales(profile.box_image_sides, min_size, max_size)
 
 
+def resized_image_pixels(profile: DetectionProfile, min_size: int, max_size: int) -> np.ndarray:
+    """Each training image's number of pixels after torchvision's detection resize (one min_size x max_size
+    image where the profile has no image sizes)."""
+    if not profile.image_sides:
+        return np.array([float(min_size * max_size)])
+    short, long = np.asarray(profile.image_sides, dtype=np.float64).T
+    return short * long * resize_scales(profile.image_sides, min_size, max_size) ** 2
+
+
 def resized_pixels(profile: DetectionProfile, min_size: int, max_size: int) -> float:
     """The training images' mean number of pixels after torchvision's detection resize."""
-    if not profile.image_sides:
-        return float(min_size * max_size)
-    short, long = np.asarray(profile.image_sides, dtype=np.float64).T
-    return float(np.mean(short * long * resize_scales(profile.image_sides, min_size, max_size) ** 2))
+    return float(np.mean(resized_image_pixels(profile, min_size, max_size)))

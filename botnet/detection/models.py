@@ -81,8 +81,8 @@ def create_detector(
             max_size, rpn_anchor_generator, box_detections_per_img, ...).
 
     A Mask R-CNN trains on dense (N, H, W) masks as torchvision's does, and on
-    ``BoxMasks`` crops (``CocoDetection(mask_crops=True)``) at a cost flat in the
-    number of objects (``botnet.detection.box_mask_heads``).
+    ``BoxMasks`` crops (``CocoDetection(mask_crops=True)``) without full-image float
+    copies of every mask each step (``botnet.detection.box_mask_heads``).
     """
     if kind not in DETECTORS:
         raise ConfigError(f"unknown detector {kind!r}; choose one of {', '.join(DETECTORS)}")

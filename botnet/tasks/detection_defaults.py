@@ -47,7 +47,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.detection_profile import DetectionProfile, resize_scales, resized_pixels, resized_sides
+from ..data.detection_profile import (
+    DetectionProfile, resize_scales, resized_image_pixels, resized_pixels, resized_sides,
+)
 from .defaults import Choice
 
 __all__ = ["fitted_detection_settings", "fit_detection_defaults", "image_seconds"]
@@ -160,11 +162,7 @@ def image_seconds(profile: DetectionProfile, min_size: int, max_size: int) -> fl
     """The training seconds an image takes on average (STEP_COST), each image at its resized size with its
     objects."""
     a, b, c, d = STEP_COST
-    if profile.image_sides:
-        short, long = np.asarray(profile.image_sides, dtype=np.float64).T
-        megapixels = short * long * resize_scales(profile.image_sides, min_size, max_size) ** 2 / 1e6
-    else:
-        megapixels = np.array([min_size * max_size / 1e6])
+    megapixels = resized_image_pixels(profile, min_size, max_size) / 1e6
     objects = np.asarray(profile.boxes_per_image, dtype=np.float64)
     if len(objects) != len(megapixels):
         objects = np.full(len(megapixels), objects.mean() if len(objects) else 0.0)

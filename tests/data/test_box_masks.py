@@ -79,8 +79,7 @@ def test_polygons_drawn_in_their_crops_equal_pycocotools_drawing_in_the_image_bu
         points = centre + (radius * rng.uniform(0.5, 1, len(angles)))[:, None] * np.c_[np.cos(angles), np.sin(angles)]
         polygon = [np.round(points, 2).ravel().tolist()]
         dense = torch.from_numpy(mask_utils.decode(_to_rle(polygon, height, width)))
-        crop, origin = _mask_crop(polygon, height, width)
-        differing = BoxMasks.from_crops([crop], [origin], (height, width)).dense()[0] != dense
+        differing = BoxMasks.from_crops([_mask_crop(polygon, height, width)], (height, width)).dense()[0] != dense
         assert differing.sum() <= 0.02 * dense.sum() + 2
         ys, xs = torch.nonzero(differing, as_tuple=True)
         assert all(_distance_to_outline(points, x + 0.5, y + 0.5) < 1.5 for x, y in zip(xs.tolist(), ys.tolist()))
