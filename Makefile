@@ -12,7 +12,7 @@ detect-demo: $(VENV)/.installed
 	$(BIN)/botnet detect train --output-dir runs/detect-demo-$$(date +%Y%m%d-%H%M%S)
 
 test: $(VENV)/.installed
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -1,6 +1,20 @@
 """Test-wide settings."""
 
+import os
+
 import pytest
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_share_of_the_cores():
+    """Under pytest-xdist, each worker process takes its share of the cores for PyTorch's threads, so two
+    workers on two cores do not fight over them (the suite's results do not depend on the thread count)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+    yield
 
 
 @pytest.fixture(autouse=True, scope="session")
