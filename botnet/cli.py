@@ -210,22 +210,16 @@ def _cmd_attention(args: argparse.Namespace) -> int:
 
 
 def _cmd_ablate(args: argparse.Namespace) -> int:
-    from .data import DIGITS
-    from .tasks import TrainConfig, train
-    from .tasks.ablate import run_study
-    from .tasks.defaults import fit_defaults
-    from .training.pipeline import describe_choices
+    """`botnet ablate` and `botnet detect ablate`: the task's config from the flags, fitted once for every run."""
+    from .tasks import TASKS
+    from .tasks.ablate import fit_study, run_study, study_folder
     from .training.settings import check_time_budget, given_settings
 
     check_time_budget(args.time_budget)
-    base = TrainConfig(**given_settings(args, TrainConfig))
-    # once, so that every variant and seed shares the settings; a study's length is the user's: no fitted budget
-    base, choices, profile = fit_defaults(base, budget=False)
-    for line in describe_choices(profile.describe(), [dataclasses.asdict(c) for c in choices]):
-        print(line)
-    dataset = DIGITS if args.data in (None, DIGITS) else os.path.basename(os.path.normpath(args.data))
-    output_dir = args.output_dir or os.path.join("runs", f"ablate-{dataset}-{base.model}-{args.study}")
-    _print_study(run_study(base, args.study, args.seeds, output_dir, train), output_dir)
+    config_class = TASKS[args.task].config_class
+    base = fit_study(config_class(**given_settings(args, config_class)))
+    output_dir = args.output_dir or study_folder(base, args.study)
+    _print_study(run_study(base, args.study, args.seeds, output_dir), output_dir)
     return 0
 
 
@@ -325,27 +319,6 @@ def _cmd_detect_predict(args: argparse.Namespace) -> int:
         found = ", ".join(f"{d['label']} {d['score']:.2f}" for d in item["detections"]) or "nothing"
         drawing = f" -> {item['drawing']}" if "drawing" in item else ""
         print(f"{item['image']}: {found}{drawing}")
-    return 0
-
-
-def _cmd_detect_ablate(args: argparse.Namespace) -> int:
-    from .tasks.ablate import run_study
-    from .tasks.detection import DetectConfig, Detection, train_detector
-    from .training.pipeline import describe_choices
-    from .training.settings import check_time_budget, given_settings
-
-    check_time_budget(args.time_budget)
-    base, fitted = Detection().fit_defaults(DetectConfig(**given_settings(args, DetectConfig)), 1)  # once, for every run
-    if fitted is not None:
-        # a study's length is the user's (--time-budget is shared by its runs): the fitted epochs, no fitted budget
-        fitted.choices = [c for c in fitted.choices if c["setting"] != "time_budget"]
-        base = dataclasses.replace(base, time_budget=args.time_budget)
-        for line in describe_choices(fitted.data, fitted.choices):
-            print(line)
-    base = base.resolve(world_size=1)
-    source = "shapes" if base.synthetic else os.path.basename(os.path.normpath(args.data or base.train_images))
-    output_dir = args.output_dir or os.path.join("runs", f"ablate-detect-{source}-{base.backbone}-{args.study}")
-    _print_study(run_study(base, args.study, args.seeds, output_dir, train_detector), output_dir)
     return 0
 
 
@@ -450,7 +423,7 @@ def _add_detect_parser(commands) -> None:
     )
     _add_study_flags(p, "runs/ablate-detect-DATA-BACKBONE-STUDY")
     add_flags(p, DetectConfig, DETECT_RECIPES, only=("data", "data_format", "detector", "backbone", "recipe"))
-    p.set_defaults(func=_cmd_detect_ablate)
+    p.set_defaults(func=_cmd_ablate, task="detection")
 
     p = sub.add_parser(
         "convert",
@@ -629,7 +602,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_study_flags(p, "runs/ablate-DATA-MODEL-STUDY")
     add_flags(p, TrainConfig, RECIPES, only=("data", "model", "img_size", "batch_size", "recipe"))
-    p.set_defaults(func=_cmd_ablate)
+    p.set_defaults(func=_cmd_ablate, task="classification")
 
     p = commands.add_parser(
         "export",

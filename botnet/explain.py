@@ -205,27 +205,14 @@ def explain_checkpoint(
     one image, drawn to ``output``, and the relative position logits to ``<output>_position.png``."""
     import os
 
-    from torchvision.transforms import v2
-
-    from .data.images import read_pixels
-    from .data.transforms import eval_transform_for
-    from .tasks.classification import load_model
-    from .training.checkpoint import checkpoint_task
+    from .checkpoints import open_checkpoint
+    from .tasks import TASKS
 
     points = points or [(0.5, 0.5), (0.25, 0.25)]
     for point in points:
         query_index(point, (1, 1))  # checks the fractions
-    if checkpoint_task(checkpoint) == "detection":
-        from .tasks.detection import load_detector
-
-        detector, _ = load_detector(checkpoint)
-        image = v2.functional.to_dtype(read_pixels(image_path, "RGB"), torch.float32, scale=True)
-        batch = detector.transform([image])[0].tensors  # resized, normalised and padded as the detector sees it
-        model, mean, std = detector.backbone, list(detector.transform.image_mean), list(detector.transform.image_std)
-    else:
-        model, meta = load_model(checkpoint)
-        batch = eval_transform_for(meta)(read_pixels(image_path, "L" if meta["in_chans"] == 1 else "RGB"))[None]
-        mean, std = meta["mean"], meta["std"]
+    opened = open_checkpoint(checkpoint)
+    model, batch, mean, std = TASKS[opened.task].attention_input(opened, image_path)
     records = record_attention(model, batch)
     draw_attention(batch[0], records, points, output, mean=mean, std=std)
     position = os.path.splitext(output)[0] + "_position.png"

@@ -332,21 +332,16 @@ def export_checkpoint(
 ) -> dict[str, Any]:
     """``botnet export``: a trained classifier (or the BoTNet + FPN of a trained detector) as ONNX or
     a torch.export program, with the metadata a deployment needs (classes, normalisation, sizes)."""
-    from .tasks.classification import load_model
-    from .training.checkpoint import checkpoint_task
+    from .checkpoints import open_checkpoint
+    from .tasks import TASKS
 
     if format not in FORMATS:
         raise ConfigError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
     if opset is not None and not 7 <= opset <= 30:
         raise ConfigError(f"--opset must be an ONNX opset number (7..30; default {DEFAULT_OPSET}), got {opset}")
     output = output or os.path.splitext(checkpoint)[0] + "." + format
-    if checkpoint_task(checkpoint) == "detection":
-        model, example, extra = _detector_backbone(checkpoint)
-    else:
-        model, meta = load_model(checkpoint)
-        keys = ("classes", "mean", "std", "interpolation", "crop_fraction", "dataset")
-        example, extra = None, {k: meta[k] for k in keys if k in meta}
-        extra.update(model=meta["model"], img_size=list(model.img_size))
+    opened = open_checkpoint(checkpoint)
+    model, example, extra = TASKS[opened.task].export_parts(opened)
     pair = to_pair(tuple(static), "static") if static is not None else None
     example = _example(model, example, pair)  # checks the sizes before the long part
     if format == "onnx":
@@ -358,26 +353,3 @@ def export_checkpoint(
     metadata = _metadata(model, extra, names, pair)
     save_exported_program(program, output, metadata)
     return dict(path=output, inputs=["images"], outputs=names, metadata=metadata, max_relative_error=None)
-
-
-def _detector_backbone(checkpoint: str) -> tuple[nn.Module, Tensor, dict[str, Any]]:
-    """A trained detector's backbone and FPN (what can be exported), an example input and metadata."""
-    from .tasks.detection import load_detector
-
-    detector, meta = load_detector(checkpoint)
-    transform = detector.transform
-    side = -(-int(transform.min_size[0]) // 32) * 32
-    extra = dict(
-        model=meta["settings"]["backbone"] + " + FPN (detector backbone)",
-        classes=meta["class_names"],
-        mean=list(transform.image_mean),
-        std=list(transform.image_std),
-        min_size=int(transform.min_size[0]),
-        max_size=int(transform.max_size),
-        note=(
-            "the backbone and FPN of a torchvision detector: resize images so the short side is min_size "
-            "(the long side at most max_size), normalise by mean and std, pad to a multiple of 32; run the "
-            "RPN and RoI heads on the outputs in PyTorch"
-        ),
-    )
-    return detector.backbone, torch.rand(2, 3, side, side, generator=torch.Generator().manual_seed(0)), extra

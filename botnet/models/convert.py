@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from ..checkpoints import ClassifierMeta, save_weights
 from ..errors import ConfigError
 from .registry import create_model
-from .weights import save_weights
 
 __all__ = ["convert_weights"]
 
@@ -27,8 +27,6 @@ def convert_weights(source: str | os.PathLike | bool, name: str, output: str | o
             f"{cfg['source']} carries no class names for {name}'s {model.num_classes} outputs, so it cannot become "
             f"a model botnet predict can use; it is not {name}'s published checkpoint"
         )
-    from ..tasks.classification import ClassifierMeta  # the one definition of a classifier's metadata
-
     meta = ClassifierMeta(
         model=name,
         num_classes=model.num_classes,

@@ -16,10 +16,11 @@ from typing import Any
 
 from torch import Tensor
 
+from ..checkpoints import read_metadata
 from ..errors import CheckpointError, MissingFileError, first_line
 from ..layers.attention import resize_position_table
 from .botnet import BoTNet
-from .weights import read_metadata, read_state_dict
+from .weights import read_state_dict
 
 __all__ = ["convert_timm_state_dict", "hub_weights_file", "imagenet_classes", "load_pretrained", "read_pretrained"]
 

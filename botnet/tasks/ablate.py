@@ -22,19 +22,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..checkpoints import read_metadata
 from ..errors import ConfigError
-from ..models import create_model, get_model_entry, summarize
-from ..models.weights import read_metadata
+from ..models import get_model_entry, summarize
+from ..training.pipeline import describe_choices, run_task
 from ..training.settings import check_model_overrides
-from .defaults import fit_defaults
+from .classification import Classification
+from .detection import Detection
 
 __all__ = [
-    "CLASSIFICATION_METRICS",
-    "DETECTION_METRICS",
     "STUDIES",
     "Variant",
+    "fit_study",
     "plan_study",
     "run_study",
+    "study_folder",
     "study_variants",
     "summarize_study",
 ]
@@ -110,9 +112,25 @@ def plan_study(base, study: str, seeds: int, output_dir: str, model: str) -> lis
     return [(variant, seed, run_folder(output_dir, variant, seed)) for variant in variants for seed in range(seeds)]
 
 
-# What a study reports from each run's summary.json, by task: summary key -> column name.
-CLASSIFICATION_METRICS = {"test_top1": "top1"}
-DETECTION_METRICS = {"bbox_AP": "box_ap", "segm_AP": "mask_ap"}
+def _task_of(base) -> type[Classification] | type[Detection]:
+    return Detection if isinstance(base, Detection.config_class) else Classification
+
+
+def fit_study(base, log: Callable[[str], None] = print):
+    """``base`` (a TrainConfig or a DetectConfig) with its unset settings fitted to the data once, so that
+    every run of the study shares them, and resolved; the choices are logged. A study's length is its
+    user's: ``--time-budget`` is shared by its runs, never fitted."""
+    fitted_base, fitted = _task_of(base)().fit_defaults(base, 1)
+    if fitted is not None:
+        for line in describe_choices(fitted.data, [c for c in fitted.choices if c["setting"] != "time_budget"]):
+            log(line)
+    return dataclasses.replace(fitted_base, time_budget=base.time_budget).resolve(world_size=1)
+
+
+def study_folder(base, study: str) -> str:
+    """The default folder of a study: runs/ablate[-detect]-DATA-MODEL-STUDY."""
+    task = _task_of(base)
+    return os.path.join("runs", f"{task.study_prefix}-{task.data_name(base)}-{getattr(base, task.study_setting)}-{study}")
 
 
 def run_study(
@@ -120,18 +138,17 @@ def run_study(
     study: str,
     seeds: int,
     output_dir: str,
-    train: Callable[..., dict[str, Any]],
+    train: Callable[..., dict[str, Any]] | None = None,
     log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
-    """Train every (variant, seed) of ``study`` from ``base`` (a TrainConfig, whose unset data-fitted
-    settings are chosen once for all runs, or a resolved DetectConfig whose ``backbone`` the variants
-    change) with ``train``, resuming or skipping runs already there; then write ``study.csv`` and
-    ``study.png`` into ``output_dir`` and return the CSV's rows. ``base.time_budget`` (minutes) is
-    the whole study's, shared equally by its runs."""
-    detection = hasattr(base, "backbone")
-    if not detection:
-        base = fit_defaults(base, budget=False)[0]  # chosen once for every run (none if all are given)
-    model = base.backbone if detection else base.model
+    """Train every (variant, seed) of ``study`` from ``base`` (a TrainConfig or a DetectConfig as
+    :func:`fit_study` returns it, shared by every run; the variants change its model, or its detector's
+    backbone) with ``train`` (by default the task's own), resuming or skipping runs already there; then
+    write ``study.csv`` and ``study.png`` into ``output_dir`` and return the CSV's rows.
+    ``base.time_budget`` (minutes) is the whole study's, shared equally by its runs."""
+    task = _task_of(base)
+    train = train or (lambda config=None, resume=None: run_task(task(), config, resume=resume))
+    model = getattr(base, task.study_setting)
     plan = plan_study(base, study, seeds, output_dir, model)
     for variant, seed, folder in plan:
         if os.path.exists(os.path.join(folder, "summary.json")):
@@ -149,8 +166,7 @@ def run_study(
                 settings.update(_budget_share(base.time_budget / len(plan), run_folder(output_dir, variant, 0), seed))
             train(dataclasses.replace(base, **settings))
     variants = [variant for index, (variant, _, _) in enumerate(plan) if index % seeds == 0]
-    metrics = DETECTION_METRICS if detection else CLASSIFICATION_METRICS
-    rows = summarize_study(output_dir, study, variants, seeds, metrics)
+    rows = summarize_study(output_dir, study, variants, seeds, task)
     plot_study(rows, os.path.join(output_dir, "study.png"), f"{study} study: {model}, {seeds} seed(s) each")
     return rows
 
@@ -203,23 +219,13 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def _model_of(summary: dict[str, Any], in_chans: int):
-    """The network a run trained (a detector's: its backbone), for parameters and FLOPs."""
-    overrides = summary.get("model_overrides") or {}
-    if summary.get("task") == "detection":
-        return create_model(summary["backbone"], features_only=True, img_size=summary["img_size"], **overrides)
-    return create_model(
-        summary["model"], num_classes=summary["num_classes"], img_size=summary["img_size"], in_chans=in_chans,
-        **overrides,
-    )  # fmt: skip
-
-
 def summarize_study(
-    output_dir: str, study: str, variants: list[Variant], seeds: int, metrics: dict[str, str] = CLASSIFICATION_METRICS
+    output_dir: str, study: str, variants: list[Variant], seeds: int, task: type[Classification] | type[Detection]
 ) -> list[dict[str, Any]]:
-    """One row per variant from its runs' summary.json files, written to ``study.csv``: for each of
-    ``metrics`` (summary key -> column) the mean, standard deviation and each run's value;
+    """One row per variant from its runs' summary.json files, written to ``study.csv``: for each of the
+    task's ``study_metrics`` (summary key -> column) the mean, standard deviation and each run's value;
     parameters and GFLOPs (a detector's: its backbone's), training images/s and wall time."""
+    metrics = task.study_metrics
     rows = []
     for variant in variants:
         summaries = []
@@ -228,7 +234,7 @@ def summarize_study(
                 summaries.append(json.load(f))
         first = summaries[0]
         meta = read_metadata(os.path.join(run_folder(output_dir, variant, 0), "model.safetensors")) or {}
-        model = _model_of(first, meta.get("in_chans", 3))
+        model = task.study_network(first, meta.get("in_chans", 3))
         row: dict[str, Any] = dict(study=study, variant=variant.name, overrides=json.dumps(variant.overrides), seeds=seeds)
         for key, column in metrics.items():
             if key not in first:

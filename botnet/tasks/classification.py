@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
+from ..checkpoints import Checkpoint, ClassifierMeta, open_checkpoint
 from ..data import DIGITS, load_classification_data
 from ..data.digits import digits_splits
 from ..data.folder import eval_split, heldout_split
@@ -27,8 +28,7 @@ from ..data.transforms import INTERPOLATIONS, TrainAugment, eval_transform_for
 from ..errors import CheckpointError, ConfigError, DatasetError, MissingFileError, TrainingDiverged
 from ..interrupts import init_helper_process
 from ..models import BoTNet, create_model, get_model_entry
-from ..records import read_record
-from ..training.checkpoint import read_weights, restore_training_state, task_of
+from ..training.checkpoint import restore_training_state
 from ..training.distributed import DistEnv, all_reduce_sum
 from ..training.engine import FitResult
 from ..training.loaders import train_loader
@@ -50,7 +50,6 @@ from .recipes import RECIPES
 __all__ = [
     "DEFAULT_MODEL",
     "Classification",
-    "ClassifierMeta",
     "load_model",
     "EvalResult",
     "TrainConfig",
@@ -173,32 +172,6 @@ class TrainConfig(RunSettings):
 
 
 @dataclass
-class ClassifierMeta:
-    """What a classifier's weights file holds besides the weights (model.safetensors, last.pt, and the files
-    ``botnet convert`` writes): enough to rebuild the model and to prepare its inputs."""
-
-    model: str
-    num_classes: int
-    in_chans: int
-    img_size: int
-    classes: list[str]
-    mean: list[float]
-    std: list[float]
-    crop: bool  # evaluation resizes then centre-crops (photos) or resizes the whole image
-    dataset: str
-    task: str = "classification"
-    interpolation: str = "bilinear"
-    crop_fraction: float = 0.875
-    source: str | None = None  # the converted weights' origin (botnet convert)
-    pretrained: dict[str, Any] | None = None  # what --pretrained loaded
-    model_overrides: dict[str, Any] | None = None
-    fitted_defaults: dict[str, Any] | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
-
-
-@dataclass
 class EvalResult:
     loss: float
     top1: float  # percent
@@ -291,7 +264,9 @@ class Classification:
     """The classification task for ``botnet.training.pipeline.run_task``."""
 
     name = "classification"
-    command = "botnet train"
+    command = ClassifierMeta.train_command
+    # botnet ablate: the setting the variants change, the folder's prefix, summary key -> study.csv column
+    study_setting, study_prefix, study_metrics = "model", "ablate", {"test_top1": "top1"}
     config_class = TrainConfig
     metric_columns = METRIC_COLUMNS
     required_columns = tuple(METRIC_COLUMNS)
@@ -312,6 +287,36 @@ class Classification:
 
     def make_data(self, config: TrainConfig, log):
         raise AssertionError("classification data is never made in the run folder")
+
+    @staticmethod
+    def data_name(config: TrainConfig) -> str:
+        return DIGITS if config.data in (None, DIGITS) else os.path.basename(os.path.normpath(config.data))
+
+    @staticmethod
+    def study_network(summary: dict[str, Any], in_chans: int) -> nn.Module:
+        """The network a study's run trained, for its parameters and FLOPs."""
+        return create_model(
+            summary["model"], num_classes=summary["num_classes"], img_size=summary["img_size"], in_chans=in_chans,
+            **(summary.get("model_overrides") or {}),
+        )  # fmt: skip
+
+    @staticmethod
+    def attention_input(checkpoint: Checkpoint, image_path: str) -> tuple[nn.Module, torch.Tensor, list[float], list[float]]:
+        """``botnet attention``: the trained network, the image as it sees it (a batch of one), and the
+        normalisation to undo when drawing it."""
+        model, meta = load_model(checkpoint)
+        batch = eval_transform_for(meta)(read_pixels(image_path, "L" if meta["in_chans"] == 1 else "RGB"))[None]
+        return model, batch, meta["mean"], meta["std"]
+
+    @staticmethod
+    def export_parts(checkpoint: Checkpoint) -> tuple[nn.Module, torch.Tensor | None, dict[str, Any]]:
+        """``botnet export``: the network, an example input (None: one at the model's own size) and the
+        metadata a deployment needs."""
+        model, meta = load_model(checkpoint)
+        keys = ("classes", "mean", "std", "interpolation", "crop_fraction", "dataset")
+        extra = {k: meta[k] for k in keys if k in meta}
+        extra.update(model=meta["model"], img_size=list(model.img_size))
+        return model, None, extra
 
     def data_warnings(self, data) -> list[str]:
         return [f"skipped {len(data.bad_images)} unreadable file(s): {data.bad_images.summary()}"] if data.bad_images else []
@@ -409,13 +414,14 @@ def _loaded_record(model: nn.Module) -> dict[str, Any] | None:
     return {k: cfg[k] for k in keys if k in cfg}
 
 
-def load_model(path: str) -> tuple[BoTNet, dict[str, Any]]:
-    """Rebuild a trained classifier from ``model.safetensors`` or ``last.pt``: the model in eval mode and
-    its metadata (a :class:`ClassifierMeta` as a dict: classes, img_size, mean, std, crop, dataset, ...)."""
-    state, raw = read_weights(path)
-    if task_of(raw) != "classification":
-        raise CheckpointError(f"{path} holds a {task_of(raw)} model; use `botnet detect eval` / `botnet detect predict`")
-    meta = read_record(ClassifierMeta, raw, path, "metadata")
+def load_model(checkpoint: str | Checkpoint) -> tuple[BoTNet, dict[str, Any]]:
+    """Rebuild a trained classifier from ``model.safetensors`` or ``last.pt`` (a path, or the file as
+    :func:`~botnet.checkpoints.open_checkpoint` read it): the model in eval mode and its metadata
+    (a :class:`~botnet.checkpoints.ClassifierMeta` as a dict: classes, img_size, mean, std, crop, dataset, ...)."""
+    opened = checkpoint if isinstance(checkpoint, Checkpoint) else open_checkpoint(checkpoint, "classification")
+    path, meta = opened.path, opened.meta
+    if not isinstance(meta, ClassifierMeta):
+        raise CheckpointError(f"{path} holds a {opened.task} model, not a classifier; use {type(meta).read_commands}")
     if len(meta.mean) != meta.in_chans or len(meta.std) != meta.in_chans:
         raise CheckpointError(f"{path}: its normalisation does not match its {meta.in_chans} channel(s); use another checkpoint")
     if meta.interpolation not in INTERPOLATIONS or not 0.0 < meta.crop_fraction <= 1.0:
@@ -427,7 +433,7 @@ def load_model(path: str) -> tuple[BoTNet, dict[str, Any]]:
         )  # fmt: skip
     except (ConfigError, TypeError) as error:
         raise CheckpointError(f"{path}: its metadata does not describe a model this version builds: {error}") from error
-    restore_training_state({"model": state}, path, model=model)
+    restore_training_state({"model": opened.weights}, path, model=model)
     return model.eval(), meta.as_dict()
 
 

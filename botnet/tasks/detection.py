@@ -27,6 +27,7 @@ from torchvision.ops import FrozenBatchNorm2d
 from torchvision.transforms import v2
 from tqdm import tqdm
 
+from ..checkpoints import Checkpoint, DetectorMeta, open_checkpoint
 from ..data.box_masks import BoxMasks, RandomHorizontalFlip
 from ..data.coco import CocoDetection
 from ..data.detection_profile import profile_annotations
@@ -39,11 +40,12 @@ from ..detection.metrics import (
     CONFUSION_IOU, CONFUSION_SCORE, DetectionEvaluation, detections_to_coco, evaluate_coco, per_class_table,
 )
 from ..detection.models import DETECTORS, create_detector
+from ..models import create_model
 from ..errors import CheckpointError, ConfigError, DatasetError, first_line
 from ..files import atomic_write
 from ..interrupts import init_helper_process
 from ..records import read_record
-from ..training.checkpoint import read_weights, restore_training_state, task_of
+from ..training.checkpoint import restore_training_state
 from ..training.distributed import DistEnv, broadcast_object, gather_objects
 from ..detection.sampler import GroupedBatchSampler
 from ..training.engine import FitResult
@@ -58,7 +60,6 @@ __all__ = [
     "DETECT_RECIPES",
     "DetectConfig",
     "Detection",
-    "DetectorMeta",
     "DetectorSettings",
     "build_detector",
     "with_masks",
@@ -154,13 +155,18 @@ class DetectConfig(RunSettings):
     def synthetic(self) -> bool:
         return self.data is None and not any(getattr(self, key) for key in DATA_PATHS)
 
+    @property
+    def data_name(self) -> str:
+        """The data as run folders name it: its folder's (or first file's) name, or the synthetic shapes'."""
+        if self.synthetic:
+            return SHAPES
+        return os.path.basename(os.path.normpath(self.data or next(getattr(self, k) for k in DATA_PATHS if getattr(self, k))))
+
     def resolve(self, world_size: int) -> DetectConfig:
         check_settings(self)
         values = apply_recipe(self, DETECT_RECIPES, self.recipe or "small", world_size)
         if values["output_dir"] is None:
-            named = self.data or next((getattr(self, key) for key in DATA_PATHS if getattr(self, key)), None)
-            source = SHAPES if self.synthetic else os.path.basename(os.path.normpath(named))
-            values["output_dir"] = os.path.join("runs", f"detect-{source}-{values['backbone']}-{run_stamp()}")
+            values["output_dir"] = os.path.join("runs", f"detect-{self.data_name}-{values['backbone']}-{run_stamp()}")
         for key in ("data", *DATA_PATHS, "backbone_weights"):
             if values[key] is not None:
                 values[key] = os.path.abspath(values[key])  # a resume from another folder finds them
@@ -241,20 +247,6 @@ class DetectorSettings:
         self.proposals = list(self.proposals)
 
 
-# Version-1 files named the settings as create_detector's arguments.
-_V1_NAMES = dict(kind="detector", out_channels="fpn_channels", backbone_overrides="model_overrides")
-_V1_PROPOSALS = ("rpn_pre_nms_top_n_train", "rpn_post_nms_top_n_train", "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test")
-
-
-def _from_v1(settings: Any) -> Any:
-    """Settings in version 1's names (kind, out_channels, four rpn_* counts) in today's."""
-    if not isinstance(settings, dict) or "kind" not in settings:
-        return settings
-    renamed = {_V1_NAMES.get(k, k): v for k, v in settings.items() if k not in _V1_PROPOSALS and k != "img_size"}
-    renamed["proposals"] = [settings.get(k) for k in _V1_PROPOSALS]
-    return renamed
-
-
 def build_detector(settings: DetectorSettings, num_classes: int, **kwargs: Any) -> nn.Module:
     """A detector from its settings: the one place DetectConfig's names become create_detector's."""
     pre_train, post_train, pre_test, post_test = settings.proposals
@@ -268,24 +260,6 @@ def build_detector(settings: DetectorSettings, num_classes: int, **kwargs: Any) 
         norm_layer=FrozenBatchNorm2d if settings.frozen_batch_norm else nn.BatchNorm2d,
         backbone_overrides=settings.model_overrides, **kwargs,
     )  # fmt: skip
-
-
-@dataclass
-class DetectorMeta:
-    """What a detector's weights file holds besides the weights."""
-
-    settings: dict[str, Any]  # DetectorSettings as a dict
-    num_classes: int  # object classes plus the background
-    class_names: list[str]
-    category_ids: list[int]  # the annotations' category ids, in class order
-    val_images: str
-    val_annotations: str | None  # None where the held-out labels are read from ``data`` in another format
-    task: str = "detection"
-    data: str | None = None  # the dataset folder (--data): its held-out split is the default to evaluate
-    data_format: str | None = None  # --data-format, to read ``data`` again as it was
-
-    def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 def _collate(batch: list) -> tuple:
@@ -446,7 +420,9 @@ class Detection:
     """The detection task for ``botnet.training.pipeline.run_task``."""
 
     name = "detection"
-    command = "botnet detect train"
+    command = DetectorMeta.train_command
+    # botnet detect ablate: the setting the variants change, the folder's prefix, summary key -> study.csv column
+    study_setting, study_prefix, study_metrics = "backbone", "ablate-detect", {"bbox_AP": "box_ap", "segm_AP": "mask_ap"}
     config_class = DetectConfig
     metric_columns = METRIC_COLUMNS
     required_columns = ("epoch", "train_loss", "lr", "seconds")  # AP only in the epochs that evaluate
@@ -480,6 +456,47 @@ class Detection:
 
     def make_data(self, config: DetectConfig, log):
         return _load_datasets(config, _coco_files(*_generate_shapes(config, config.output_dir, log)))
+
+    @staticmethod
+    def data_name(config: DetectConfig) -> str:
+        return config.data_name
+
+    @staticmethod
+    def study_network(summary: dict[str, Any], in_chans: int) -> nn.Module:
+        """The backbone a study's run trained (as its detector holds it), for its parameters and FLOPs."""
+        overrides = summary.get("model_overrides") or {}
+        return create_model(summary["backbone"], features_only=True, img_size=summary["img_size"], **overrides)
+
+    @staticmethod
+    def attention_input(checkpoint: Checkpoint, image_path: str) -> tuple[nn.Module, Tensor, list[float], list[float]]:
+        """``botnet attention``: the detector's backbone, the image resized, normalised and padded as the
+        detector sees it (a batch of one), and the normalisation to undo when drawing it."""
+        detector, _ = load_detector(checkpoint)
+        image = v2.functional.to_dtype(read_pixels(image_path, "RGB"), torch.float32, scale=True)
+        batch = detector.transform([image])[0].tensors
+        return detector.backbone, batch, list(detector.transform.image_mean), list(detector.transform.image_std)
+
+    @staticmethod
+    def export_parts(checkpoint: Checkpoint) -> tuple[nn.Module, Tensor, dict[str, Any]]:
+        """``botnet export``: the detector's backbone and FPN (what exports; the RPN and RoI heads stay in
+        PyTorch), an example input at its resize size, and the metadata a deployment needs."""
+        detector, meta = load_detector(checkpoint)
+        transform = detector.transform
+        side = -(-int(transform.min_size[0]) // 32) * 32
+        extra = dict(
+            model=meta["settings"]["backbone"] + " + FPN (detector backbone)",
+            classes=meta["class_names"],
+            mean=list(transform.image_mean),
+            std=list(transform.image_std),
+            min_size=int(transform.min_size[0]),
+            max_size=int(transform.max_size),
+            note=(
+                "the backbone and FPN of a torchvision detector: resize images so the short side is min_size "
+                "(the long side at most max_size), normalise by mean and std, pad to a multiple of 32; run the "
+                "RPN and RoI heads on the outputs in PyTorch"
+            ),
+        )
+        return detector.backbone, torch.rand(2, 3, side, side, generator=torch.Generator().manual_seed(0)), extra
 
     def data_warnings(self, data) -> list[str]:
         return [f"{name} data: left out {dataset.skipped.summary()}" for name, dataset in zip(("training", "held-out"), data)
@@ -596,13 +613,14 @@ def _png_bytes(image: Tensor) -> bytes:
     return buffer.getvalue()
 
 
-def load_detector(path: str) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a trained detector from a run's model.safetensors or last.pt (eval mode) with its metadata
-    (a :class:`DetectorMeta` as a dict)."""
-    state, raw = read_weights(path)
-    if task_of(raw) != "detection":
-        raise CheckpointError(f"{path} holds a classifier, not a detector; use `botnet eval` / `botnet predict`")
-    meta = read_record(DetectorMeta, {**raw, "settings": _from_v1(raw.get("settings"))}, path, "metadata")
+def load_detector(checkpoint: str | Checkpoint) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a trained detector from a run's model.safetensors or last.pt (a path, or the file as
+    :func:`~botnet.checkpoints.open_checkpoint` read it), in eval mode, with its metadata
+    (a :class:`~botnet.checkpoints.DetectorMeta` as a dict)."""
+    opened = checkpoint if isinstance(checkpoint, Checkpoint) else open_checkpoint(checkpoint, "detection")
+    path, meta = opened.path, opened.meta
+    if not isinstance(meta, DetectorMeta):
+        raise CheckpointError(f"{path} holds a {opened.task} model, not a detector; use {type(meta).read_commands}")
     settings = read_record(DetectorSettings, meta.settings, path, "detector settings")
     if len(meta.class_names) != meta.num_classes - 1:
         raise CheckpointError(f"{path}: its class names do not match its {meta.num_classes} classes; the file is damaged")
@@ -612,7 +630,7 @@ def load_detector(path: str) -> tuple[nn.Module, dict[str, Any]]:
         raise CheckpointError(
             f"{path}: its detector settings are not ones this version builds ({first_line(error)})"
         ) from error
-    restore_training_state({"model": state}, path, model=model)
+    restore_training_state({"model": opened.weights}, path, model=model)
     return model.eval(), meta.as_dict()
 
 

@@ -1,15 +1,6 @@
-"""Saving and loading runs without losing or trusting anything.
-
-- Every file is written atomically (``botnet.files.atomic_write``): a crash or
-  a full disk mid-write leaves the previous file intact.
-- ``last.pt`` (the full training state, :class:`~botnet.training.state.TrainState`)
-  holds only tensors and plain Python values and is read with
-  ``torch.load(weights_only=True)``: a file that carries code is refused, never
-  run. Its fields are checked before use, so a damaged or foreign file is a
-  :class:`CheckpointError` that names it, never a crash.
-- ``model.safetensors`` holds the final weights and, as metadata, what is
-  needed to rebuild the model (each task's metadata record names the task).
-"""
+"""Runs and their checkpoints: a new run never overwrites one, a resumed run takes its saved settings and
+state only where they fit. The files themselves (``last.pt``, ``model.safetensors``) are read and written by
+``botnet.checkpoints``."""
 
 from __future__ import annotations
 
@@ -19,19 +10,14 @@ from typing import Any
 
 import torch
 
+from ..checkpoints import TrainState
 from ..errors import CheckpointError, ConfigError, first_line
-from ..models.weights import read_metadata, read_state_dict, save_weights
-from .state import TrainState, check_readable, load_training_state, task_of
 
 __all__ = [
-    "CheckpointError",
     "check_metric_rows",
     "check_new_run_dir",
-    "checkpoint_task",
-    "task_of",
-    "read_weights",
+    "check_resumable",
     "restore_training_state",
-    "save_weights",
     "saved_config",
 ]
 
@@ -74,6 +60,18 @@ def check_new_run_dir(run_dir: str) -> None:
         )
 
 
+def check_resumable(state: TrainState, path: str, world_size: int, steps_per_epoch: int) -> None:
+    """A checkpoint resumes only with the number of processes that wrote it (the schedule and the meaning of
+    a mid-epoch step depend on it), and its step must lie inside an epoch."""
+    if state.world_size != world_size:
+        raise CheckpointError(
+            f"{path} was written by a run of {state.world_size} process(es); resume it with the same number "
+            f"(torchrun --nproc_per_node {state.world_size}), not {world_size}"
+        )
+    if not 0 <= state.step < steps_per_epoch or (state.step and len(state.rng) != world_size):
+        raise CheckpointError(f"{path}: its mid-epoch step {state.step} does not fit an epoch of {steps_per_epoch} steps")
+
+
 def restore_training_state(state: dict[str, Any], path: str, **parts: Any) -> None:
     """Load each part's saved state (``model=``, ``optimizer=``, ``scheduler=``, ``ema=``, ...) from ``state``
     (a mapping of part name to state dict); a state that does not fit is a CheckpointError naming the part."""
@@ -106,38 +104,3 @@ def _check_like(loaded: dict[str, Any], fresh: dict[str, Any]) -> None:
             same = len(value) == len(expected) and all(_kind(a) is _kind(b) for a, b in zip(value, expected))
         if not same:
             raise ValueError(f"{key} is {value!r}")
-
-
-def _read_safetensors(path: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    meta = read_metadata(path)
-    if meta is None:
-        raise CheckpointError(
-            f"{path} has no botnet metadata: it was not written by `botnet train` (plain weights go in with "
-            f"botnet.load_resnet_weights or model.load_state_dict; timm's with create_model(NAME, pretrained=PATH))"
-        )
-    return read_state_dict(path), meta
-
-
-def read_weights(path: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """The weights and metadata of a run's model.safetensors or last.pt (read safely)."""
-    check_readable(path)
-    if path.endswith(".safetensors"):
-        state, meta = _read_safetensors(path)
-    else:
-        training = load_training_state(path)
-        meta, state = training.meta, training.model
-        if training.ema is not None:  # an AveragedModel state: the model's under "module.", plus its counter
-            prefix = "module."
-            state = {k[len(prefix) :]: v for k, v in training.ema.items() if k.startswith(prefix)}
-    if not isinstance(meta, dict):
-        raise CheckpointError(f"{path}: its metadata is not a mapping; the file is damaged")
-    return state, meta
-
-
-def checkpoint_task(path: str) -> str:
-    """"classification" or "detection": what a run's model.safetensors (read from its header alone)
-    or last.pt was trained for."""
-    meta = read_metadata(path) if path.endswith(".safetensors") and os.path.isfile(path) else None
-    if meta is None:
-        meta = read_weights(path)[1]  # a last.pt, or a file whose errors read_weights names
-    return task_of(meta)

@@ -36,8 +36,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
+from ..checkpoints import TrainState, save_training_state
 from ..interrupts import GracefulStop
-from .checkpoint import restore_training_state
+from .checkpoint import check_resumable, restore_training_state
 from .loaders import TrainLoader
 from .plan import Deadline, amp_dtype, replan_epochs
 from .distributed import DistEnv, all_reduce_sum, barrier, broadcast_buffers, broadcast_object, gather_objects
@@ -45,7 +46,6 @@ from .optim import OPTIMIZERS, epoch_seed, head_first, param_groups, warmup_cosi
 from .report import write_json, write_metrics_csv
 from .runs import diverged, failures_end_the_run, interrupted, restore_rng_state, rng_state
 from .settings import RunSettings
-from .state import TrainState, check_resumable, save_training_state
 
 __all__ = ["FitResult", "Run", "Task", "fit"]
 

@@ -30,9 +30,10 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from ..checkpoints import METADATA, TrainState, save_weights
 from ..data.holdout import HELDOUT_FILE, write_heldout
 from ..errors import CheckpointError, ConfigError, DatasetError
-from .checkpoint import check_metric_rows, check_new_run_dir, save_weights, saved_config
+from .checkpoint import check_metric_rows, check_new_run_dir, saved_config
 from .distributed import DistEnv, init_distributed, main_process_first, shutdown_distributed
 from .engine import FitResult, Run, Task, fit
 from .loaders import TrainLoader
@@ -40,7 +41,6 @@ from .plan import END_SHARE, Deadline, plan_run
 from .report import setup_logging, write_json
 from .runs import failures_end_the_run, open_run_dir, settings_and_state
 from .settings import RunSettings, check_settings, check_time_budget, label
-from .state import TrainState
 
 __all__ = ["Built", "Fitted", "TaskSpec", "describe_choices", "run_task"]
 
@@ -154,13 +154,11 @@ def run_task(spec: TaskSpec, config: Any = None, *, resume: str | None = None, e
 
 def _config_from_state(spec: TaskSpec, state: TrainState, path: str):
     if state.task != spec.name:
-        raise CheckpointError(f"{path} is a {state.task} run's checkpoint; resume it with `{_command_for(state.task)}`")
+        other = METADATA.get(state.task)
+        how = f"resume it with `{other.train_command}`" if other else "this version knows no such task"
+        raise CheckpointError(f"{path} is a {state.task} run's checkpoint; {how}")
     check_metric_rows(state, path, spec.metric_columns, spec.required_columns)
     return saved_config(state, path, spec.config_class, lambda config: config.resolve(state.world_size))
-
-
-def _command_for(task: str) -> str:
-    return {"classification": "botnet train", "detection": "botnet detect train"}.get(task, "its own command")
 
 
 def _run(spec: TaskSpec, config, user_config, env: DistEnv, state: TrainState | None, fitted: Fitted | None,

@@ -23,11 +23,11 @@ from typing import Any
 
 import torch
 
+from ..checkpoints import TrainState, load_training_state
 from ..errors import ConfigError, RunFailed, RunInterrupted, TrainingDiverged, describe
 from ..files import RunLock, remove_stale_temporaries
 from .checkpoint import check_new_run_dir
 from .settings import label
-from .state import TrainState, load_training_state
 
 __all__ = [
     "restarted_run",

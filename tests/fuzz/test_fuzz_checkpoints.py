@@ -15,13 +15,12 @@ from fuzzing import fuzz_settings
 from hypothesis import event, given
 from hypothesis import strategies as st
 
+from botnet.checkpoints import load_training_state, open_checkpoint
 from botnet.cli import main
 from botnet.errors import BotnetError
 from botnet.models import create_model, load_resnet_weights, read_state_dict
 from botnet.tasks.classification import load_model
 from botnet.tasks.detection import load_detector
-from botnet.training.checkpoint import read_weights
-from botnet.training.state import load_training_state
 
 
 @pytest.fixture(scope="module")
@@ -65,10 +64,10 @@ def corruptions(draw, data: bytes, kind: str):
 
 
 READERS = {
-    "cls_last": [load_training_state, read_weights, load_model],
-    "cls_weights": [read_weights, load_model],
-    "det_last": [load_training_state, load_detector],
-    "det_weights": [load_detector],
+    "cls_last": [load_training_state, open_checkpoint, load_model],
+    "cls_weights": [open_checkpoint, load_model],
+    "det_last": [load_training_state, open_checkpoint, load_detector],
+    "det_weights": [open_checkpoint, load_detector],
     "resnet_pth": [read_state_dict, lambda p: load_resnet_weights(create_model("botnet_tiny", num_classes=10), p)],
     "resnet_safetensors": [read_state_dict],
 }

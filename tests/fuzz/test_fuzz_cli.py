@@ -83,7 +83,7 @@ def stand_ins(monkeypatch, real_files):
         stand.reached = "attention"
         return ["drawn"]
 
-    def run_study(base, study, seeds, output_dir, train, log=print):
+    def run_study(base, study, seeds, output_dir, train=None, log=print):
         ablate.plan_study(base, study, seeds, output_dir, getattr(base, "backbone", None) or base.model)  # every check
         stand.reached = "ablate"
         return [dict(variant="v", top1_mean=1.0, top1_std=0.0, top1_runs="1.0", params=1, gflops=1.0,

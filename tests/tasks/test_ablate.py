@@ -11,7 +11,7 @@ import pytest
 from botnet.cli import main
 from botnet.errors import ConfigError
 from botnet.tasks import TrainConfig, train
-from botnet.tasks.ablate import run_folder, run_study, study_variants
+from botnet.tasks.ablate import fit_study, run_folder, run_study, study_variants
 from botnet.tasks.classification import load_model
 
 
@@ -31,18 +31,22 @@ def test_variants_of_each_study():
         study_variants("heads", "resnet50")
 
 
+def _quiet(line: str) -> None:
+    pass
+
+
 @pytest.fixture(scope="module")
 def baseline_study(tmp_path_factory):
     """The baseline study on the digits: BoTNet against its ResNet, two seeds, one epoch each."""
     out = str(tmp_path_factory.mktemp("study") / "baseline")
-    base = TrainConfig(epochs=1, batch_size=64)
+    base = fit_study(TrainConfig(epochs=1, batch_size=64), log=_quiet)
     calls = []
 
     def counted(*args, **kwargs):
         calls.append((args, kwargs))
         return train(*args, **kwargs)
 
-    rows = run_study(base, "baseline", 2, out, counted, log=lambda line: None)
+    rows = run_study(base, "baseline", 2, out, counted, log=_quiet)
     return out, rows, calls
 
 
@@ -86,12 +90,12 @@ def test_a_stopped_study_continues_with_only_what_is_missing(baseline_study, tmp
     with open(os.path.join(unstarted, "train.log"), "w") as f:
         f.write("stopped before the first epoch ended\n")
     calls = []
-    rows = run_study(TrainConfig(epochs=1, batch_size=64), "baseline", 2, copy,
-                     lambda *a, **k: calls.append(k) or train(*a, **k), log=lambda line: None)  # fmt: skip
+    rows = run_study(fit_study(TrainConfig(epochs=1, batch_size=64), log=_quiet), "baseline", 2, copy,
+                     lambda *a, **k: calls.append(k) or train(*a, **k), log=_quiet)  # fmt: skip
     assert len(calls) == 1 and calls[0] == {} and len(rows) == 2
     assert os.path.exists(os.path.join(unstarted, "summary.json"))
     with pytest.raises(ConfigError, match="other settings"):
-        run_study(TrainConfig(epochs=2, batch_size=64), "baseline", 2, copy, train, log=lambda line: None)
+        run_study(fit_study(TrainConfig(epochs=2, batch_size=64), log=_quiet), "baseline", 2, copy, train, log=_quiet)
 
 
 def test_cli_ablate_prints_the_table(baseline_study, capsys):
@@ -105,7 +109,7 @@ def test_cli_ablate_prints_the_table(baseline_study, capsys):
 def test_a_study_time_budget_is_shared_by_its_runs_and_seeds_train_alike(tmp_path, steady_steps):
     out = str(tmp_path / "budget")
     steady_steps(0.25)  # a digits epoch "takes" 6 s: 2 fit in each run's 15 s
-    run_study(TrainConfig(batch_size=64, time_budget=1.0), "baseline", 2, out, train, log=lambda line: None)
+    run_study(fit_study(TrainConfig(batch_size=64, time_budget=1.0), log=_quiet), "baseline", 2, out, train, log=_quiet)
     for variant in study_variants("baseline", "botnet_tiny"):
         summaries = []
         for seed in range(2):

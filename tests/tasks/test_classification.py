@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 
+from botnet.checkpoints import load_training_state
 from botnet.cli import main
 from botnet.data.digits import digits_splits
 from botnet.data.transforms import eval_transform_for
@@ -23,7 +24,6 @@ from botnet.files import TEMP_SUFFIX
 from botnet.tasks import TrainConfig, TrainingDiverged, evaluate_checkpoint, predict, train
 from botnet.tasks.classification import load_model
 from botnet.training import engine
-from botnet.training.state import load_training_state
 
 RUN_FILES = {
     "config.json", "metrics.csv", "summary.json", "model.safetensors", "last.pt", "curves.png", "confusion.png",

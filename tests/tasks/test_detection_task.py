@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 import botnet.tasks.detection as detection
+from botnet.checkpoints import load_training_state
 from botnet.cli import main
 from botnet.data.coco import CocoDetection
 from botnet.data.shapes import SHAPE_CLASSES, ShapesSpec, write_shapes_dataset
@@ -29,7 +30,6 @@ from botnet.tasks.detection import (
 )
 from botnet.training import engine
 from botnet.training import plan as planning
-from botnet.training.state import load_training_state
 
 # A few images and epochs: enough to exercise every file a run writes, in seconds.
 TINY = dict(shapes_train_images=8, shapes_val_images=4, epochs=2, batch_size=4, eval_every=1)
@@ -227,7 +227,7 @@ def test_checkpoints_of_the_other_task_are_refused(tiny_run):
     run_dir, _ = tiny_run
     from botnet.tasks.classification import load_model
 
-    with pytest.raises(CheckpointError, match="detection model; use `botnet detect eval`"):
+    with pytest.raises(CheckpointError, match="detection model, not a classification one; use `botnet detect eval`"):
         load_model(os.path.join(run_dir, "model.safetensors"))
     with pytest.raises(FileNotFoundError):
         load_detector(os.path.join(run_dir, "missing.safetensors"))
@@ -436,11 +436,11 @@ def test_export_writes_the_detectors_backbone_and_fpn(tiny_run, tmp_path, capsys
 def test_detection_study_trains_each_backbone_variant(tmp_path, capsys):
     """`botnet detect ablate`: the baseline study on a tiny shapes set; each variant's backbone is rebuilt
     from its run (the ResNet has no attention), and study.csv reports box and mask AP."""
-    from botnet.tasks.ablate import run_folder, run_study, study_variants
+    from botnet.tasks.ablate import fit_study, run_folder, run_study, study_variants
 
     out = str(tmp_path / "study")
-    base = DetectConfig(**dict(TINY, epochs=1)).resolve(1)
-    rows = run_study(base, "baseline", 1, out, train_detector, log=lambda line: None)
+    base = fit_study(DetectConfig(**dict(TINY, epochs=1)))
+    rows = run_study(base, "baseline", 1, out, log=lambda line: None)  # trained by the task's own train
     assert [r["variant"] for r in rows] == ["BoTNet", "ResNet (no BoT blocks)"]
     assert all({"box_ap_mean", "box_ap_std", "mask_ap_mean"} <= set(r) for r in rows)
     assert rows[1]["params"] > rows[0]["params"]  # BoT blocks have fewer parameters than the 3x3 convs they replace

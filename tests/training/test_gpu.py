@@ -10,9 +10,9 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 import botnet
+from botnet.checkpoints import load_training_state
 from botnet.tasks import TrainConfig, train
 from botnet.training import engine
-from botnet.training.state import load_training_state
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

@@ -140,7 +140,7 @@ def _budgeted(tmp_path, name, monkeypatch, stop_at=None):
 
 def test_a_replanned_run_rebuilds_its_schedule_and_a_resume_follows_it(tmp_path, monkeypatch, steady_steps):
     from botnet.training.optim import warmup_cosine
-    from botnet.training.state import load_training_state
+    from botnet.checkpoints import load_training_state
 
     steady_steps(0.25)  # 2 epochs of 22 steps fit the 15 s (as in test_classification's budget test)
     whole, whole_dir = _budgeted(tmp_path, "whole", monkeypatch)

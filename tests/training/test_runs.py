@@ -5,10 +5,10 @@ import os
 
 import pytest
 
+from botnet.checkpoints import TrainState
 from botnet.errors import ConfigError
 from botnet.tasks import TrainConfig
 from botnet.training.runs import extend_epochs, open_run_dir, same_settings
-from botnet.training.state import TrainState
 
 
 def _state(epoch: int) -> TrainState:

@@ -12,12 +12,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from botnet.checkpoints import TRAIN_STATE_FORMAT, TrainState, load_training_state, read_metadata, save_training_state
 from botnet.cli import main
 from botnet.errors import CheckpointError
-from botnet.models.weights import read_metadata
 from botnet.tasks import TrainConfig, train
 from botnet.tasks.detection import load_detector
-from botnet.training.state import TRAIN_STATE_FORMAT, TrainState, load_training_state, save_training_state
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 # What the version-1 classification file was written from: the digits, botnet_tiny at a quarter width,
