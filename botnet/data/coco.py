@@ -536,13 +536,3 @@ class CocoDetection(Dataset):
         if self.transforms is not None:
             return self.transforms(image, target)
         return image, target
-
-    def label_to_category_id(self, labels: torch.Tensor) -> list[int]:
-        """COCO category ids of model labels 1..K (for writing detections pycocotools can score)."""
-        values = [int(v) for v in torch.as_tensor(labels).reshape(-1).tolist()]
-        bad = [v for v in values if not 1 <= v <= len(self.category_ids)]
-        if bad:
-            raise ValueError(
-                f"labels {bad[:5]} are outside 1..{len(self.category_ids)} (0 is background, which has no category)"
-            )
-        return [self.category_ids[v - 1] for v in values]

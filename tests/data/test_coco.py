@@ -120,9 +120,6 @@ def test_categories_sorted_by_id_and_labels_contiguous(coco):
     assert ds.category_ids == [3, 7] and ds.class_names == ["cat", "dog"]
     assert len(ds) == 3 and ds.image_ids == [10, 20, 30]
     assert ds.image_path(1) == os.path.join(coco.image_dir, "b.png")
-    assert ds.label_to_category_id(torch.tensor([2, 1, 2])) == [7, 3, 7]
-    with pytest.raises(ValueError, match="outside 1..2"):
-        ds.label_to_category_id(torch.tensor([0]))
     assert ds.skipped.total() == 0 and ds.skipped.summary() == "" and ds.skipped.as_dict() == {}
 
 
