@@ -5,7 +5,8 @@ fitted defaults, on the same splits of the hard detection sets, scored by the sa
   Each is laid out as YOLO reads it: the images linked, one label file per image holding each object's
   class and outline, made from its RLE mask as Ultralytics' own COCO converter makes it.
 - YOLOv8n-seg is built from its yaml (no pretrained weights can be fetched here, and ours start from
-  scratch too) and trained with Ultralytics' defaults (640 px, batch 16, its augmentation) on the CPU for
+  scratch too) and trained with Ultralytics' defaults (640 px, batch 16, its augmentation; ``--batch``
+  changes the batch, kept apart in the results) on the CPU for
   the whole-process time of the fitted case of benchmarks/detection-defaults.json, spent on training
   alone (``time=``: Ultralytics fits its epochs and schedule to it; no validation during training).
 - Its last weights predict every held-out image (confidence 0.001, up to 300 detections, masks at the
@@ -118,7 +119,7 @@ def score(source: str, results: list[dict]) -> dict[str, float]:
     return scores
 
 
-def run_set(name: str, work_dir: str, seconds: float) -> dict:
+def run_set(name: str, work_dir: str, seconds: float, batch: int) -> dict:
     from ultralytics import YOLO
 
     source = os.path.join(work_dir, name)
@@ -130,11 +131,12 @@ def run_set(name: str, work_dir: str, seconds: float) -> dict:
         json.dump(dict(path=target, train="images/train", val="images/val", names=dict(enumerate(names))), f)
     model = YOLO("yolov8n-seg.yaml")
     started = time.perf_counter()
-    model.train(data=data, time=seconds / 3600, epochs=1000, device="cpu", pretrained=False, val=False, plots=False,
-                project=os.path.join(work_dir, "yolo", "runs"), name=name, exist_ok=True, verbose=False)  # fmt: skip
+    run = f"{name}-batch{batch}"
+    model.train(data=data, time=seconds / 3600, epochs=1000, batch=batch, device="cpu", pretrained=False, val=False,
+                plots=False, project=os.path.join(work_dir, "yolo", "runs"), name=run, exist_ok=True, verbose=False)  # fmt: skip
     trained = time.perf_counter() - started
     epochs = model.trainer.epoch + 1
-    last = YOLO(os.path.join(work_dir, "yolo", "runs", name, "weights", "last.pt"))
+    last = YOLO(os.path.join(work_dir, "yolo", "runs", run, "weights", "last.pt"))
     return dict(seconds=round(trained, 1), budget_seconds=round(seconds, 1), epochs=epochs,
                 **score(source, predictions(last, source, category_ids)))  # fmt: skip
 
@@ -143,6 +145,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("work_dir", help="benchmarks/detection_defaults.py's WORK_DIR (it holds the sets)")
     parser.add_argument("--only", nargs="+", choices=list(OURS), default=list(OURS))
+    parser.add_argument("--seconds", type=float, help="a quick check: train this long, and keep no result")
+    parser.add_argument("--batch", type=int, default=16, help="images a step (Ultralytics' default 16)")
     args = parser.parse_args()
     with open(os.path.join(HERE, "detection-defaults.json")) as f:
         ours = {case["case"]: case for case in json.load(f)}
@@ -152,12 +156,17 @@ def main() -> None:
         if not os.path.isfile(os.path.join(args.work_dir, name, "val", "annotations.json")):
             sys.exit(f"no {name} set in {args.work_dir}: make it with python benchmarks/detection_defaults.py {args.work_dir}")
         case = ours[OURS[name]]
-        yolo = run_set(name, args.work_dir, case["process_seconds"])
-        results[name] = dict(
-            yolov8n_seg=yolo, ours={k: case[k] for k in (*METRICS, "process_seconds", "epochs")}, ours_case=OURS[name],
-            cpu=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                f"{torch.backends.cpu.get_cpu_capability()} kernels",
-        )  # fmt: skip
+        yolo = run_set(name, args.work_dir, args.seconds or case["process_seconds"], args.batch)
+        if args.seconds:
+            print(name, json.dumps(yolo))
+            continue
+        key = "yolov8n_seg" if args.batch == 16 else f"yolov8n_seg_batch{args.batch}"
+        results[name] = {
+            **results.get(name, {}), key: yolo,
+            "ours": {k: case[k] for k in (*METRICS, "process_seconds", "epochs")}, "ours_case": OURS[name],
+            "cpu": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+                   f"{torch.backends.cpu.get_cpu_capability()} kernels",
+        }  # fmt: skip
         print(name, json.dumps(results[name]), flush=True)
         with open(path, "w") as f:
             json.dump(results, f, indent=2)

@@ -9,7 +9,7 @@ from torch.utils.data import Dataset
 
 from .digits import DIGITS_CLASSES, TensorImageDataset, digits_splits
 from .folder import BadImages, DatasetError, ImageFolderSplit, load_image_folder, read_image
-from .transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_transform
+from .transforms import CROP_SCALE_MIN, IMAGENET_MEAN, IMAGENET_STD, default_augment, eval_transform, train_transform
 
 __all__ = [
     "DIGITS",
@@ -76,7 +76,7 @@ def load_classification_data(
     img_size: int,
     *,
     randaugment: bool = False,
-    crop_scale_min: float = 0.08,
+    crop_scale_min: float = CROP_SCALE_MIN,
     skip_bad_images: bool = False,
     train: bool = True,
     hflip: bool | None = None,
@@ -88,12 +88,13 @@ def load_classification_data(
     ``botnet.data.folder`` (DIR/CLASS/*, or DIR/train/ with DIR/val/; without a val folder a val share is
     held out, and ``heldout`` names those images).
     ``train=False`` skips building the training pipeline (evaluation only). ``in_chans``: 1 reads a
-    folder's images grey, 3 (default) in colour. ``augment``: "crop" (random-resized crops; the
-    default for folders) or "jitter" (the whole image, a small affine jitter; the default for the
-    digits). ``hflip``: random flips in training (default: with "crop"). ``heldout``: the names a resumed
-    run held out (its heldout.txt), instead of choosing them."""
+    folder's images grey, 3 (default) in colour. ``augment``: "crop" (random-resized crops) or "jitter" (the
+    whole image, a small affine jitter); by default :func:`~botnet.data.transforms.default_augment` of grey
+    images (the digits, ``in_chans`` 1). ``hflip``: random flips in training (default:
+    :func:`~botnet.data.transforms.default_hflip`). ``heldout``: the names a resumed run held out (its
+    heldout.txt), instead of choosing them."""
     digits = data in (None, DIGITS)
-    crop = (augment or ("jitter" if digits else "crop")) == "crop"
+    crop = (augment or default_augment(grey=digits or in_chans == 1)) == "crop"
     if digits:
         train_split, val_split = digits_splits()
         result = ClassificationData(DIGITS, train_split, val_split, DIGITS_CLASSES, 1, DIGITS_MEAN, DIGITS_STD, crop, BadImages())

@@ -11,12 +11,39 @@ import torch.nn.functional as F
 from torchvision import transforms as transforms_v1
 from torchvision.transforms import InterpolationMode, v2
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "INTERPOLATIONS", "TrainAugment", "train_transform", "eval_transform", "eval_transform_for"]
+__all__ = [
+    "CROP_SCALE_MIN",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "INTERPOLATIONS",
+    "TrainAugment",
+    "default_augment",
+    "default_hflip",
+    "eval_transform",
+    "eval_transform_for",
+    "train_transform",
+]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 EVAL_CROP_FRACTION = 0.875  # resize to img_size / 0.875, then centre-crop: the standard ImageNet evaluation
 INTERPOLATIONS = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC}
+# The smallest area a random-resized crop keeps, for training from scratch or fine-tuning on small data (the
+# small and finetune recipes'): ImageNet's 0.08 (the paper recipe's) leaves too little of a small image.
+CROP_SCALE_MIN = 0.35
+
+
+def default_augment(grey: bool) -> str:
+    """The augmentation of images the user did not choose one for: "jitter" (the whole image, turned, shifted
+    and zoomed a little) for grey scans, digits and documents, whose content fills the frame; "crop"
+    (random-resized crops) for colour photos."""
+    return "jitter" if grey else "crop"
+
+
+def default_hflip(augment: str) -> bool:
+    """Random horizontal flips where the user did not choose: with crops (photos keep their class when
+    mirrored), not with jitter (mirroring may change the class of a digit or a letter)."""
+    return augment == "crop"
 
 
 def _to_normalized(mean, std) -> list:
@@ -30,16 +57,16 @@ class TrainAugment:
     uint8 ``img_size`` square and its random parameters. With ``crop``, a random-resized crop (area
     ``crop_scale_min``..1, aspect 3/4..4/3) resized to the square; otherwise the whole image resized,
     with a random turn (+-10 degrees), shift (+-10%) and zoom (0.9-1.1) drawn for later. A horizontal flip
-    is drawn where ``hflip`` (default: with ``crop``); RandAugment(2, 10) (the paper's) runs here too.
+    is drawn where ``hflip`` (default: :func:`default_hflip`); RandAugment(2, 10) (the paper's) runs here too.
 
     Per batch (on the training device), :meth:`batch`: the turns, shifts and zooms as one ``grid_sample``
     (bilinear, black outside, as torchvision's RandomAffine fills), the flips, and the conversion to
     normalised float32, channels-last. Per image in torchvision these cost about ten times more."""
 
-    def __init__(self, img_size: int, mean, std, *, crop: bool, crop_scale_min: float = 0.08,
+    def __init__(self, img_size: int, mean, std, *, crop: bool, crop_scale_min: float = CROP_SCALE_MIN,
                  randaugment: bool = False, hflip: bool | None = None) -> None:  # fmt: skip
         self.img_size, self.crop, self.crop_scale_min = img_size, crop, crop_scale_min
-        self.hflip = crop if hflip is None else hflip
+        self.hflip = default_hflip("crop" if crop else "jitter") if hflip is None else hflip
         self.randaugment = v2.RandAugment(num_ops=2, magnitude=10) if randaugment else None
         self.mean, self.std = torch.tensor(mean).view(1, -1, 1, 1), torch.tensor(std).view(1, -1, 1, 1)
 
@@ -86,12 +113,12 @@ def _inverse_affine(params: torch.Tensor) -> torch.Tensor:
     return torch.cat([inverse, -(inverse @ shift[:, :, None])], -1)
 
 
-def train_transform(img_size: int, mean, std, *, crop: bool, crop_scale_min: float = 0.08,
+def train_transform(img_size: int, mean, std, *, crop: bool, crop_scale_min: float = CROP_SCALE_MIN,
                     randaugment: bool = False, hflip: bool | None = None) -> TrainAugment:  # fmt: skip
     """The training augmentation (:class:`TrainAugment`): ``crop``: random-resized crops (photos);
     otherwise the whole image with a small random turn, shift and zoom (scans, digits). ``hflip``: random
-    horizontal flips, default with ``crop`` only (a flip changes a digit, a letter or any orientation-
-    sensitive class). ``randaugment``: RandAugment(2, 10), as in the paper."""
+    horizontal flips, by default with ``crop`` only (:func:`default_hflip`). ``randaugment``:
+    RandAugment(2, 10), as in the paper."""
     return TrainAugment(img_size, mean, std, crop=crop, crop_scale_min=crop_scale_min, randaugment=randaugment, hflip=hflip)
 
 

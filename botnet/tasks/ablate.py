@@ -27,8 +27,7 @@ from ..errors import ConfigError
 from ..models import get_model_entry, summarize
 from ..training.pipeline import describe_choices, run_task
 from ..training.settings import check_model_overrides
-from .classification import Classification
-from .detection import Detection
+from . import TASKS
 
 __all__ = [
     "STUDIES",
@@ -112,8 +111,9 @@ def plan_study(base, study: str, seeds: int, output_dir: str, model: str) -> lis
     return [(variant, seed, run_folder(output_dir, variant, seed)) for variant in variants for seed in range(seeds)]
 
 
-def _task_of(base) -> type[Classification] | type[Detection]:
-    return Detection if isinstance(base, Detection.config_class) else Classification
+def _task_of(base):
+    """The task spec whose config ``base`` is."""
+    return next(task for task in TASKS.values() if isinstance(base, task.config_class))
 
 
 def fit_study(base, log: Callable[[str], None] = print):
@@ -220,7 +220,7 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def summarize_study(
-    output_dir: str, study: str, variants: list[Variant], seeds: int, task: type[Classification] | type[Detection]
+    output_dir: str, study: str, variants: list[Variant], seeds: int, task
 ) -> list[dict[str, Any]]:
     """One row per variant from its runs' summary.json files, written to ``study.csv``: for each of the
     task's ``study_metrics`` (summary key -> column) the mean, standard deviation and each run's value;

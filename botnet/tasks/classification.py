@@ -24,7 +24,7 @@ from ..data.digits import digits_splits
 from ..data.folder import eval_split, heldout_split
 from ..data.holdout import HELDOUT_FILE, read_heldout
 from ..data.images import read_pixels
-from ..data.transforms import INTERPOLATIONS, TrainAugment, eval_transform_for
+from ..data.transforms import INTERPOLATIONS, TrainAugment, default_augment, default_hflip, eval_transform_for
 from ..errors import CheckpointError, ConfigError, DatasetError, MissingFileError, TrainingDiverged
 from ..interrupts import init_helper_process
 from ..models import BoTNet, create_model, get_model_entry
@@ -75,18 +75,19 @@ class TrainConfig(RunSettings):
     unset takes the recipe's value (``img_size``: the model's own resolution)."""
 
     data: str | None = setting(
+        optional=True,
         help="image folder: DIR/CLASS/* (a val share is held out), or DIR/train/CLASS/* with DIR/val/CLASS/* "
         "(default: the bundled digits)"
     )
     model: str | None = setting(help="a name from `botnet list` (default: chosen from the images' size and number)")
     model_overrides: dict[str, Any] | None = setting(
-        flag=False, help="create_model settings of the model (an ablation's variant), e.g. {'heads': 8}"
+        flag=False, optional=True, help="create_model settings of the model (an ablation's variant), e.g. {'heads': 8}"
     )
     img_size: int | None = setting(
         positive=True, help="input size (default: the images' typical size, within the model's range)"
     )
     pretrained: str | None = setting(
-        metavar="FILE", const=PUBLISHED_WEIGHTS,
+        metavar="FILE", const=PUBLISHED_WEIGHTS, optional=True,
         help="start from a weights file of --model (timm's or botnet's), or without FILE its published weights; "
         "every layer but the classifier is loaded",
     )  # fmt: skip
@@ -124,20 +125,20 @@ class TrainConfig(RunSettings):
         if values["in_chans"] is None:
             values["in_chans"] = 1 if digits else 3
         if values["augment"] is None:
-            values["augment"] = "jitter" if digits else "crop"
+            values["augment"] = default_augment(grey=values["in_chans"] == 1)
         if self.pretrained not in (None, PUBLISHED_WEIGHTS):
             values["pretrained"] = os.path.abspath(self.pretrained)
         if not digits:
             values["data"] = os.path.abspath(self.data)  # a resume from another folder finds it
         if values["hflip"] is None:
-            values["hflip"] = values["augment"] == "crop"
+            values["hflip"] = default_hflip(values["augment"])
         if values["img_size"] is None:
             values["img_size"] = get_model_entry(values["model"]).img_size
         if values["output_dir"] is None:
             dataset = DIGITS if digits else os.path.basename(os.path.normpath(self.data))
             values["output_dir"] = os.path.join("runs", f"{dataset}-{values['model']}-{run_stamp()}")
         if values["workers"] is None:
-            values["workers"] = 0 if digits else min(4, os.cpu_count() or 1)
+            values["workers"] = 0 if digits else defaults.disk_workers()  # unprofiled: as if on disk
         config = TrainConfig(**values)
         config.check()
         return config

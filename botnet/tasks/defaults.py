@@ -36,6 +36,7 @@ from typing import Any
 
 from ..data import DIGITS, IN_MEMORY_BYTES
 from ..data.profile import DIGITS_PROFILE, FolderProfile, profile_folder
+from ..data.transforms import default_augment, default_hflip
 from ..models import get_model_entry
 from .recipes import RECIPES
 
@@ -79,7 +80,7 @@ def fitted_settings(config, profile: FolderProfile, world_size: int = 1) -> list
         choices.append(Choice("in_chans", 1 if profile.grey else 3, f"the sampled images are {kind}"))
     augment = config.augment
     if augment is None:
-        augment = "jitter" if profile.grey else "crop"
+        augment = default_augment(profile.grey)
         why = (
             "grey images (scans, digits, documents): the whole image, shifted, turned and zoomed a little"
             if profile.grey
@@ -88,7 +89,7 @@ def fitted_settings(config, profile: FolderProfile, world_size: int = 1) -> list
         choices.append(Choice("augment", augment, why))
     if config.hflip is None:
         why = "mirroring may change the class of scans (digits, letters)" if augment == "jitter" else "photos keep their class when mirrored"
-        choices.append(Choice("hflip", augment == "crop", why))
+        choices.append(Choice("hflip", default_hflip(augment), why))
     model, overrides = config.model, config.model_overrides
     if model is None and config.pretrained is None:
         model, overrides, why = _model_for(profile, overrides)
@@ -107,6 +108,11 @@ def fitted_settings(config, profile: FolderProfile, world_size: int = 1) -> list
     return choices
 
 
+def disk_workers() -> int:
+    """Worker processes for images decoded from disk each epoch: up to four, at most one per core."""
+    return min(4, os.cpu_count() or 1)
+
+
 def _workers_for(profile: FolderProfile, channels: int) -> Choice:
     images = profile.train_images + profile.val_images
     megabytes = images * profile.short_side * profile.long_side * channels / 2**20
@@ -114,7 +120,7 @@ def _workers_for(profile: FolderProfile, channels: int) -> Choice:
         why = (f"the {images} images fit in memory decoded ({megabytes:.3g} MB): loading a batch from there "
                f"costs little next to a step, and worker processes would compete with it for the cores")  # fmt: skip
         return Choice("workers", 0, why)
-    workers = min(4, os.cpu_count() or 1)
+    workers = disk_workers()
     return Choice("workers", workers, f"about {megabytes:.0f} MB of pixels, decoded from disk each epoch: {workers} worker processes")
 
 

@@ -105,31 +105,32 @@ class DetectConfig(RunSettings):
     """Every setting of a detection run (saved as config.json); ``None`` takes the recipe's value."""
 
     data: str | None = setting(
+        optional=True,
         help="a labelling tool's export as it is (a folder of COCO, Pascal VOC, YOLO or LabelMe labels, a data.yaml "
         "or a COCO .json; docs/detection.md says how each is read); without a val split one is held out; unset "
         "settings are fitted to it",
     )
     data_format: str | None = setting(
-        choices=FORMATS, help="the labels to read where --data holds several formats (coco, voc, yolo, labelme)"
+        choices=FORMATS, optional=True, help="the labels to read where --data holds several formats (coco, voc, yolo, labelme)"
     )
-    train_images: str | None = setting(help="training image folder (instead of --data's layout)")
-    train_annotations: str | None = setting(help="training instances JSON (COCO format)")
-    val_images: str | None = setting(help="held-out image folder")
-    val_annotations: str | None = setting(help="held-out instances JSON")
+    train_images: str | None = setting(optional=True, help="training image folder (instead of --data's layout)")
+    train_annotations: str | None = setting(optional=True, help="training instances JSON (COCO format)")
+    val_images: str | None = setting(optional=True, help="held-out image folder")
+    val_annotations: str | None = setting(optional=True, help="held-out instances JSON")
     recipe: str | None = setting(choices=tuple(DETECT_RECIPES), help="preset of the unset settings (default small)")
     detector: str | None = setting(choices=tuple(DETECTORS), help="Mask R-CNN (boxes and masks) or Faster R-CNN (boxes)")
     backbone: str | None = setting(help="a name from `botnet list`")
     model_overrides: dict[str, Any] | None = setting(
-        flag=False, help="create_model settings of the backbone (an ablation's variant)"
+        flag=False, optional=True, help="create_model settings of the backbone (an ablation's variant)"
     )
     min_size: int | None = setting(positive=True, help="images are resized so the short side is this ...")
     max_size: int | None = setting(positive=True, help="... and the long side at most this (torchvision's transform)")
     fpn_channels: int | None = setting(positive=True, help="channels of the feature pyramid")
-    anchor_sizes: tuple[int, ...] | None = setting(
-        positive=True, nargs=5, metavar="PX", help="one anchor size per level P2..P6 (default: 8 x each level's stride)"
+    anchor_sizes: tuple[int, ...] | None = setting(  # None (the paper recipe): torchvision's, 8 x the stride
+        positive=True, optional=True, nargs=5, metavar="PX", help="one anchor size per level P2..P6 (default: 8 x each level's stride)"
     )
-    box_head_width: int | None = setting(positive=True, help="width of the two-layer box head (torchvision 1024)")
-    mask_head_width: int | None = setting(positive=True, help="channels of the mask head's convolutions (torchvision 256)")
+    box_head_width: int | None = setting(positive=True, optional=True, help="width of the two-layer box head (torchvision 1024)")
+    mask_head_width: int | None = setting(positive=True, optional=True, help="channels of the mask head's convolutions (torchvision 256)")
     proposals: tuple[int, int, int, int] | None = setting(
         positive=True, metavar=("PRE_TRAIN", "POST_TRAIN", "PRE_TEST", "POST_TEST"),
         help="RPN proposals kept before and after NMS, training then testing",
@@ -137,10 +138,10 @@ class DetectConfig(RunSettings):
     box_batch_size_per_image: int | None = setting(positive=True, help="RoIs sampled per image to train the box head")
     roi_sampling_ratio: int | None = setting(positive=True, help="RoI-Align samples per bin side")
     eval_every: int | None = setting(positive=True, help="evaluate every N epochs (and always after the last)")
-    backbone_weights: str | None = setting(metavar="FILE", help="torchvision ResNet state dict to initialise c1-c4")
-    trainable_layers: int | None = setting(help="stages trained, counted from c5 (0-5)")
+    backbone_weights: str | None = setting(metavar="FILE", optional=True, help="torchvision ResNet state dict to initialise c1-c4")
+    trainable_layers: int | None = setting(optional=True, help="stages trained, counted from c5 (0-5)")
     scale_jitter: tuple[float, float] | None = setting(
-        positive=True, metavar=("LOW", "HIGH"),
+        positive=True, optional=True, metavar=("LOW", "HIGH"),
         help="large-scale jitter: resize by a factor in [LOW, HIGH] of --min-size, crop/pad to it (paper: 0.1 2.0)",
     )  # fmt: skip
     skip_bad: bool = setting(False, help="leave out bad images and annotations (counted) instead of stopping")

@@ -76,6 +76,7 @@ def setting(
     help: str,
     choices: tuple[Any, ...] | None = None,
     positive: bool = False,
+    optional: bool = False,
     flag: bool = True,
     metavar: str | tuple[str, ...] | None = None,
     nargs: int | None = None,
@@ -88,11 +89,13 @@ def setting(
         help: the flag's help text (also the setting's documentation).
         choices: the values it may take (checked, and offered by the flag).
         positive: a value it holds must be > 0.
+        optional: None is a value a run keeps (off, or not given), not one the recipe or the data fill in.
         flag: False for settings only Python sets (an ablation's model overrides): no flag.
         metavar, nargs: how the flag shows and how many values a tuple takes (default: one or more).
         const: the value of the flag given alone (its value then optional).
     """
-    metadata = dict(help=help, choices=choices, positive=positive, flag=flag, metavar=metavar, nargs=nargs, const=const)
+    metadata = dict(help=help, choices=choices, positive=positive, optional=optional, flag=flag, metavar=metavar,
+                    nargs=nargs, const=const)  # fmt: skip
     return dataclasses.field(default=default, metadata=metadata)
 
 
@@ -166,10 +169,11 @@ def given_settings(args: argparse.Namespace, config_class: type) -> dict[str, An
     return {name: tuple(v) if isinstance(v, list) else v for name, v in values.items() if v is not None}
 
 
-def check_settings(config: Any) -> None:
+def check_settings(config: Any, *, resolved: bool = False) -> None:
     """ConfigError unless every field holds a value of its type (floats finite, strings not empty; a value
     read from a damaged file or passed from Python may be anything), one of its choices, and a positive
-    number where the field says so. Unset (None) values pass: the recipe fills them."""
+    number where the field says so. Unset (None) values pass, for the recipe or the data to fill, unless
+    ``resolved``: then only an ``optional`` setting may be None."""
     hints = _hints(type(config))
     for field in dataclasses.fields(config):
         value, meta = getattr(config, field.name), field.metadata
@@ -178,6 +182,8 @@ def check_settings(config: Any) -> None:
         if not matches(value, hints[field.name], finite=True):
             expected = str(hints[field.name]).replace("typing.", "").replace("NoneType", "None")
             raise ConfigError(f"{label(field.name)} is {value!r}; it must be {expected} (finite)")
+        if value is None and resolved and field.metadata and not meta.get("optional"):
+            raise ConfigError(f"{label(field.name)} was left unset by the recipe and the defaults; give it")
         if value is None:
             continue
         choices = meta.get("choices")
@@ -251,15 +257,19 @@ class RunSettings:
     weight_decay: float | None = setting(help="decoupled (adamw) or L2 (sgd) weight decay; none on norms and biases")
     momentum: float | None = setting(help="SGD momentum")
     warmup_epochs: float | None = setting(help="linear warm-up of the learning rate, then cosine decay")
-    ema_decay: float | None = setting(help="keep an exponential moving average of the weights (0 turns it off)")
-    clip_grad: float | None = setting(positive=True, metavar="NORM", help="clip the gradient norm to this")
+    ema_decay: float | None = setting(
+        optional=True, help="keep an exponential moving average of the weights (0 turns it off)"
+    )
+    clip_grad: float | None = setting(positive=True, optional=True, metavar="NORM", help="clip the gradient norm")
     amp: bool | None = setting(
+        optional=True,  # None: the run's plan chooses by timing steps
         help="bfloat16 autocast (float16 on GPUs without bfloat16); default: chosen by timing a few steps both ways "
         "where the device has fast bfloat16 (AMX or AVX512-BF16 CPUs, GPUs), float32 elsewhere"
     )
     compile: bool = setting(False, help="torch.compile the model")
     sync_bn: bool = setting(False, help="SyncBatchNorm across GPUs (torchrun)")
     time_budget: float | None = setting(
+        optional=True,
         metavar="MINUTES",
         help="time a few steps on this machine, then train as many epochs as fit (at most --epochs, where "
         "given; the schedule is planned for them, so the cosine ends on time)",
@@ -272,8 +282,8 @@ class RunSettings:
     output_dir: str | None = setting(help="the run folder (default runs/DATA-MODEL-TIME)")
 
     def check_run(self) -> None:
-        """The checks every task's resolved settings share."""
-        check_settings(self)
+        """The checks every task's resolved settings share: every setting but the optional ones is set."""
+        check_settings(self, resolved=True)
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
             raise ConfigError(f"{label('ema_decay')} must be in (0, 1), got {self.ema_decay}")
         if self.workers is not None:

@@ -110,6 +110,24 @@ def test_given_settings_are_kept():
     assert _choices(TrainConfig(data="x", augment="jitter"), profile)["hflip"] is False
 
 
+def test_each_default_is_decided_in_one_place():
+    """The library's own defaults are the default recipe's and the fitted rules': loading data or building the
+    augmentation without a setting gives what a run without that setting trains with."""
+    import inspect
+
+    from botnet.data.transforms import TrainAugment, train_transform
+
+    small = RECIPES["small"].settings["crop_scale_min"]
+    for function in (load_classification_data, train_transform, TrainAugment):
+        assert inspect.signature(function).parameters["crop_scale_min"].default == small, function
+    digits = TrainConfig().resolve(1)
+    fitted = {c.setting: c.value for c in fitted_settings(TrainConfig(), DIGITS_PROFILE)}
+    assert (digits.augment, digits.hflip) == (fitted["augment"], fitted["hflip"]) == ("jitter", False)
+    data = load_classification_data(None, 24)
+    assert not data.crop and not data.train.transform.hflip
+    assert data.train.transform.crop_scale_min == digits.crop_scale_min == small
+
+
 def test_augment_and_channels_shape_the_pipelines(tmp_path):
     def kinds(transform):
         return {type(t) for t in transform.transforms}

@@ -94,6 +94,20 @@ def test_recipes_set_only_real_settings_of_the_right_type(config_class, command,
         check_settings(config_class(**recipe.settings))  # types, choices and signs of every value
 
 
+@pytest.mark.parametrize("config_class, command, recipes", TASKS)
+def test_every_recipe_resolves_every_setting_and_a_gap_is_named(config_class, command, recipes):
+    """After resolve, only an optional setting (None: off, or not given) may be unset; a value the recipe and
+    the defaults left unset is an error that names it, not a None the run reads later."""
+    for name in recipes:
+        resolved = config_class(recipe=name).resolve(1)
+        unset = {f.name for f in dataclasses.fields(resolved) if getattr(resolved, f.name) is None}
+        assert unset <= {f.name for f in dataclasses.fields(config_class) if f.metadata.get("optional")}, name
+        with pytest.raises(ConfigError, match="batch_size was left unset by the recipe and the defaults"):
+            check_settings(dataclasses.replace(resolved, batch_size=None), resolved=True)
+    optional = {f.name for f in dataclasses.fields(config_class) if f.metadata.get("optional")}
+    assert {"ema_decay", "clip_grad", "time_budget", "data"} <= optional and "epochs" not in optional
+
+
 def test_run_settings_are_shared_by_both_tasks():
     shared = {f.name for f in dataclasses.fields(RunSettings)}
     for config_class in (TrainConfig, DetectConfig):
