@@ -246,6 +246,11 @@ def _read_safetensors(path: str) -> tuple[dict[str, Tensor], dict[str, Any]]:
         return load_file(path), meta
 
 
+def _check_task(path: str, found: str, task: str | None) -> None:
+    if task is not None and found != task:
+        raise CheckpointError(f"{path} holds a {found} model, not a {task} one; use {METADATA[found].read_commands}")
+
+
 @dataclass
 class Checkpoint:
     """A run's file, read and checked once."""
@@ -257,9 +262,13 @@ class Checkpoint:
     training: TrainState | None = None  # a last.pt's whole state
 
 
-def open_checkpoint(path: str, task: str | None = None) -> Checkpoint:
-    """Read a run's ``model.safetensors`` or ``last.pt`` (or a ``botnet convert`` file) once. With ``task``,
-    a file written for another task is a CheckpointError that names the commands that read it."""
+def open_checkpoint(path: str | Checkpoint, task: str | None = None) -> Checkpoint:
+    """Read a run's ``model.safetensors`` or ``last.pt`` (or a ``botnet convert`` file) once (a Checkpoint
+    already read is returned as it is). With ``task``, a file written for another task is a CheckpointError
+    that names the commands that read it."""
+    if isinstance(path, Checkpoint):
+        _check_task(path.path, path.task, task)
+        return path
     check_readable(path)
     training = None
     if path.endswith(".safetensors"):
@@ -272,8 +281,7 @@ def open_checkpoint(path: str, task: str | None = None) -> Checkpoint:
     found = task_of(raw)
     if found not in METADATA:
         raise CheckpointError(f"{path}: its metadata names an unknown task {found!r}; the file is damaged or newer")
-    if task is not None and found != task:
-        raise CheckpointError(f"{path} holds a {found} model, not a {task} one; use {METADATA[found].read_commands}")
+    _check_task(path, found, task)
     if found == "detection":
         raw = {**raw, "settings": _detector_settings_from_v1(raw.get("settings"))}
     meta = read_record(METADATA[found], raw, path, "metadata")

@@ -130,7 +130,7 @@ def fit_study(base, log: Callable[[str], None] = print):
 def study_folder(base, study: str) -> str:
     """The default folder of a study: runs/ablate[-detect]-DATA-MODEL-STUDY."""
     task = _task_of(base)
-    return os.path.join("runs", f"{task.study_prefix}-{task.data_name(base)}-{getattr(base, task.study_setting)}-{study}")
+    return os.path.join("runs", f"{task.study_prefix}-{base.data_name}-{getattr(base, task.study_setting)}-{study}")
 
 
 def run_study(

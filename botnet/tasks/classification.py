@@ -115,6 +115,11 @@ class TrainConfig(RunSettings):
     )
     skip_bad_images: bool = setting(False, help="leave out unreadable files (counted) instead of stopping")
 
+    @property
+    def data_name(self) -> str:
+        """The data as run folders name it: the digits, or the folder's name."""
+        return DIGITS if self.data in (None, DIGITS) else os.path.basename(os.path.normpath(self.data))
+
     def resolve(self, world_size: int) -> TrainConfig:
         """Fill every unset value from the recipe and the model; check the values."""
         check_settings(self)
@@ -135,8 +140,7 @@ class TrainConfig(RunSettings):
         if values["img_size"] is None:
             values["img_size"] = get_model_entry(values["model"]).img_size
         if values["output_dir"] is None:
-            dataset = DIGITS if digits else os.path.basename(os.path.normpath(self.data))
-            values["output_dir"] = os.path.join("runs", f"{dataset}-{values['model']}-{run_stamp()}")
+            values["output_dir"] = os.path.join("runs", f"{self.data_name}-{values['model']}-{run_stamp()}")
         if values["workers"] is None:
             values["workers"] = 0 if digits else defaults.disk_workers()  # unprofiled: as if on disk
         config = TrainConfig(**values)
@@ -290,10 +294,6 @@ class Classification:
         raise AssertionError("classification data is never made in the run folder")
 
     @staticmethod
-    def data_name(config: TrainConfig) -> str:
-        return DIGITS if config.data in (None, DIGITS) else os.path.basename(os.path.normpath(config.data))
-
-    @staticmethod
     def study_network(summary: dict[str, Any], in_chans: int) -> nn.Module:
         """The network a study's run trained, for its parameters and FLOPs."""
         return create_model(
@@ -419,10 +419,8 @@ def load_model(checkpoint: str | Checkpoint) -> tuple[BoTNet, dict[str, Any]]:
     """Rebuild a trained classifier from ``model.safetensors`` or ``last.pt`` (a path, or the file as
     :func:`~botnet.checkpoints.open_checkpoint` read it): the model in eval mode and its metadata
     (a :class:`~botnet.checkpoints.ClassifierMeta` as a dict: classes, img_size, mean, std, crop, dataset, ...)."""
-    opened = checkpoint if isinstance(checkpoint, Checkpoint) else open_checkpoint(checkpoint, "classification")
+    opened = open_checkpoint(checkpoint, "classification")
     path, meta = opened.path, opened.meta
-    if not isinstance(meta, ClassifierMeta):
-        raise CheckpointError(f"{path} holds a {opened.task} model, not a classifier; use {type(meta).read_commands}")
     if len(meta.mean) != meta.in_chans or len(meta.std) != meta.in_chans:
         raise CheckpointError(f"{path}: its normalisation does not match its {meta.in_chans} channel(s); use another checkpoint")
     if meta.interpolation not in INTERPOLATIONS or not 0.0 < meta.crop_fraction <= 1.0:

@@ -459,10 +459,6 @@ class Detection:
         return _load_datasets(config, _coco_files(*_generate_shapes(config, config.output_dir, log)))
 
     @staticmethod
-    def data_name(config: DetectConfig) -> str:
-        return config.data_name
-
-    @staticmethod
     def study_network(summary: dict[str, Any], in_chans: int) -> nn.Module:
         """The backbone a study's run trained (as its detector holds it), for its parameters and FLOPs."""
         overrides = summary.get("model_overrides") or {}
@@ -618,10 +614,8 @@ def load_detector(checkpoint: str | Checkpoint) -> tuple[nn.Module, dict[str, An
     """Rebuild a trained detector from a run's model.safetensors or last.pt (a path, or the file as
     :func:`~botnet.checkpoints.open_checkpoint` read it), in eval mode, with its metadata
     (a :class:`~botnet.checkpoints.DetectorMeta` as a dict)."""
-    opened = checkpoint if isinstance(checkpoint, Checkpoint) else open_checkpoint(checkpoint, "detection")
+    opened = open_checkpoint(checkpoint, "detection")
     path, meta = opened.path, opened.meta
-    if not isinstance(meta, DetectorMeta):
-        raise CheckpointError(f"{path} holds a {opened.task} model, not a detector; use {type(meta).read_commands}")
     settings = read_record(DetectorSettings, meta.settings, path, "detector settings")
     if len(meta.class_names) != meta.num_classes - 1:
         raise CheckpointError(f"{path}: its class names do not match its {meta.num_classes} classes; the file is damaged")
