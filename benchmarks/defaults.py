@@ -49,7 +49,7 @@ def run(name: str, argv: list[str], work: str) -> dict:
         case=name,
         command="botnet train " + " ".join(argv),
         settings={k: config[k] for k in keys},
-        top1=summary["test_top1"],
+        top1=summary["val_top1"],
         wall_seconds=summary["wall_seconds"],
         fitted=summary["fitted_defaults"],
     )

@@ -87,16 +87,17 @@ class DetectorMeta:
 
     train_command: ClassVar[str] = "botnet detect train"
     read_commands: ClassVar[str] = "`botnet detect eval` / `botnet detect predict`"
+    OLD_NAMES: ClassVar[dict[str, str]] = dict(class_names="classes", data="dataset")  # fields renamed since
 
     settings: dict[str, Any]  # botnet.tasks.detection.DetectorSettings as a dict
     num_classes: int  # object classes plus the background
-    class_names: list[str]
+    classes: list[str]
     category_ids: list[int]  # the annotations' category ids, in class order
     val_images: str
-    val_annotations: str | None  # None where the held-out labels are read from ``data`` in another format
+    val_annotations: str | None  # None where the held-out labels are read from ``dataset`` in another format
     task: str = "detection"
-    data: str | None = None  # the dataset folder (--data): its held-out split is the default to evaluate
-    data_format: str | None = None  # --data-format, to read ``data`` again as it was
+    dataset: str | None = None  # the dataset folder (--data): its held-out split is the default to evaluate
+    data_format: str | None = None  # --data-format, to read ``dataset`` again as it was
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -104,7 +105,7 @@ class DetectorMeta:
 
 METADATA = {"classification": ClassifierMeta, "detection": DetectorMeta}
 
-# Version-1 detector files named the settings as create_detector's arguments.
+# Version-1 detector files named the settings as create_detector's arguments were named then.
 _V1_NAMES = dict(kind="detector", out_channels="fpn_channels", backbone_overrides="model_overrides")
 _V1_PROPOSALS = ("rpn_pre_nms_top_n_train", "rpn_post_nms_top_n_train", "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test")
 

@@ -349,7 +349,7 @@ def _cmd_detect_convert(args: argparse.Namespace) -> int:
     masks = "with masks" if splits.has_masks() else "boxes only: train it with --detector fasterrcnn"
     names = ",".join(split.name for split in splits)
     print(f"wrote {args.output}/{{{names}}}/annotations.json and images/ from the {splits.format} data in "
-          f"{args.root} ({len(splits.class_names)} classes, {masks})")  # fmt: skip
+          f"{args.root} ({len(splits.classes)} classes, {masks})")  # fmt: skip
     return 0
 
 

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from .errors import CheckpointError, first_line
 
-__all__ = ["matches", "read_record"]
+__all__ = ["matches", "read_record", "with_current_names"]
 
 Record = TypeVar("Record")
 
@@ -53,12 +53,21 @@ def matches(value: Any, hint: Any, *, finite: bool = False) -> bool:
     raise TypeError(f"records do not hold {hint}")
 
 
+def with_current_names(values: dict[str, Any], old_names: dict[str, str]) -> dict[str, Any]:
+    """``values`` (read from a file an older version wrote) with each key renamed since (``old_names``: old
+    name -> today's) under today's name; a value under today's name wins."""
+    renamed = {old_names[key]: value for key, value in values.items() if key in old_names}
+    return {**renamed, **{key: value for key, value in values.items() if key not in old_names}}
+
+
 def read_record(record_class: type[Record], data: Any, path: str, what: str) -> Record:
     """``data`` (a mapping read from a file) as ``record_class``, each field checked against its type; a
-    field the file lacks takes its default, keys the record does not know are dropped. CheckpointError
-    names the first field that is missing or damaged."""
+    field the file lacks takes its default, keys the record does not know are dropped, and keys renamed
+    since (the class's ``OLD_NAMES``, old -> today's) are read under today's names. CheckpointError names
+    the first field that is missing or damaged."""
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: its {what} is a {type(data).__name__}, not a mapping; the file is damaged")
+    data = with_current_names(data, getattr(record_class, "OLD_NAMES", {}))
     hints = typing.get_type_hints(record_class)
     values = {}
     for f in dataclasses.fields(record_class):

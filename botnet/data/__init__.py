@@ -77,7 +77,7 @@ def load_classification_data(
     *,
     randaugment: bool = False,
     crop_scale_min: float = CROP_SCALE_MIN,
-    skip_bad_images: bool = False,
+    skip_bad: bool = False,
     train: bool = True,
     hflip: bool | None = None,
     in_chans: int | None = None,
@@ -100,7 +100,7 @@ def load_classification_data(
         result = ClassificationData(DIGITS, train_split, val_split, DIGITS_CLASSES, 1, DIGITS_MEAN, DIGITS_STD, crop, BadImages())
     else:
         grey = in_chans == 1
-        folder = load_image_folder(data, skip_bad=skip_bad_images, mode="L" if grey else "RGB", heldout=heldout)
+        folder = load_image_folder(data, skip_bad=skip_bad, mode="L" if grey else "RGB", heldout=heldout)
         keep_in_memory(folder.train, folder.val)
         mean, std = (GREY_MEAN, GREY_STD) if grey else (IMAGENET_MEAN, IMAGENET_STD)
         result = ClassificationData(

@@ -251,7 +251,7 @@ class CocoDetection(Dataset):
         raw_categories = self._check_categories(data["categories"])
         self.categories = [{"id": c["id"], "name": c["name"]} for c in raw_categories]
         self.category_ids = [c["id"] for c in self.categories]
-        self.class_names = [c["name"] for c in self.categories]
+        self.classes = [c["name"] for c in self.categories]
         label_of = {category_id: k + 1 for k, category_id in enumerate(self.category_ids)}
 
         images = self._check_images(data["images"])

@@ -40,8 +40,11 @@ __all__ = [
 DETECTORS: dict[str, type[FasterRCNN]] = {"fasterrcnn": FasterRCNN, "maskrcnn": MaskRCNN}
 
 
+_PROPOSAL_ARGS = ("rpn_pre_nms_top_n_train", "rpn_post_nms_top_n_train", "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test")
+
+
 def create_detector(
-    kind: str,
+    detector: str,
     backbone: str,
     num_classes: int,
     *,
@@ -50,24 +53,25 @@ def create_detector(
     returned_layers: Sequence[int] = (1, 2, 3, 4),
     norm_layer: Callable[[int], nn.Module] | None = None,
     img_size: int | tuple[int, int] = DETECTION_IMG_SIZE,
-    backbone_overrides: Mapping[str, Any] | None = None,
-    out_channels: int = 256,
+    model_overrides: Mapping[str, Any] | None = None,
+    fpn_channels: int = 256,
     anchor_sizes: Sequence[int] | None = None,
     box_head_width: int | None = None,
     mask_head_width: int | None = None,
+    proposals: Sequence[int] | None = None,
     roi_sampling_ratio: int = 2,
     **kwargs: Any,
 ) -> FasterRCNN:
     """A torchvision detector ("fasterrcnn" or "maskrcnn") on an FPN over ``backbone``.
 
     Args:
-        kind: "fasterrcnn" or "maskrcnn".
+        detector: "fasterrcnn" or "maskrcnn".
         backbone: a registered model name (``botnet list``).
         num_classes: object classes plus one for the background.
         backbone_weights, trainable_layers, returned_layers, norm_layer, img_size:
             see ``botnet_fpn_backbone``.
-        backbone_overrides: model settings for the backbone (``create_model`` overrides).
-        out_channels: FPN channels (torchvision: 256).
+        model_overrides: model settings for the backbone (``create_model`` overrides).
+        fpn_channels: FPN channels (torchvision: 256).
         anchor_sizes: one anchor size in pixels per pyramid level (P2.. and the
             extra P6), each at aspect ratios 0.5, 1 and 2. Default 8 x each level's
             stride from the backbone's ``feature_info`` (torchvision's 32, 64, 128,
@@ -75,17 +79,22 @@ def create_detector(
             whose c5 keeps stride 16); small images need smaller ones.
         box_head_width: width of the two-layer box head (torchvision: 1024).
         mask_head_width: channels of the four mask-head convolutions (torchvision: 256).
+        proposals: RPN proposals kept before and after NMS in training, then in testing (torchvision: 2000,
+            2000, 1000, 1000).
         roi_sampling_ratio: bilinear samples per RoI-Align bin side (torchvision: 2). On a
             CPU, RoI-Align's backward dominates a small detector's step; 1 makes it much cheaper.
         **kwargs: passed on to torchvision's FasterRCNN / MaskRCNN (min_size,
             max_size, rpn_anchor_generator, box_detections_per_img, ...).
 
+    The arguments have the names of ``botnet detect train``'s settings (``--detector``, ``--fpn-channels``,
+    ``--proposals``, ``--model-overrides`` of the backbone).
+
     A Mask R-CNN trains on dense (N, H, W) masks as torchvision's does, and on
     ``BoxMasks`` crops (``CocoDetection(mask_crops=True)``) without full-image float
     copies of every mask each step (``botnet.detection.box_mask_heads``).
     """
-    if kind not in DETECTORS:
-        raise ConfigError(f"unknown detector {kind!r}; choose one of {', '.join(DETECTORS)}")
+    if detector not in DETECTORS:
+        raise ConfigError(f"unknown detector {detector!r}; choose one of {', '.join(DETECTORS)}")
     if not isinstance(num_classes, int) or num_classes < 2:
         raise ConfigError(f"num_classes counts the background too, so it must be an int >= 2, got {num_classes!r}")
     fpn = botnet_fpn_backbone(
@@ -95,8 +104,8 @@ def create_detector(
         norm_layer=norm_layer,
         backbone_weights=backbone_weights,
         img_size=img_size,
-        out_channels=out_channels,
-        **dict(backbone_overrides or {}),
+        out_channels=fpn_channels,
+        **dict(model_overrides or {}),
     )
     levels = len(tuple(returned_layers)) + 1  # the FPN levels plus the max-pooled extra one
     if anchor_sizes is None:
@@ -113,28 +122,34 @@ def create_detector(
     kwargs.setdefault(
         "rpn_anchor_generator", AnchorGenerator(tuple((s,) for s in anchor_sizes), ((0.5, 1.0, 2.0),) * levels)
     )
+    if proposals is not None:
+        if len(proposals) != 4 or not all(isinstance(n, int) and n > 0 for n in proposals):
+            raise ConfigError(f"proposals must be four positive ints (before and after NMS, train then test), got {proposals!r}")
+        if set(_PROPOSAL_ARGS) & set(kwargs):
+            raise ConfigError("give proposals or torchvision's rpn_*_nms_top_n_* arguments, not both")
+        kwargs.update(zip(_PROPOSAL_ARGS, proposals))
     if not isinstance(roi_sampling_ratio, int) or roi_sampling_ratio < 1:
         raise ConfigError(f"roi_sampling_ratio must be a positive int, got {roi_sampling_ratio!r}")
     if roi_sampling_ratio != 2:
         names = [str(k) for k in range(levels - 1)]
         kwargs["box_roi_pool"] = MultiScaleRoIAlign(names, 7, roi_sampling_ratio)
-        if kind == "maskrcnn":
+        if detector == "maskrcnn":
             kwargs["mask_roi_pool"] = MultiScaleRoIAlign(names, 14, roi_sampling_ratio)
-    heads_given = box_head_width is not None or (kind == "maskrcnn" and mask_head_width is not None)
+    heads_given = box_head_width is not None or (detector == "maskrcnn" and mask_head_width is not None)
     if box_head_width is not None:
-        kwargs["box_head"] = TwoMLPHead(out_channels * 7 * 7, box_head_width)
+        kwargs["box_head"] = TwoMLPHead(fpn_channels * 7 * 7, box_head_width)
         kwargs["box_predictor"] = FastRCNNPredictor(box_head_width, num_classes)
     elif heads_given:
         kwargs["box_predictor"] = FastRCNNPredictor(1024, num_classes)  # torchvision's default box head width
-    if kind == "maskrcnn" and mask_head_width is not None:
-        kwargs["mask_head"] = MaskRCNNHeads(out_channels, [mask_head_width] * 4, 1)
+    if detector == "maskrcnn" and mask_head_width is not None:
+        kwargs["mask_head"] = MaskRCNNHeads(fpn_channels, [mask_head_width] * 4, 1)
         kwargs["mask_predictor"] = MaskRCNNPredictor(mask_head_width, mask_head_width, num_classes)
-    elif kind == "maskrcnn" and heads_given:
+    elif detector == "maskrcnn" and heads_given:
         kwargs["mask_predictor"] = MaskRCNNPredictor(256, 256, num_classes)  # torchvision's default mask head
     # torchvision takes num_classes only when it builds the predictors itself.
-    model = DETECTORS[kind](fpn, num_classes=None if heads_given else num_classes, **kwargs)
+    model = DETECTORS[detector](fpn, num_classes=None if heads_given else num_classes, **kwargs)
     model.rpn.box_similarity = model.roi_heads.box_similarity = box_iou  # torchvision's numbers, in fewer passes
-    return train_on_box_masks(model) if kind == "maskrcnn" else model
+    return train_on_box_masks(model) if detector == "maskrcnn" else model
 
 
 def fasterrcnn_resnet50_fpn(num_classes: int = 91, **kwargs: Any) -> FasterRCNN:

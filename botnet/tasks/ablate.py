@@ -25,8 +25,9 @@ from typing import Any
 from ..checkpoints import read_metadata
 from ..errors import ConfigError
 from ..models import get_model_entry, summarize
+from ..records import with_current_names
 from ..training.pipeline import describe_choices, run_task
-from ..training.settings import check_model_overrides
+from ..training.settings import check_model_overrides, old_names
 from . import TASKS
 
 __all__ = [
@@ -107,7 +108,7 @@ def plan_study(base, study: str, seeds: int, output_dir: str, model: str) -> lis
     for variant in variants:  # every variant's settings are valid before any run starts
         check_model_overrides(model, {**(base.model_overrides or {}), **variant.overrides})
     os.makedirs(output_dir, exist_ok=True)
-    _check_same_study(output_dir, dict(study=study, model=model, seeds=seeds, base=_settings(base)))
+    _check_same_study(output_dir, dict(study=study, model=model, seeds=seeds, base=_settings(base)), type(base))
     return [(variant, seed, run_folder(output_dir, variant, seed)) for variant in variants for seed in range(seeds)]
 
 
@@ -198,12 +199,15 @@ def _settings(base) -> dict[str, Any]:
     return json.loads(json.dumps(values, default=list))
 
 
-def _check_same_study(output_dir: str, settings: dict[str, Any]) -> None:
-    """A study folder belongs to one study: continuing it with other settings would mix runs."""
+def _check_same_study(output_dir: str, settings: dict[str, Any], config_class: type) -> None:
+    """A study folder belongs to one study: continuing it with other settings would mix runs (settings
+    renamed since the folder was started are compared under their new names)."""
     path = os.path.join(output_dir, "study.json")
     if os.path.exists(path):
         with open(path) as f:
             saved = json.load(f)
+        if isinstance(saved.get("base"), dict):
+            saved["base"] = with_current_names(saved["base"], old_names(config_class))
         if saved != settings:
             changed = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
             raise ConfigError(
@@ -231,7 +235,7 @@ def summarize_study(
         summaries = []
         for seed in range(seeds):
             with open(os.path.join(run_folder(output_dir, variant, seed), "summary.json")) as f:
-                summaries.append(json.load(f))
+                summaries.append(with_current_names(json.load(f), task.summary_old_names))
         first = summaries[0]
         meta = read_metadata(os.path.join(run_folder(output_dir, variant, 0), "model.safetensors")) or {}
         model = task.study_network(first, meta.get("in_chans", 3))
@@ -246,7 +250,7 @@ def summarize_study(
         wall, _ = _mean_std([s["wall_seconds"] for s in summaries])
         row.update(
             params=sum(p.numel() for p in model.parameters()),
-            gflops=round(summarize(model, first["img_size"]).flops / 1e9, 4),
+            gflops=round(summarize(model).flops / 1e9, 4),
             train_images_per_second=round(speed, 1), wall_seconds=round(wall, 1),
         )  # fmt: skip
         rows.append(row)

@@ -113,7 +113,9 @@ class TrainConfig(RunSettings):
     in_chans: int | None = setting(
         choices=(1, 3), help="1: read the images grey, 3: in colour (default: 1 when every sampled image is grey)"
     )
-    skip_bad_images: bool = setting(False, help="leave out unreadable files (counted) instead of stopping")
+    skip_bad: bool = setting(
+        False, old_name="skip_bad_images", help="leave out unreadable files (counted) instead of stopping"
+    )
 
     @property
     def data_name(self) -> str:
@@ -271,7 +273,8 @@ class Classification:
     name = "classification"
     command = ClassifierMeta.train_command
     # botnet ablate: the setting the variants change, the folder's prefix, summary key -> study.csv column
-    study_setting, study_prefix, study_metrics = "model", "ablate", {"test_top1": "top1"}
+    study_setting, study_prefix, study_metrics = "model", "ablate", {"val_top1": "top1"}
+    summary_old_names = dict(test_top1="val_top1", test_top5="val_top5", test_loss="val_loss", test_images="val_images")
     config_class = TrainConfig
     metric_columns = METRIC_COLUMNS
     required_columns = tuple(METRIC_COLUMNS)
@@ -286,7 +289,7 @@ class Classification:
         return load_classification_data(
             config.data, config.img_size, randaugment=config.randaugment, crop_scale_min=config.crop_scale_min,
             hflip=config.hflip, in_chans=config.in_chans, augment=config.augment,
-            skip_bad_images=config.skip_bad_images,
+            skip_bad=config.skip_bad,
             heldout=read_heldout(os.path.join(config.output_dir, HELDOUT_FILE)) if config.output_dir else None,
         )  # fmt: skip
 
@@ -369,10 +372,10 @@ class Classification:
     def summary(self, config: TrainConfig, data, built: Built, result: FitResult) -> dict[str, Any]:
         evaluated = built.task.result
         return dict(
-            test_top1=round(evaluated.top1, 4),
-            test_top5=round(evaluated.top5, 4),
-            test_loss=round(evaluated.loss, 6),
-            test_images=evaluated.count,
+            val_top1=round(evaluated.top1, 4),
+            val_top5=round(evaluated.top5, 4),
+            val_loss=round(evaluated.loss, 6),
+            val_images=evaluated.count,
             per_class_top1={c: round(a, 4) for c, a in zip(data.classes, evaluated.per_class_top1)},
             model=config.model,
             model_overrides=config.model_overrides,
@@ -390,8 +393,8 @@ class Classification:
 
     def done(self, summary: dict[str, Any], result: FitResult) -> str:
         return (
-            f"done: test top-1 {summary['test_top1']:.2f}%, top-5 {summary['test_top5']:.2f}% on "
-            f"{summary['test_images']} held-out images"
+            f"done: top-1 {summary['val_top1']:.2f}%, top-5 {summary['val_top5']:.2f}% on "
+            f"{summary['val_images']} held-out images"
         )
 
 

@@ -249,17 +249,12 @@ class DetectorSettings:
 
 
 def build_detector(settings: DetectorSettings, num_classes: int, **kwargs: Any) -> nn.Module:
-    """A detector from its settings: the one place DetectConfig's names become create_detector's."""
-    pre_train, post_train, pre_test, post_test = settings.proposals
+    """A detector from its settings (create_detector's arguments by the same names)."""
+    values = dataclasses.asdict(settings)
+    frozen = values.pop("frozen_batch_norm")
     return create_detector(
-        settings.detector, settings.backbone, num_classes, img_size=(settings.min_size, settings.max_size),
-        out_channels=settings.fpn_channels, anchor_sizes=settings.anchor_sizes, box_head_width=settings.box_head_width,
-        mask_head_width=settings.mask_head_width, min_size=settings.min_size, max_size=settings.max_size,
-        rpn_pre_nms_top_n_train=pre_train, rpn_post_nms_top_n_train=post_train, rpn_pre_nms_top_n_test=pre_test,
-        rpn_post_nms_top_n_test=post_test, box_batch_size_per_image=settings.box_batch_size_per_image,
-        roi_sampling_ratio=settings.roi_sampling_ratio,
-        norm_layer=FrozenBatchNorm2d if settings.frozen_batch_norm else nn.BatchNorm2d,
-        backbone_overrides=settings.model_overrides, **kwargs,
+        values.pop("detector"), values.pop("backbone"), num_classes, img_size=(settings.min_size, settings.max_size),
+        norm_layer=FrozenBatchNorm2d if frozen else nn.BatchNorm2d, **values, **kwargs,
     )  # fmt: skip
 
 
@@ -424,6 +419,7 @@ class Detection:
     command = DetectorMeta.train_command
     # botnet detect ablate: the setting the variants change, the folder's prefix, summary key -> study.csv column
     study_setting, study_prefix, study_metrics = "backbone", "ablate-detect", {"bbox_AP": "box_ap", "segm_AP": "mask_ap"}
+    summary_old_names = dict(img_size="min_size")
     config_class = DetectConfig
     metric_columns = METRIC_COLUMNS
     required_columns = ("epoch", "train_loss", "lr", "seconds")  # AP only in the epochs that evaluate
@@ -462,7 +458,7 @@ class Detection:
     def study_network(summary: dict[str, Any], in_chans: int) -> nn.Module:
         """The backbone a study's run trained (as its detector holds it), for its parameters and FLOPs."""
         overrides = summary.get("model_overrides") or {}
-        return create_model(summary["backbone"], features_only=True, img_size=summary["img_size"], **overrides)
+        return create_model(summary["backbone"], features_only=True, img_size=summary["min_size"], **overrides)
 
     @staticmethod
     def attention_input(checkpoint: Checkpoint, image_path: str) -> tuple[nn.Module, Tensor, list[float], list[float]]:
@@ -482,7 +478,7 @@ class Detection:
         side = -(-int(transform.min_size[0]) // 32) * 32
         extra = dict(
             model=meta["settings"]["backbone"] + " + FPN (detector backbone)",
-            classes=meta["class_names"],
+            classes=meta["classes"],
             mean=list(transform.image_mean),
             std=list(transform.image_std),
             min_size=int(transform.min_size[0]),
@@ -518,10 +514,10 @@ class Detection:
         # the anchors in use, saved as numbers: a later version's defaults must not change a trained detector
         settings.anchor_sizes = [int(sizes[0]) for sizes in model.rpn.anchor_generator.sizes]
         meta = DetectorMeta(
-            settings=dataclasses.asdict(settings), num_classes=num_classes, class_names=train_set.class_names,
+            settings=dataclasses.asdict(settings), num_classes=num_classes, classes=train_set.classes,
             category_ids=train_set.category_ids, val_images=os.path.abspath(val_set.image_dir),
             val_annotations=os.path.abspath(val_set.ann_file) if os.path.isfile(val_set.ann_file) else None,
-            data=config.data, data_format=config.data_format,
+            dataset=config.data, data_format=config.data_format,
         )  # fmt: skip
         groups = _aspect_groups(train_set)
         loader = train_loader(
@@ -543,9 +539,10 @@ class Detection:
             detector=config.detector,
             backbone=config.backbone,
             model_overrides=config.model_overrides,
-            img_size=config.min_size,
+            min_size=config.min_size,
+            max_size=config.max_size,
             dataset=SHAPES if config.synthetic else (config.data or config.train_annotations),
-            classes=train_set.class_names,
+            classes=train_set.classes,
             params=sum(p.numel() for p in result.eval_model.parameters()),
             val_images=len(val_set),
             skipped=dict(train=train_set.skipped.as_dict(), val=val_set.skipped.as_dict()),
@@ -599,7 +596,7 @@ def _save_prediction_grid(
     drawn = []
     for image in images:
         output = {k: v.cpu() for k, v in model([_plain(image).to(device)])[0].items()}
-        drawn.append(draw_detections(_plain(image), output, dataset.class_names, score_threshold, scale=scale))
+        drawn.append(draw_detections(_plain(image), output, dataset.classes, score_threshold, scale=scale))
     grid = tile_images(drawn)
     atomic_write(path, lambda f: f.write(_png_bytes(grid)))
 
@@ -617,7 +614,7 @@ def load_detector(checkpoint: str | Checkpoint) -> tuple[nn.Module, dict[str, An
     opened = open_checkpoint(checkpoint, "detection")
     path, meta = opened.path, opened.meta
     settings = read_record(DetectorSettings, meta.settings, path, "detector settings")
-    if len(meta.class_names) != meta.num_classes - 1:
+    if len(meta.classes) != meta.num_classes - 1:
         raise CheckpointError(f"{path}: its class names do not match its {meta.num_classes} classes; the file is damaged")
     try:
         model = build_detector(settings, meta.num_classes)
@@ -650,8 +647,8 @@ def evaluate_detector_checkpoint(
     model, meta = load_detector(checkpoint)
     masks = with_masks(model)
     if data is None and images is None and annotations is None:
-        data = meta.get("data")
-    own_data = data is not None and meta.get("data") is not None and os.path.abspath(data) == meta["data"]
+        data = meta["dataset"]
+    own_data = data is not None and meta["dataset"] is not None and os.path.abspath(data) == meta["dataset"]
     if data is not None:
         if images is not None or annotations is not None:
             raise ConfigError(f"give {label('data')} ROOT or the held-out images and annotations, not both")
@@ -682,7 +679,7 @@ def predict_detections(
     if not 0.0 <= score_threshold <= 1.0:
         raise ConfigError(f"{label('score_threshold')} must be in [0, 1], got {score_threshold}")
     model, meta = load_detector(checkpoint)
-    names = meta["class_names"]
+    names = meta["classes"]
     results = []
     for path in images:
         image = v2.functional.to_dtype(read_pixels(path, "RGB"), torch.float32, scale=True)

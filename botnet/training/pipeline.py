@@ -73,6 +73,7 @@ class TaskSpec(Protocol):
 
     name: str  # "classification", saved as the weights' and checkpoint's "task"
     command: str  # "botnet train": how the messages say to resume
+    summary_old_names: dict[str, str]  # summary.json keys renamed since earlier versions: old -> today's
     config_class: type[RunSettings]
     metric_columns: list[str]  # metrics.csv's columns
     required_columns: tuple[str, ...]  # those every epoch's row has

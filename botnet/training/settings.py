@@ -49,6 +49,7 @@ __all__ = [
     "flag_fields",
     "given_settings",
     "label",
+    "old_names",
     "setting",
 ]
 
@@ -67,7 +68,7 @@ def cli_labels() -> Iterator[None]:
 
 def label(name: str) -> str:
     """A setting's name as the caller knows it: ``--img-size`` under the CLI, ``img_size`` from Python."""
-    return "--" + name.replace("_", "-") if _CLI.get() else name
+    return _flag(name) if _CLI.get() else name
 
 
 def setting(
@@ -81,6 +82,7 @@ def setting(
     metavar: str | tuple[str, ...] | None = None,
     nargs: int | None = None,
     const: Any = None,
+    old_name: str | None = None,
 ) -> Any:
     """A config field with what the CLI and the checks need.
 
@@ -93,10 +95,20 @@ def setting(
         flag: False for settings only Python sets (an ablation's model overrides): no flag.
         metavar, nargs: how the flag shows and how many values a tuple takes (default: one or more).
         const: the value of the flag given alone (its value then optional).
+        old_name: the setting's name in earlier versions: still a flag, and read from the runs they saved.
     """
     metadata = dict(help=help, choices=choices, positive=positive, optional=optional, flag=flag, metavar=metavar,
-                    nargs=nargs, const=const)  # fmt: skip
+                    nargs=nargs, const=const, old_name=old_name)  # fmt: skip
     return dataclasses.field(default=default, metadata=metadata)
+
+
+def old_names(config_class: type) -> dict[str, str]:
+    """The settings renamed since earlier versions: old name -> today's (to read the runs they saved)."""
+    return {f.metadata["old_name"]: f.name for f in dataclasses.fields(config_class) if f.metadata.get("old_name")}
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
 def _hints(config_class: type) -> dict[str, Any]:
@@ -159,7 +171,8 @@ def add_flags(
             options["choices"] = meta["choices"]
         if meta["metavar"] is not None:
             options["metavar"] = meta["metavar"]
-        parser.add_argument("--" + field.name.replace("_", "-"), **options)
+        names = [_flag(field.name)] + ([_flag(meta["old_name"])] if meta.get("old_name") else [])
+        parser.add_argument(*names, dest=field.name, **options)
 
 
 def given_settings(args: argparse.Namespace, config_class: type) -> dict[str, Any]:

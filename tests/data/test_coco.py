@@ -117,7 +117,7 @@ def coco(tmp_path) -> Coco:
 def test_categories_sorted_by_id_and_labels_contiguous(coco):
     ds = coco.load()
     assert ds.categories == [{"id": 3, "name": "cat"}, {"id": 7, "name": "dog"}]
-    assert ds.category_ids == [3, 7] and ds.class_names == ["cat", "dog"]
+    assert ds.category_ids == [3, 7] and ds.classes == ["cat", "dog"]
     assert len(ds) == 3 and ds.image_ids == [10, 20, 30]
     assert ds.image_path(1) == os.path.join(coco.image_dir, "b.png")
     assert ds.skipped.total() == 0 and ds.skipped.summary() == "" and ds.skipped.as_dict() == {}

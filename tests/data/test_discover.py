@@ -44,7 +44,7 @@ def test_every_export_is_read_as_found_and_nothing_is_lost(tmp_path, build):
     export = build(tmp_path)
     splits = find_layout(str(export.data))
     assert splits.format == export.format == layout_of(str(export.data))
-    assert splits.class_names == export.classes
+    assert splits.classes == export.classes
     assert _images_and_objects(splits) == (export.images, export.objects)
     names = [split.name for split in splits]
     assert names[:2] == ["train", "val"]
@@ -172,7 +172,7 @@ def test_category_zero_is_a_class_and_an_unused_duplicate_name_is_dropped(tmp_pa
 def test_an_unused_class_is_kept_and_a_wrong_nc_is_reported(tmp_path):
     export = quirk_unused_class_and_nc(tmp_path)
     splits = find_layout(str(export.data))
-    assert splits.class_names == ["cat", "fish", "dog", "bird"]
+    assert splits.classes == ["cat", "fish", "dog", "bird"]
     assert any(re.search(r"data.yaml gives nc: 3 but names 4 classes: the names are used", line) for line in splits.report)
 
 
@@ -253,7 +253,7 @@ def test_cvat_yolo_with_obj_names_and_labels_beside_the_images(tmp_path):
     (root / "obj.names").write_text("cat\nfish\ndog\nbird\n")
     (root / "obj.data").write_text("classes = 4\ntrain = data/train.txt\n")
     splits = find_layout(str(root))
-    assert splits.class_names == ["cat", "fish", "dog", "bird"]
+    assert splits.classes == ["cat", "fish", "dog", "bird"]
     assert _images_and_objects(splits) == (export.images, export.objects)
 
 

@@ -197,7 +197,7 @@ def test_real_digits_as_a_flat_folder_train_and_eval_the_held_out_images(tmp_pat
     summary = train(TrainConfig(data=str(root), epochs=1, batch_size=16, output_dir=str(run_dir)))
     listed = read_heldout(str(run_dir / HELDOUT_FILE))
     data = load_classification_data(str(root), 24)
-    assert listed == data.heldout and summary["test_images"] == len(listed)
+    assert listed == data.heldout and summary["val_images"] == len(listed)
     assert 0.1 <= len(listed) / 301 <= 0.2 and len(_by_class(listed)) == 10
     every = [p for p, _ in data.train.samples + data.val.samples]
     assert not _contents(root / n for n in listed) & _contents(p for p, _ in data.train.samples), (
@@ -211,7 +211,7 @@ def test_real_digits_as_a_flat_folder_train_and_eval_the_held_out_images(tmp_pat
     checkpoint = str(run_dir / "model.safetensors")
     result, _, source = evaluate_checkpoint(checkpoint)
     assert result.count == len(listed) and HELDOUT_FILE in source
-    assert result.top1 == pytest.approx(summary["test_top1"], abs=1e-3)
+    assert result.top1 == pytest.approx(summary["val_top1"], abs=1e-3)
     # eval scores the listed images, not a split worked out again
     dropped = sorted(listed)[0]
     (run_dir / HELDOUT_FILE).write_text("".join(f"{n}\n" for n in sorted(listed - {dropped})))
@@ -237,7 +237,7 @@ def test_train_and_test_layout_runs_and_eval_scores_its_test_split(tmp_path, cap
     run_dir = tmp_path / "run"
     summary = train(TrainConfig(data=str(root), epochs=1, batch_size=4, output_dir=str(run_dir)))
     listed = read_heldout(str(run_dir / HELDOUT_FILE))
-    assert listed and all(n.startswith("train" + os.sep) for n in listed) and summary["test_images"] == len(listed)
+    assert listed and all(n.startswith("train" + os.sep) for n in listed) and summary["val_images"] == len(listed)
     checkpoint = str(run_dir / "last.pt")
     assert evaluate_checkpoint(checkpoint)[0].count == len(listed)
     result, _, source = evaluate_checkpoint(checkpoint, split="test")

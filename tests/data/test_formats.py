@@ -206,7 +206,7 @@ def test_find_layout_recognises_each_layout(tmp_path, writer, expected):
     assert layout_of(str(tmp_path)) == expected
     splits = find_layout(str(tmp_path))
     assert splits.format == expected and [s.name for s in splits] == ["train", "val"]
-    assert splits.class_names == CLASSES
+    assert splits.classes == CLASSES
     assert len(splits.train.dataset(with_masks=False)) == 3 and len(splits.val.dataset(with_masks=False)) == 1
 
 
@@ -514,7 +514,7 @@ def test_voc_unknown_val_class_and_missing_files(tmp_path):
     _voc(tmp_path)
     val = tmp_path / "Annotations" / "d.xml"
     val.write_text(voc_xml("d.png", 37, 23, [("cat", 5, 4, 14, 11, 0), ("horse", 5, 4, 14, 11, 0)]))
-    assert read_voc(tmp_path).class_names == ["cat", "dog", "horse"]  # a class only val has is a class
+    assert read_voc(tmp_path).classes == ["cat", "dog", "horse"]  # a class only val has is a class
     os.remove(val)
     assert re.match(rf"{re.escape(str(tmp_path / 'ImageSets' / 'Main' / 'val.txt'))} line 1 names 'd', but .*d.xml "
                     rf"does not exist", _error(read_voc, tmp_path))
@@ -659,7 +659,7 @@ def test_labelme_file_errors(tmp_path):
     data = json.loads(val.read_text())
     data["shapes"][1]["label"] = "horse"
     val.write_text(json.dumps(data))
-    assert read_labelme(tmp_path).class_names == ["cat", "dog", "horse"]  # a class only val has is a class
+    assert read_labelme(tmp_path).classes == ["cat", "dog", "horse"]  # a class only val has is a class
     data["shapes"][1]["label"] = "cat"
     data["imagePath"] = "a.png"
     val.write_text(json.dumps(data))

@@ -42,7 +42,7 @@ def test_losses_and_gradients_on_crops_equal_torchvision_s_on_dense_masks(min_si
     """At the images' own size the two are equal; resized 1.5x, every loss but the mask loss is equal and
     the mask loss differs by what sampling the crops instead of nearest-resized masks changes."""
     torch.manual_seed(0)
-    ours = create_detector("maskrcnn", "botnet_mini", 3, min_size=min_size, max_size=max_size, out_channels=16,
+    ours = create_detector("maskrcnn", "botnet_mini", 3, min_size=min_size, max_size=max_size, fpn_channels=16,
                            box_head_width=32, mask_head_width=8).double().train()  # fmt: skip
     assert isinstance(ours.roi_heads, BoxMaskRoIHeads)
     reference = _torchvision_twin(ours)
@@ -69,7 +69,7 @@ def test_losses_and_gradients_on_crops_equal_torchvision_s_on_dense_masks(min_si
 
 def test_dense_masks_still_train_as_torchvision_s():
     torch.manual_seed(0)
-    ours = create_detector("maskrcnn", "botnet_mini", 3, min_size=144, max_size=192, out_channels=16).double().train()
+    ours = create_detector("maskrcnn", "botnet_mini", 3, min_size=144, max_size=192, fpn_channels=16).double().train()
     reference = _torchvision_twin(ours)
     images = [torch.rand(3, H, W, dtype=torch.float64)]
     torch.manual_seed(1)
@@ -81,7 +81,7 @@ def test_dense_masks_still_train_as_torchvision_s():
 
 
 def test_an_image_without_objects_trains_on_crops():
-    model = create_detector("maskrcnn", "botnet_mini", 3, min_size=H, max_size=W, out_channels=16).train()
+    model = create_detector("maskrcnn", "botnet_mini", 3, min_size=H, max_size=W, fpn_channels=16).train()
     empty = {"boxes": torch.zeros((0, 4)), "labels": torch.zeros(0, dtype=torch.int64),
              "masks": BoxMasks.from_dense(torch.zeros((0, H, W), dtype=torch.uint8))}  # fmt: skip
     losses = model([torch.rand(3, H, W)], [empty])

@@ -22,10 +22,8 @@ from botnet.detection import (
 from botnet.layers.blocks import BoTBlock
 from botnet.models import create_model
 
-# Small images and few proposals keep the full botnet50 detectors fast on a CPU (torchvision keyword arguments).
-SMALL = dict(
-    min_size=160, max_size=256, rpn_pre_nms_top_n_test=200, rpn_post_nms_top_n_test=100, box_detections_per_img=20
-)
+# Small images and few proposals keep the full botnet50 detectors fast on a CPU.
+SMALL = dict(min_size=160, max_size=256, proposals=(2000, 2000, 200, 100), box_detections_per_img=20)
 
 
 def _targets(images: list[torch.Tensor], with_masks: bool) -> list[dict[str, torch.Tensor]]:
@@ -187,6 +185,21 @@ def test_create_detector_errors_name_the_bad_value():
         create_detector("maskrcnn", "botnet51", 3)
     with pytest.raises(ValueError, match=r"positive ints \(pixels\), got \(8, 0, 32, 64, 128\)"):
         create_detector("maskrcnn", "botnet_mini", 3, anchor_sizes=(8, 0, 32, 64, 128))
+    with pytest.raises(ValueError, match=r"proposals must be four positive ints .* got \(600, 300, 300\)"):
+        create_detector("maskrcnn", "botnet_mini", 3, proposals=(600, 300, 300))
+    with pytest.raises(ValueError, match="give proposals or torchvision's"):
+        create_detector("maskrcnn", "botnet_mini", 3, proposals=(600, 300, 300, 150), rpn_pre_nms_top_n_test=10)
+
+
+def test_proposals_are_torchvision_s_four_rpn_counts():
+    """create_detector takes the settings' names (detector, fpn_channels, proposals): the four proposal counts
+    reach torchvision's RPN as its rpn_{pre,post}_nms_top_n_{train,test}."""
+    ours = create_detector("maskrcnn", "botnet_mini", 3, fpn_channels=16, proposals=(600, 300, 200, 100))
+    theirs = create_detector("maskrcnn", "botnet_mini", 3, fpn_channels=16, rpn_pre_nms_top_n_train=600,
+                             rpn_post_nms_top_n_train=300, rpn_pre_nms_top_n_test=200, rpn_post_nms_top_n_test=100)  # fmt: skip
+    assert ours.rpn._pre_nms_top_n == theirs.rpn._pre_nms_top_n == dict(training=600, testing=200)
+    assert ours.rpn._post_nms_top_n == theirs.rpn._post_nms_top_n == dict(training=300, testing=100)
+    assert ours.backbone.out_channels == 16
 
 
 def test_returned_layers_get_matching_default_anchors():

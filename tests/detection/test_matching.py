@@ -37,5 +37,5 @@ def test_integer_boxes_take_torchvision_s_path():
 
 def test_detectors_match_with_it():
     for kind in ("fasterrcnn", "maskrcnn"):
-        model = create_detector(kind, "botnet_mini", 3, out_channels=16)
+        model = create_detector(kind, "botnet_mini", 3, fpn_channels=16)
         assert model.rpn.box_similarity is box_iou and model.roi_heads.box_similarity is box_iou

@@ -140,7 +140,7 @@ def test_folders_are_refused_cleanly_or_fully_readable(tmp_path_factory, layout,
             for class_name, entries in classes.items():
                 _write(os.path.join(root, split, class_name), entries)
         try:
-            data = load_classification_data(root, size, skip_bad_images=skip_bad, randaugment=True)
+            data = load_classification_data(root, size, skip_bad=skip_bad, randaugment=True)
         except BotnetError as error:
             event(f"refused: {type(error).__name__}")
             return

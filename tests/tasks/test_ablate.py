@@ -63,7 +63,7 @@ def test_study_runs_each_variant_and_seed_and_summarises(baseline_study):
             with open(os.path.join(run_folder(out, variant, seed), "summary.json")) as f:
                 summary = json.load(f)
             assert summary["model_overrides"] == (json.loads(json.dumps(variant.overrides)) or None)
-            top1.append(summary["test_top1"])
+            top1.append(summary["val_top1"])
         assert row["top1_mean"] == pytest.approx(statistics.fmean(top1), abs=1e-3)
         assert row["top1_std"] == pytest.approx(statistics.stdev(top1), abs=1e-3)
     botnet, resnet = rows
@@ -96,6 +96,34 @@ def test_a_stopped_study_continues_with_only_what_is_missing(baseline_study, tmp
     assert os.path.exists(os.path.join(unstarted, "summary.json"))
     with pytest.raises(ConfigError, match="other settings"):
         run_study(fit_study(TrainConfig(epochs=2, batch_size=64), log=_quiet), "baseline", 2, copy, train, log=_quiet)
+
+
+def test_a_study_an_earlier_version_wrote_continues_under_today_s_names(baseline_study, tmp_path):
+    """Its study.json names a setting renamed since (skip_bad_images), its summaries the held-out metrics by
+    their old names (test_top1, ...): nothing is retrained and the table is the same."""
+    out, rows, _ = baseline_study
+    old = str(tmp_path / "old")
+    shutil.copytree(out, old)
+    with open(os.path.join(old, "study.json")) as f:
+        study = json.load(f)
+    study["base"]["skip_bad_images"] = study["base"].pop("skip_bad")
+    with open(os.path.join(old, "study.json"), "w") as f:
+        json.dump(study, f)
+    for variant in study_variants("baseline", "botnet_tiny"):
+        for seed in range(2):
+            path = os.path.join(run_folder(old, variant, seed), "summary.json")
+            with open(path) as f:
+                summary = json.load(f)
+            renamed = {key.replace("val_", "test_") if key.startswith("val_") else key: v for key, v in summary.items()}
+            with open(path, "w") as f:
+                json.dump(renamed, f)
+    calls = []
+    again = run_study(fit_study(TrainConfig(epochs=1, batch_size=64), log=_quiet), "baseline", 2, old,
+                      lambda *a, **k: calls.append(k), log=_quiet)  # fmt: skip
+    assert not calls
+    assert [(r["variant"], r["top1_mean"], r["top1_std"]) for r in again] == [
+        (r["variant"], r["top1_mean"], r["top1_std"]) for r in rows
+    ]
 
 
 def test_cli_ablate_prints_the_table(baseline_study, capsys):

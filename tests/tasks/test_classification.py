@@ -43,11 +43,11 @@ def test_default_run_writes_everything_and_learns(digits_run):
     assert RUN_FILES <= set(os.listdir(run_dir))
     with open(os.path.join(run_dir, "summary.json")) as f:
         assert json.load(f) == summary
-    for key in ("model", "img_size", "dataset", "epochs", "test_top1", "test_top5", "wall_seconds", "world_size"):
+    for key in ("model", "img_size", "dataset", "epochs", "val_top1", "val_top5", "wall_seconds", "world_size"):
         assert key in summary
     assert summary["model"] == "botnet_tiny" and summary["dataset"] == "digits" and summary["world_size"] == 1
-    assert summary["test_images"] == 360  # the fixed held-out split
-    assert summary["test_top1"] > 70, "four epochs on the digits should already be far above chance (10%)"
+    assert summary["val_images"] == 360  # the fixed held-out split
+    assert summary["val_top1"] > 70, "four epochs on the digits should already be far above chance (10%)"
     with open(os.path.join(run_dir, "metrics.csv")) as f:
         lines = f.read().splitlines()
     assert lines[0] == "epoch,train_loss,val_loss,val_top1,val_top5,lr,seconds" and len(lines) == 5
@@ -82,11 +82,11 @@ def test_eval_and_predict_round_trip(digits_run, tmp_path, capsys):
     for name in ("model.safetensors", "last.pt"):
         result, meta, source = evaluate_checkpoint(os.path.join(run_dir, name))
         assert source == "digits" and result.count == 360
-        assert result.top1 == pytest.approx(summary["test_top1"], abs=1e-3)
+        assert result.top1 == pytest.approx(summary["val_top1"], abs=1e-3)
         assert int(result.confusion.sum()) == 360 and int(result.confusion.diag().sum()) == round(result.top1 * 3.6)
     assert main(["eval", "--checkpoint", os.path.join(run_dir, "model.safetensors"), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["top1"] == pytest.approx(summary["test_top1"], abs=1e-3) and len(report["confusion"]) == 10
+    assert report["top1"] == pytest.approx(summary["val_top1"], abs=1e-3) and len(report["confusion"]) == 10
 
     # predict on PNG files of held-out digits gives what the model gives on the same pixels
     _, test = digits_splits()
@@ -130,7 +130,7 @@ def _assert_same_run(whole, resumed):
     for key in a:
         assert torch.equal(a[key], b[key]), key
     with open(os.path.join(whole, "summary.json")) as f, open(os.path.join(resumed, "summary.json")) as g:
-        assert json.load(f)["test_top1"] == json.load(g)["test_top1"]
+        assert json.load(f)["val_top1"] == json.load(g)["val_top1"]
     with open(os.path.join(whole, "metrics.csv")) as f, open(os.path.join(resumed, "metrics.csv")) as g:
         expected, got = f.read().splitlines(), g.read().splitlines()
     assert len(got) == 4  # header and all three epochs
@@ -286,9 +286,9 @@ def test_image_folder_train_eval_predict(tmp_path, capsys):
     run_dir = str(tmp_path / "run")
     summary = train(TrainConfig(data=str(data), epochs=2, batch_size=4, output_dir=run_dir))
     # fitted: the median short side of the 12 training images is 36 px, so 40
-    assert summary["num_classes"] == 2 and summary["test_images"] == 12 and summary["img_size"] == 40
+    assert summary["num_classes"] == 2 and summary["val_images"] == 12 and summary["img_size"] == 40
     result, meta, source = evaluate_checkpoint(os.path.join(run_dir, "model.safetensors"), str(data))
-    assert source.endswith("val") and result.top1 == pytest.approx(summary["test_top1"], abs=1e-3)
+    assert source.endswith("val") and result.top1 == pytest.approx(summary["val_top1"], abs=1e-3)
     assert not os.path.exists(os.path.join(run_dir, "heldout.txt"))  # the folder has its own val split
     shutil.copytree(data / "val", data / "Test")  # a test split beside it: --split test scores it
     result, _, source = evaluate_checkpoint(os.path.join(run_dir, "model.safetensors"), split="test")
@@ -323,9 +323,9 @@ def test_skip_bad_images_counts_them(tmp_path):
     (data / "val" / "dog" / "truncated.png").write_bytes(b"\x89PNG\r\n\x1a\n")
     _truncated_jpeg(data / "train" / "dog" / "cut.jpg")
     summary = train(
-        TrainConfig(data=str(data), epochs=1, batch_size=4, skip_bad_images=True, output_dir=str(tmp_path / "run"))
+        TrainConfig(data=str(data), epochs=1, batch_size=4, skip_bad=True, output_dir=str(tmp_path / "run"))
     )
-    assert summary["skipped_bad_images"] == 3 and summary["test_images"] == 12
+    assert summary["skipped_bad_images"] == 3 and summary["val_images"] == 12
     with open(tmp_path / "run" / "train.log") as f:
         assert "skipped 3 unreadable file(s)" in f.read()
 
@@ -333,7 +333,7 @@ def test_skip_bad_images_counts_them(tmp_path):
 def test_a_folder_smaller_than_a_batch_trains(tmp_path):
     data = _image_folder(tmp_path / "data", per_class=3)
     summary = train(TrainConfig(data=str(data), epochs=1, output_dir=str(tmp_path / "run")))  # the recipe's batch is 64
-    assert summary["batch_size"] == 6 and summary["test_images"] == 6
+    assert summary["batch_size"] == 6 and summary["val_images"] == 6
     with open(tmp_path / "run" / "config.json") as f:
         assert json.load(f)["batch_size"] == 6
     with open(tmp_path / "run" / "train.log") as f:
@@ -402,11 +402,11 @@ def ddp_run(tmp_path_factory):
 def test_ddp_two_cpu_processes(ddp_run):
     with open(ddp_run / "summary.json") as f:
         summary = json.load(f)
-    assert summary["world_size"] == 2 and summary["test_images"] == 360
+    assert summary["world_size"] == 2 and summary["val_images"] == 360
     # The metrics were reduced across both ranks: a single process evaluating the saved model agrees.
     evaluated, _, _ = evaluate_checkpoint(str(ddp_run / "model.safetensors"))
-    assert evaluated.top1 == pytest.approx(summary["test_top1"], abs=1e-3)
-    assert summary["test_top1"] > 25  # two short epochs: well above chance (10%)
+    assert evaluated.top1 == pytest.approx(summary["val_top1"], abs=1e-3)
+    assert summary["val_top1"] > 25  # two short epochs: well above chance (10%)
 
 
 CTRL_C_ON_RANK_1 = """

@@ -288,7 +288,7 @@ def test_a_pascal_voc_folder_trains_faster_rcnn_with_the_fitted_settings_kept(tm
     # evaluation defaults to the folder's held-out split, read in its own format
     evaluation, meta, dataset = evaluate_detector_checkpoint(os.path.join(run, "model.safetensors"))
     metrics = evaluation.metrics
-    assert meta["data"] == os.path.abspath(tmp_path / "voc") and meta["val_annotations"] is None
+    assert meta["dataset"] == os.path.abspath(tmp_path / "voc") and meta["val_annotations"] is None
     assert len(dataset) == 2 and metrics["bbox_AP"] == pytest.approx(summary["bbox_AP"], abs=1e-3)
     # a resumed run keeps what was fitted, and is not fitted again
     resumed = train_detector(resume=os.path.join(run, "last.pt"), epochs=2)

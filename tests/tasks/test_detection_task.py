@@ -54,7 +54,7 @@ def test_shapes_dataset_is_deterministic_and_valid(tmp_path):
         b = np.asarray(Image.open(os.path.join(second[split][0], name)))
         assert (a == b).all()
     data = CocoDetection(*first["train"])
-    assert data.class_names == list(SHAPE_CLASSES) and not data.skipped.total()
+    assert data.classes == list(SHAPE_CLASSES) and not data.skipped.total()
     image, target = data[0]
     assert image.shape[1] == spec.height and spec.min_width <= image.shape[2] <= spec.max_width
     assert len(target["boxes"]) >= 1
@@ -131,7 +131,7 @@ def test_eval_of_the_saved_model_reproduces_the_summary(tiny_run):
     run_dir, summary = tiny_run
     evaluation, meta, dataset = evaluate_detector_checkpoint(os.path.join(run_dir, "model.safetensors"))
     metrics = evaluation.metrics
-    assert meta["class_names"] == list(SHAPE_CLASSES)
+    assert meta["classes"] == list(SHAPE_CLASSES)
     assert len(dataset) == TINY["shapes_val_images"]
     for key in ("bbox_AP", "bbox_AP50", "segm_AP"):
         assert metrics[key] == pytest.approx(summary[key], abs=1e-3)
@@ -430,7 +430,7 @@ def test_export_writes_the_detectors_backbone_and_fpn(tiny_run, tmp_path, capsys
     for a, b in zip(got, expected):
         assert a.shape == b.shape and np.abs(a - b.numpy()).max() <= 1e-4 * np.abs(b.numpy()).max()
     written = onnx_metadata(output)
-    assert written["classes"] == meta["class_names"] and written["min_size"] == detector.transform.min_size[0]
+    assert written["classes"] == meta["classes"] and written["min_size"] == detector.transform.min_size[0]
 
 
 def test_detection_study_trains_each_backbone_variant(tmp_path, capsys):

@@ -47,7 +47,7 @@ def test_float16_trains_with_its_gradient_scaler_and_resumes_from_its_scale(tmp_
     monkeypatch.setattr(engine._Loop, "train_epoch", real_epoch)
     summary = train(resume=str(run_dir / "last.pt"))
     assert loaded == [saved]
-    assert summary["test_top1"] > 50  # three short epochs on the digits: far above chance (10%)
+    assert summary["val_top1"] > 50  # three short epochs on the digits: far above chance (10%)
 
 
 def test_ddp_over_nccl_with_sync_batchnorm_trains_like_one_process(tmp_path):

@@ -8,8 +8,10 @@ import typing
 
 import pytest
 
+from botnet.checkpoints import METADATA
 from botnet.cli import build_parser
 from botnet.errors import ConfigError
+from botnet.records import with_current_names
 from botnet.tasks import RECIPES, TrainConfig
 from botnet.tasks.detection import DETECT_RECIPES, DetectConfig
 from botnet.training.settings import (
@@ -19,6 +21,7 @@ from botnet.training.settings import (
     cli_labels,
     flag_fields,
     given_settings,
+    old_names,
     setting,
 )
 
@@ -157,3 +160,21 @@ def test_a_new_setting_is_one_field():
     assert WithNewSetting(**given).mixup == 0.2
     with pytest.raises(ConfigError, match="mixup must be positive"):
         check_settings(WithNewSetting(mixup=-1.0))
+
+
+def test_one_name_per_idea_across_tasks():
+    """The settings and the weights' metadata name the same idea the same way in both tasks."""
+    both = {f.name for f in dataclasses.fields(TrainConfig)} & {f.name for f in dataclasses.fields(DetectConfig)}
+    assert {"data", "skip_bad", "model_overrides", "workers"} <= both
+    records = [{f.name for f in dataclasses.fields(meta)} for meta in METADATA.values()]
+    assert {"classes", "dataset", "num_classes", "task"} <= records[0] & records[1]
+
+
+def test_a_renamed_setting_keeps_its_old_flag_and_reads_old_runs():
+    parser = build_parser()
+    for words, value in ((["--skip-bad-images"], True), (["--no-skip-bad-images"], False), (["--skip-bad"], True)):
+        assert given_settings(parser.parse_args(["train", *words]), TrainConfig) == {"skip_bad": value}
+    assert old_names(TrainConfig) == {"skip_bad_images": "skip_bad"}
+    saved = dict(skip_bad_images=True, epochs=3)
+    assert with_current_names(saved, old_names(TrainConfig)) == dict(skip_bad=True, epochs=3)
+    assert with_current_names(dict(skip_bad_images=True, skip_bad=False), old_names(TrainConfig)) == dict(skip_bad=False)

@@ -77,6 +77,7 @@ def test_a_version_1_checkpoint_resumes_to_the_uninterrupted_run(tmp_path):
     shutil.copy(os.path.join(FIXTURES, "classification-v1-last.pt"), run / "last.pt")
     state = load_training_state(str(run / "last.pt"))
     assert (state.epoch, state.step, state.task) == (0, 5, "classification") and "task" not in state.meta
+    assert "skip_bad_images" in state.config  # a setting renamed since (skip_bad): read under its new name
     train(resume=str(run / "last.pt"))
     train(TrainConfig(**V1_SETTINGS, output_dir=str(tmp_path / "whole")))
     resumed, whole = load_file(str(run / "model.safetensors")), load_file(str(tmp_path / "whole" / "model.safetensors"))
@@ -95,6 +96,7 @@ def test_a_version_1_detector_loads_with_todays_setting_names():
     settings = meta["settings"]
     assert (settings["detector"], settings["fpn_channels"], settings["proposals"]) == ("maskrcnn", 16, [600, 300, 300, 150])
     assert "kind" not in settings and settings["model_overrides"] == {"width_multiplier": 0.25}
+    assert meta["classes"] and "class_names" not in meta  # a field renamed since, read under its new name
     with open(os.path.join(FIXTURES, "detection-v1-outputs.json")) as f:
         expected = json.load(f)
     model.roi_heads.score_thresh = 0.0

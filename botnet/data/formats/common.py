@@ -98,7 +98,7 @@ class DetectionSplits:
         return found[name]
 
     @property
-    def class_names(self) -> list[str]:
+    def classes(self) -> list[str]:
         """The training split's category names, in category id order."""
         categories = self.train.coco().get("categories", [])
         return [c.get("name") for c in sorted(categories, key=lambda c: c.get("id", 0))]

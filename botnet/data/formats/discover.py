@@ -422,7 +422,7 @@ def _counts(split: DetectionSplit) -> str:
 
 
 def _report(format_name: str, path: str, splits: DetectionSplits, reading: _Reading, pooled: str) -> list[str]:
-    names = splits.class_names
+    names = splits.classes
     lines = [f"found {FORMAT_NAMES[format_name]} labels in {path}: {len(names)} classes "
              f"({', '.join(map(str, names[:8]))}{', ...' if len(names) > 8 else ''}); "
              + ", ".join(_counts(split) for split in splits)]
