@@ -65,9 +65,10 @@ MAX_LONG_SIDE = {"cpu": 1024, "cuda": 1333}
 # benchmarks/detection_step_cost.py (Intel Xeon, AVX-512, fp32; the fitted detector of a crowded set, mask crops).
 # Only the size cap reads it, scaled by how much longer a step takes where PyTorch's kernels use narrower vector
 # instructions (torch.backends.cpu.get_cpu_capability(); "AVX2" measured on the same CPU with its kernels held to AVX2
-# by ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2, 1.10-1.24x over the grid, benchmarks/detection-step-cost-avx2.json;
-# any other, as AVX2). A CPU that is slower for other reasons is caught by the run's plan, which re-times the epochs.
-STEP_COST = (0.265, 0.315, 0.94, 0.0049)
+# by ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2, 1.16-1.34x over the grid, median 1.23,
+# benchmarks/detection-step-cost-avx2.json; any other, as AVX2). A CPU that is slower for other reasons is caught by
+# the run's plan, which re-times the epochs.
+STEP_COST = (0.211, 0.063, 1.02, 0.0047)
 SLOWDOWN = {"AVX512": 1.0, "AVX2": 1.2}
 MIN_EPOCHS_IN_BUDGET, MIN_IMAGES_IN_BUDGET = 20, 2000
 BUDGET_SHARE = 0.85  # of the time budget, for training steps (the engine plans in 90%, evaluation included)
