@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from .errors import CheckpointError, MissingFileError, first_line
 from .files import atomic_write
-from .records import read_record
+from .records import read_record, with_current_names
 
 __all__ = [
     "METADATA_KEY",
@@ -114,7 +114,8 @@ def _detector_settings_from_v1(settings: Any) -> Any:
     """Settings in version 1's names (kind, out_channels, four rpn_* counts) in today's."""
     if not isinstance(settings, dict) or "kind" not in settings:
         return settings
-    renamed = {_V1_NAMES.get(k, k): v for k, v in settings.items() if k not in _V1_PROPOSALS and k != "img_size"}
+    kept = {k: v for k, v in settings.items() if k not in _V1_PROPOSALS and k != "img_size"}
+    renamed = with_current_names(kept, _V1_NAMES)
     renamed["proposals"] = [settings.get(k) for k in _V1_PROPOSALS]
     return renamed
 

@@ -40,7 +40,9 @@ __all__ = [
 DETECTORS: dict[str, type[FasterRCNN]] = {"fasterrcnn": FasterRCNN, "maskrcnn": MaskRCNN}
 
 
-_PROPOSAL_ARGS = ("rpn_pre_nms_top_n_train", "rpn_post_nms_top_n_train", "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test")
+# torchvision's names for the four counts of ``proposals``, in its order
+_PROPOSAL_ARGS = ("rpn_pre_nms_top_n_train", "rpn_post_nms_top_n_train", "rpn_pre_nms_top_n_test",
+                  "rpn_post_nms_top_n_test")  # fmt: skip
 
 
 def create_detector(
@@ -125,7 +127,9 @@ def create_detector(
     )
     if proposals is not None:
         if len(proposals) != 4 or not all(isinstance(n, int) and n > 0 for n in proposals):
-            raise ConfigError(f"proposals must be four positive ints (before and after NMS, train then test), got {proposals!r}")
+            raise ConfigError(
+                f"proposals must be four positive ints (before and after NMS, train then test), got {proposals!r}"
+            )
         if set(_PROPOSAL_ARGS) & set(kwargs):
             raise ConfigError("give proposals or torchvision's rpn_*_nms_top_n_* arguments, not both")
         kwargs.update(zip(_PROPOSAL_ARGS, proposals))

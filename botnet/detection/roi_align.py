@@ -54,7 +54,8 @@ def roi_align_levels(features: list[Tensor], rois: Tensor, levels: Tensor, scale
     one feature pixel a side)."""
     channels = features[0].shape[1]
     table = torch.cat([f.permute(0, 2, 3, 1).reshape(-1, channels) for f in features])  # every level's pixels
-    table = table.to(torch.promote_types(table.dtype, rois.dtype))  # bfloat16 features sampled in float32, as torchvision's
+    # bfloat16 features sampled in float32, as torchvision's
+    table = table.to(torch.promote_types(table.dtype, rois.dtype))
     offsets = torch.tensor([0] + [f.numel() // channels for f in features[:-1]], device=rois.device).cumsum(0)
     heights = torch.tensor([f.shape[2] for f in features], device=rois.device)[levels]
     widths = torch.tensor([f.shape[3] for f in features], device=rois.device)[levels]
@@ -64,15 +65,16 @@ def roi_align_levels(features: list[Tensor], rois: Tensor, levels: Tensor, scale
     rows, row_weights = _samples(y0, (y1 - y0).clamp(min=1.0), ph, sampling_ratio, heights)
     cols, col_weights = _samples(x0, (x1 - x0).clamp(min=1.0), pw, sampling_ratio, widths)
     start = offsets[levels] + rois[:, 0].to(torch.int64) * heights * widths
-    index = start[:, None, None, None, None] + rows[:, :, None, :, None] * widths[:, None, None, None, None] + cols[:, None, :, None, :]
+    # (R, points down, points across, 2, 2): each sample's four neighbours and their weights
+    index = start[:, None, None, None, None] + rows[:, :, None, :, None] * widths[:, None, None, None, None]
+    index = index + cols[:, None, :, None, :]
     weight = row_weights[:, :, None, :, None] * col_weights[:, None, :, None, :]
-    count = len(rois)
     # each sample the weighted sum of its four neighbours' rows, as an embedding bag (its backward adds each
     # sample's gradient to those rows)
     pooled = torch.nn.functional.embedding_bag(
         index.reshape(-1, 4), table, per_sample_weights=weight.reshape(-1, 4).to(table.dtype), mode="sum"
     )
-    pooled = pooled.view(count, ph, sampling_ratio, pw, sampling_ratio, channels).mean((2, 4))
+    pooled = pooled.view(len(rois), ph, sampling_ratio, pw, sampling_ratio, channels).mean((2, 4))
     return pooled.permute(0, 3, 1, 2)
 
 

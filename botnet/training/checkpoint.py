@@ -38,9 +38,9 @@ def saved_config(state: TrainState, path: str, config_class: type, resolve: Call
     """A last.pt's settings as ``config_class``, in the checkpoint's own folder. Those saved must be
     complete: unchanged by ``resolve``, which fills unset values and checks them all. Settings renamed
     since the file was written are read under their old names."""
-    saved = with_current_names(state.config, old_names(config_class))
+    values = with_current_names(state.config, old_names(config_class))
     try:
-        config = config_class(**{**saved, "output_dir": os.path.dirname(os.path.abspath(path))})
+        config = config_class(**{**values, "output_dir": os.path.dirname(os.path.abspath(path))})
         resolved = resolve(config)
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"{path}: its saved settings are not valid ({first_line(error)})") from error
@@ -50,7 +50,7 @@ def saved_config(state: TrainState, path: str, config_class: type, resolve: Call
         saved, now = getattr(config, name), getattr(resolved, name)
         return saved == now or (isinstance(saved, str) and isinstance(now, str) and os.path.abspath(saved) == now)
 
-    if not all(final(name) for name in saved):
+    if not all(final(name) for name in values):
         raise CheckpointError(f"{path}: its saved settings are incomplete; the file is damaged")
     return resolved
 
