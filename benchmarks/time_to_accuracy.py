@@ -12,8 +12,12 @@ run's own per-epoch seconds, with everything else, start-up included, counted be
 Usage:
   python benchmarks/time_to_accuracy.py run LABEL [--code DIR] [--work DIR] [--cases digits scans ...]
       runs the cases with this checkout (or the package at DIR, e.g. a worktree of the previous commit)
-  python benchmarks/time_to_accuracy.py report [--work DIR]
-      benchmarks/time-to-accuracy.json (a row per case and label) and benchmarks/time-to-accuracy.png
+  python benchmarks/time_to_accuracy.py report [--work DIR] [--output NAME]
+      benchmarks/NAME.json (a row per case and label; default time-to-accuracy) and benchmarks/NAME.png
+
+Each row names the CPU's vector flags and the kernels PyTorch was held to (``ATEN_CPU_CAPABILITY``):
+``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2`` before ``run`` measures an AVX-512 machine as an
+AVX2-only one would run (PyTorch's and oneDNN's kernels held to AVX2).
 """
 
 from __future__ import annotations
@@ -58,6 +62,18 @@ def run(label: str, cases: list[str], work: str, code: str | None) -> None:
         subprocess.run([sys.executable, "-m", "botnet", *argv, "--output-dir", out], check=True, env=env, cwd=code or None)
         with open(os.path.join(out, "process_seconds.txt"), "w") as f:
             f.write(f"{time.perf_counter() - started:.1f}\n")
+        with open(os.path.join(out, "cpu.json"), "w") as f:
+            json.dump(cpu(), f)
+
+
+def cpu() -> dict:
+    """The CPU's vector flags that PyTorch's kernels use, and the kernels it was held to."""
+    flags: set[str] = set()
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            flags = next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
+    shown = [flag for flag in ("avx2", "avx512f", "avx512_bf16", "amx_tile") if flag in flags]
+    return dict(flags=shown, kernels=os.environ.get("ATEN_CPU_CAPABILITY", "default"), cores=os.cpu_count())
 
 
 def curve(out: str, metric: str) -> tuple[list[tuple[float, float]], float]:
@@ -74,7 +90,7 @@ def curve(out: str, metric: str) -> tuple[list[tuple[float, float]], float]:
     return points, total
 
 
-def report(work: str) -> None:
+def report(work: str, name: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -92,8 +108,10 @@ def report(work: str) -> None:
             with open(os.path.join(out, "summary.json")) as f:
                 summary = json.load(f)
             reached = next((t for t, value in points if value >= target), None)
+            machine = os.path.join(out, "cpu.json")
             rows.append(dict(
                 case=case, label=label, command="botnet " + " ".join(argv).replace("{work}", "WORK"),
+                cpu=json.load(open(machine)) if os.path.exists(machine) else None, steps=summary.get("steps"),
                 epochs=summary["epochs"], final=points[-1][1], metric=metric, seconds=total,
                 run_wall_seconds=summary["wall_seconds"], target=target, seconds_to_target=reached,
                 amp=(summary.get("plan") or {}).get("amp"), curve=points,
@@ -103,8 +121,8 @@ def report(work: str) -> None:
         axis.set(title=case, xlabel="seconds from the start of the process", ylabel=metric)
         axis.legend(fontsize=8)
     figure.tight_layout()
-    figure.savefig(os.path.join(HERE, "time-to-accuracy.png"), dpi=110)
-    with open(os.path.join(HERE, "time-to-accuracy.json"), "w") as f:
+    figure.savefig(os.path.join(HERE, f"{name}.png"), dpi=110)
+    with open(os.path.join(HERE, f"{name}.json"), "w") as f:
         json.dump(rows, f, indent=1)
     for r in rows:
         to = f"{r['seconds_to_target']:.0f} s" if r["seconds_to_target"] is not None else "never"
@@ -119,11 +137,12 @@ def main() -> None:
     parser.add_argument("--work", default="runs/time-to-accuracy")
     parser.add_argument("--code", help="run the botnet package found at this folder (e.g. the previous commit's)")
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--output", default="time-to-accuracy", help="report: the name of the .json and .png written")
     args = parser.parse_args()
     if args.action == "run":
         run(args.label, args.cases, os.path.abspath(args.work), args.code)
     else:
-        report(args.work)
+        report(args.work, args.output)
 
 
 if __name__ == "__main__":

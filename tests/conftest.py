@@ -41,7 +41,7 @@ def _float32_unless_asked():
 def steady_steps(monkeypatch):
     """``steady_steps(seconds)``: runs plan as if every training step took ``seconds`` in every precision
     (so float32 is kept where the precision is chosen), and keep that plan (the epochs a budget gives are
-    not planned again from the real epochs' times). The real steps are still timed (and must take some
+    not planned again from the real steps' times). The real steps are still timed (and must take some
     time), but the plan no longer depends on how busy the machine is."""
     from botnet.training import engine, plan
 
@@ -54,6 +54,6 @@ def steady_steps(monkeypatch):
             return plan.StepTimes(0.0, tuple(seconds for _ in measured.compute), measured.images)
 
         monkeypatch.setattr(plan, "time_steps", timed)
-        monkeypatch.setattr(engine, "replan_epochs", lambda planned, *args: planned)
+        monkeypatch.setattr(engine, "replan_steps", lambda planned, *args: planned)
 
     return set_step

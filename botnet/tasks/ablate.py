@@ -174,12 +174,13 @@ def run_study(
 
 def _budget_share(minutes: float, first_seed_folder: str, seed: int) -> dict[str, Any]:
     """A study's ``--time-budget`` is shared equally by its runs. A variant's first seed plans its
-    epochs in its share; the other seeds train the same epochs, so that seeds differ only by the seed."""
+    steps in its share; the other seeds train the same steps, so that seeds differ only by the seed."""
     config = os.path.join(first_seed_folder, "config.json")
     if seed > 0 and os.path.exists(config):
         with open(config) as f:
-            return dict(time_budget=None, epochs=json.load(f)["epochs"])
-    return dict(time_budget=minutes, epochs=None)
+            planned = json.load(f)
+        return dict(time_budget=None, epochs=planned["epochs"], max_steps=planned.get("max_steps"))
+    return dict(time_budget=minutes, epochs=None, max_steps=None)
 
 
 def _clear_unstarted(folder: str, log: Callable[[str], None]) -> None:

@@ -241,6 +241,7 @@ class _Classifier:
 
     columns = METRIC_COLUMNS
     head = "fc"
+    eval_every = 1
 
     def __init__(self, config: TrainConfig, augment: TrainAugment, val_loader: DataLoader, num_classes: int,
                  env: DistEnv) -> None:  # fmt: skip

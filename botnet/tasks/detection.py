@@ -54,7 +54,7 @@ from ..training.pipeline import Built, Fitted, run_task
 from ..training.report import plot_confusion, plot_pr_curves, write_json
 from ..training.runs import run_stamp
 from ..training.settings import Recipe, RunSettings, apply_recipe, check_model_overrides, check_settings, label, setting
-from .detection_defaults import fit_detection_defaults
+from .detection_defaults import demo_schedule, fit_detection_defaults
 
 __all__ = [
     "DETECT_RECIPES",
@@ -383,6 +383,7 @@ class _Detection:
 
     def __init__(self, config: DetectConfig, val_set: CocoDetection, env: DistEnv) -> None:
         self.config, self.val_set, self.env = config, val_set, env
+        self.eval_every = config.eval_every
         self.final: DetectionEvaluation | None = None  # the last epoch's, per class too
 
     def loss(self, model: nn.Module, batch, device: torch.device):
@@ -392,7 +393,7 @@ class _Detection:
 
     def evaluate(self, model: nn.Module, epoch: int, last: bool, amp: torch.dtype | None) -> dict[str, float]:
         # in float32 whatever training uses: boxes decoded in bfloat16 would be off by pixels
-        if not last and (epoch + 1) % self.config.eval_every:
+        if not last and (epoch + 1) % self.eval_every:
             return {}
         evaluation = evaluate_detector(
             model, self.val_set, batch_size=self.config.batch_size, workers=self.config.workers,
@@ -435,10 +436,11 @@ class Detection:
         return self._splits
 
     def fit_defaults(self, config: DetectConfig, world_size: int) -> tuple[DetectConfig, Fitted | None]:
-        """The generated shapes keep the small recipe; a user's data gets the settings fitted to it
-        (:mod:`botnet.tasks.detection_defaults`)."""
+        """The generated shapes keep the small recipe within a time budget (``demo_schedule``); a user's data
+        gets the settings fitted to it (:mod:`botnet.tasks.detection_defaults`)."""
         if config.synthetic:
-            return config, None
+            config, choices = demo_schedule(config, DETECT_RECIPES["small"].settings["epochs"])
+            return config, Fitted(SHAPES, [dataclasses.asdict(c) for c in choices]) if choices else None
         config.check_data()
         splits = self._read_splits(config)
         profile = profile_annotations(splits.train.coco(), splits.val.coco())

@@ -11,10 +11,11 @@ Ctrl-C.
 Exact resume. The loader seeds each epoch and each sample
 (:mod:`botnet.training.loaders`); a mid-epoch stop saves every rank's random
 state and the partial sums, and the resumed epoch skips the batches already
-trained. A new run's precision and epochs are planned first
-(:mod:`botnet.training.plan`); a budgeted run's epochs are planned again at
-each epoch's end from the epochs' own times, the schedule rebuilt for the new
-total from the step reached (and saved with it, so a resume follows it).
+trained. A new run's precision and steps are planned first
+(:mod:`botnet.training.plan`); a run's last epoch ends early where its steps
+(``max_steps``) end within it. A budgeted run's steps are timed again a few
+times an epoch from its own steps and evaluations, the schedule rebuilt for
+the new total from the step reached (and saved with it, so a resume follows it).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import os
 import statistics
 import sys
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -40,7 +42,7 @@ from ..checkpoints import TrainState, save_training_state
 from ..interrupts import GracefulStop
 from .checkpoint import check_resumable, restore_training_state
 from .loaders import TrainLoader
-from .plan import Deadline, amp_dtype, replan_epochs
+from .plan import REPLANS_PER_EPOCH, TIMED_WARMUP, Deadline, amp_dtype, evaluations, planned_settings, replan_steps, run_steps
 from .distributed import DistEnv, all_reduce_sum, barrier, broadcast_buffers, broadcast_object, gather_objects
 from .optim import OPTIMIZERS, epoch_seed, head_first, param_groups, warmup_cosine
 from .report import write_json, write_metrics_csv
@@ -77,6 +79,7 @@ class Task(Protocol):
     columns: Sequence[str]  # metrics.csv columns, in order (epoch, train_loss, ..., lr, seconds)
     head: str | None  # the module (the new classifier) that trains alone for the first head_epochs, if any
     head_epochs: int
+    eval_every: int  # evaluate() measures after every eval_every-th epoch and after the last (for the plan)
 
     def loss(self, model: nn.Module, batch: Any, device: torch.device) -> tuple[Tensor, dict[str, Tensor], int]:
         """The loss to minimise, its named parts (for the log), and the number of images in the batch."""
@@ -94,7 +97,7 @@ class Task(Protocol):
 
 @dataclass
 class FitResult:
-    replans: list[dict[str, Any]]  # each change: after which epoch, to how many, at what pace
+    replans: list[dict[str, Any]]  # each change: after which step, to how many, at what pace
     rows: list[dict[str, Any]]
     metrics: dict[str, float]  # the last evaluation
     eval_model: nn.Module  # the weights to keep (the EMA when there is one)
@@ -112,10 +115,10 @@ def _optimizer(model: nn.Module, settings: RunSettings, task: Task, steps: int):
 
 
 def _schedule(optimizer: torch.optim.Optimizer, settings: RunSettings, task: Task, steps: int):
-    """Warm-up then cosine over ``settings.epochs``; with the task's ``head_epochs`` its head alone first
-    (the rest's rate held at zero, then its own warm-up and cosine)."""
+    """Warm-up then cosine over the run's steps (:func:`~botnet.training.plan.run_steps`); with the task's
+    ``head_epochs`` its head alone first (the rest's rate held at zero, then its own warm-up and cosine)."""
     groups = optimizer.param_groups
-    total, head_steps = settings.epochs * steps, task.head_epochs * steps
+    total, head_steps = run_steps(settings, steps), task.head_epochs * steps
     warmup = max(1, round(settings.warmup_epochs * steps)) if settings.warmup_epochs > 0 else 0
     whole, rest = warmup_cosine(warmup, total), head_first(warmup_cosine(warmup, total - head_steps), head_steps)
     factors = [whole if group.get("head", True) else rest for group in groups]
@@ -185,6 +188,21 @@ class _Loop:
         self.train_images = 0
         self.partial = _Epoch()
         self.started = time.perf_counter()
+        # this process's last epoch of step times (the run's first TIMED_WARMUP left out) and its evaluations
+        # times: the pace of the time left and of a budgeted run's plan
+        self.step_times: deque[float] = deque(maxlen=self.steps)
+        self.steps_timed = 0
+        self.eval_times: list[float] = []
+        self.replans: list[dict[str, Any]] = []
+
+    @property
+    def total_steps(self) -> int:
+        return run_steps(self.settings, self.steps)
+
+    @property
+    def epochs(self) -> int:
+        """The epochs begun: the last one ends early where the run's steps end mid-epoch."""
+        return math.ceil(self.total_steps / self.steps)
 
     def restore(self, state: TrainState) -> None:
         run = self.run
@@ -212,10 +230,10 @@ class _Loop:
             wall_seconds=self.wall_seconds, train_seconds=self.train_seconds, train_images=self.train_images,
         )  # fmt: skip
 
-    def replan(self, epochs: int) -> None:
-        """Train ``epochs`` in all: the schedule is rebuilt for the new total from the step reached (the rate
+    def replan(self, steps: int) -> None:
+        """Train ``steps`` in all: the schedule is rebuilt for the new total from the step reached (the rate
         moves to where the new schedule is at this step), and the settings that last.pt saves say so."""
-        self.settings = self.run.config = dataclasses.replace(self.settings, epochs=epochs)
+        self.settings = self.run.config = planned_settings(self.settings, steps, self.steps)
         reached = self.scheduler.state_dict()
         self.scheduler = _schedule(self.optimizer, self.settings, self.task, self.steps)
         self.scheduler.load_state_dict(reached)  # the step count; the new factors stay
@@ -265,18 +283,25 @@ class _Loop:
     def progress_bar(self) -> tqdm:
         """One bar for the whole run (its steps, from where a resumed run starts): its time left is the run's."""
         show = self.env.is_main and sys.stderr.isatty()
-        total = self.settings.epochs * self.steps
+        total = self.total_steps
         done = self.start_epoch * self.steps + self.start_step
         return tqdm(total=total, initial=done, disable=not show, leave=False, dynamic_ncols=True, unit="step")
 
+    def epoch_end(self, epoch: int) -> int:
+        """The step at which ``epoch`` ends: the epoch's last, or where the run's steps end within it."""
+        return min(self.steps, self.total_steps - epoch * self.steps)
+
     def train_epoch(self, epoch: int, first_step: int, stop: GracefulStop, bar: tqdm) -> _Epoch:
-        """One pass from step ``first_step``; stops after the step during which a stop was requested."""
+        """One pass from step ``first_step`` to the epoch's end (:meth:`epoch_end`, which a budgeted run's
+        timing may move: :meth:`retime`); stops after the step during which a stop was requested."""
         self.train_model.train()
         names: list[str] = []
         sums = torch.zeros(0, dtype=torch.float64, device=self.env.device)
         images = 0
-        bar.set_description(f"epoch {epoch + 1}/{self.settings.epochs}")
+        bar.set_description(f"epoch {epoch + 1}/{self.epochs}")
         done, stopping = first_step, False
+        every = max(1, math.ceil(self.steps / REPLANS_PER_EPOCH))
+        tick = time.perf_counter()
         for step, batch in enumerate(self.data.loader, start=first_step):
             parts, count, stopping = self.step(batch, epoch, step, stop)
             if not names:
@@ -285,13 +310,61 @@ class _Loop:
             sums += torch.stack([parts[n] for n in names]).double() * count
             images += count
             done = step + 1
+            self.steps_timed += 1
+            if self.steps_timed > TIMED_WARMUP:
+                self.step_times.append(time.perf_counter() - tick)
+            tick = time.perf_counter()
             if not bar.disable:
                 bar.set_postfix(loss=f"{float(parts['train_loss']):.4f}", lr=f"{self.lr:.2e}", refresh=False)
                 bar.update()
-            if stopping:
+            if stopping or done >= self.epoch_end(epoch):
                 break
+            if self.run.deadline is not None and done % every == 0:
+                self.retime(epoch, done, bar)
         totals = all_reduce_sum(torch.cat([sums, torch.tensor([float(images)], dtype=torch.float64, device=self.env.device)]), self.env)
-        return _Epoch(dict(zip(names, totals[:-1].tolist())), int(totals[-1]), done, stopping)
+        stopped = stopping and done < self.epoch_end(epoch)  # a stop at the epoch's last step: after its evaluation
+        return _Epoch(dict(zip(names, totals[:-1].tolist())), int(totals[-1]), done, stopped)
+
+    def pace(self) -> tuple[float, float] | None:
+        """(a step's seconds, an evaluation's) as this process has timed them: the mean of the last epoch's steps
+        (the run's first TIMED_WARMUP left out) and of the evaluations (until one is timed: the plan's estimate
+        where the run has a deadline, else 0); None before two steps have been timed."""
+        if len(self.step_times) < 2:
+            return None
+        deadline = self.run.deadline
+        evaluation = statistics.fmean(self.eval_times) if self.eval_times else deadline.eval_seconds if deadline else 0.0
+        return statistics.fmean(self.step_times), evaluation
+
+    def time_left(self, epoch: int) -> str:
+        """", about N min left" from the start of ``epoch`` (none at the end, or before a pace is known)."""
+        paced = self.pace()
+        if paced is None or epoch >= self.epochs:
+            return ""
+        evals = evaluations(epoch, self.total_steps, self.steps, self.task.eval_every)
+        return f", about {((self.total_steps - epoch * self.steps) * paced[0] + evals * paced[1]) / 60:.1f} min left"
+
+    def retime(self, epoch: int, done: int, bar: tqdm) -> None:
+        """A budgeted run's steps timed again after step ``done`` of ``epoch`` (its evaluation still due;
+        ``done`` = 0: the next epoch's start) (:func:`~botnet.training.plan.replan_steps`): rank 0's decision,
+        which every process follows. A change is logged and recorded in ``replans`` and config.json."""
+        deadline, planned, reached, paced = self.run.deadline, self.total_steps, epoch * self.steps + done, self.pace()
+        assert deadline is not None
+        if paced is None:  # too few steps to go by
+            return
+        pace, evaluation = paced
+        seconds_left = deadline.ends_at - time.perf_counter()
+        evals = evaluations(epoch, planned, self.steps, self.task.eval_every)
+        steps = broadcast_object(replan_steps(planned, reached, seconds_left, pace, evals, evaluation, deadline), self.env)
+        if steps == planned:
+            return
+        before = _shown_steps(planned, self.steps)
+        self.replan(steps)
+        bar.total = steps
+        self.run.log.info(f"re-planned: {_shown_steps(steps, self.steps)} instead of {before} (a step takes {pace:.3f} s "
+                          f"here, {seconds_left / 60:.1f} min of the time budget are left)")  # fmt: skip
+        if self.env.is_main:
+            write_json(os.path.join(self.run.run_dir, "config.json"), dataclasses.asdict(self.settings))
+        self.replans.append(dict(after_step=reached, steps=steps, epochs=self.epochs, step_seconds=round(pace, 4)))
 
     def save_and_stop(self, epoch: int, progress: _Epoch) -> None:
         rng = gather_objects(rng_state(), self.env)  # every rank's: each continues its own stream
@@ -315,45 +388,23 @@ def _tensorboard_row(run_dir: str, row: Mapping[str, Any]) -> None:
                 writer.add_scalar(name, value, row["epoch"])
 
 
-def _time_left(epoch_seconds: list[float], epochs_left: int) -> str:
-    """", about N min left": the remaining epochs at the median of those done (none after the last)."""
-    if not epochs_left:
-        return ""
-    return f", about {epochs_left * statistics.median(epoch_seconds) / 60:.1f} min left"
-
-
-def _replan(loop: _Loop, done: int, epoch_times: list[float]) -> dict[str, Any] | None:
-    """At the end of epoch ``done`` of a budgeted run: the epochs timed again (rank 0's decision, which
-    every process follows); the change made, or None."""
-    deadline, planned = loop.run.deadline, loop.settings.epochs
-    assert deadline is not None
-    seconds_left = deadline.ends_at - time.perf_counter()
-    epochs = broadcast_object(replan_epochs(planned, done, seconds_left, epoch_times, deadline), loop.env)
-    if epochs == planned:
-        return None
-    loop.replan(epochs)
-    pace = statistics.fmean(epoch_times)
-    loop.run.log.info(f"re-planned: {epochs} epochs instead of {planned} (an epoch takes {pace:.1f} s here, "
-                      f"{seconds_left / 60:.1f} min of the time budget are left)")  # fmt: skip
-    if loop.env.is_main:
-        write_json(os.path.join(loop.run.run_dir, "config.json"), dataclasses.asdict(loop.settings))
-    return dict(after_epoch=done, epochs=epochs, epoch_seconds=round(pace, 3))
+def _shown_steps(steps: int, per_epoch: int) -> str:
+    """"5 epochs", or "4.31 epochs (1655 steps)" where the last one ends early."""
+    return f"{steps // per_epoch} epochs" if steps % per_epoch == 0 else f"{steps / per_epoch:.2f} epochs ({steps} steps)"
 
 
 def fit(run: Run, task: Task, model: nn.Module, data: TrainLoader) -> FitResult:
-    """Train ``model`` for ``run.config.epochs`` (from ``run.state`` where it stopped) on ``data`` (from
-    :func:`train_loader`), evaluating as the task says. With ``run.deadline`` the epochs are planned
-    again at each epoch's end from the first evaluated one on (:func:`~botnet.training.plan.replan_epochs`)."""
+    """Train ``model`` for the run's steps (``run.config.epochs``, the last cut short at ``max_steps``; from
+    ``run.state`` where it stopped) on ``data`` (from :func:`train_loader`), evaluating as the task says. With
+    ``run.deadline`` the steps are timed again a few times an epoch and at its end (:meth:`_Loop.retime`)."""
     loop = _Loop(run, task, model, data)
     env, seed = run.env, run.config.seed
     if run.state is not None:
         loop.restore(run.state)
     metrics: dict[str, float] = {}
-    epoch_times: list[float] = []  # this process's epochs, evaluation included: the time left is estimated from them
-    replans: list[dict[str, Any]] = []
-    epoch, evaluated_once = loop.start_epoch, False
+    epoch = loop.start_epoch
     with GracefulStop() as stop, failures_end_the_run(run.last_pt, run.command), loop.progress_bar() as bar:
-        while epoch < loop.settings.epochs:
+        while epoch < loop.epochs:
             first_step = loop.start_step if epoch == loop.start_epoch else 0
             torch.manual_seed(epoch_seed(seed, epoch, env.rank))
             if first_step:
@@ -367,8 +418,11 @@ def fit(run: Run, task: Task, model: nn.Module, data: TrainLoader) -> FitResult:
                 progress.add(loop.partial)
             if progress.stopped:
                 loop.save_and_stop(epoch, progress)
-            last = epoch + 1 == loop.settings.epochs
+            last = epoch + 1 == loop.epochs
+            eval_start = time.perf_counter()
             evaluated = loop.evaluate(epoch, last)
+            if evaluated:
+                loop.eval_times.append(time.perf_counter() - eval_start)
             metrics = evaluated or metrics
             row: dict[str, Any] = {"epoch": epoch + 1}
             row.update({name: round(progress.mean(name), 6) for name in progress.sums if name in task.columns})
@@ -376,22 +430,19 @@ def fit(run: Run, task: Task, model: nn.Module, data: TrainLoader) -> FitResult:
             row["lr"] = loop.lr
             row["seconds"] = round(time.perf_counter() - epoch_start, 3)
             loop.rows.append(row)
-            epoch_times.append(row["seconds"])
-            evaluated_once = evaluated_once or bool(evaluated)  # the pace counts an evaluation's time from then on
-            if run.deadline is not None and evaluated_once and not last and (change := _replan(loop, epoch + 1, epoch_times)):
-                replans.append(change)
-                bar.total = loop.settings.epochs * loop.steps
+            if run.deadline is not None and not last:
+                loop.retime(epoch + 1, 0, bar)
             if env.is_main:
                 write_metrics_csv(os.path.join(run.run_dir, "metrics.csv"), loop.rows, task.columns)
                 save_training_state(run.last_pt, loop.state(epoch + 1))
                 if loop.settings.tensorboard:
                     _tensorboard_row(run.run_dir, row)
-            run.log.info(f"epoch {epoch + 1}/{loop.settings.epochs}  {task.describe(row)}  {row['seconds']:.1f}s"
-                         + _time_left(epoch_times, loop.settings.epochs - epoch - 1))  # fmt: skip
+            run.log.info(f"epoch {epoch + 1}/{loop.epochs}  {task.describe(row)}  {row['seconds']:.1f}s"
+                         + loop.time_left(epoch + 1))  # fmt: skip
             if not last and _any_rank(env, stop.requested)[0]:  # asked to stop during the evaluation
                 raise interrupted(run.last_pt, run.command, f"after epoch {epoch + 1}")
             epoch += 1
         if not metrics:  # resumed a finished run, or no evaluation yet
-            metrics = loop.evaluate(loop.settings.epochs - 1, True)
-    return FitResult(replans, loop.rows, metrics, loop.eval_model, loop.wall_seconds,
+            metrics = loop.evaluate(loop.epochs - 1, True)
+    return FitResult(loop.replans, loop.rows, metrics, loop.eval_model, loop.wall_seconds,
                      loop.train_seconds, loop.train_images)  # fmt: skip

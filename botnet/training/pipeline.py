@@ -37,7 +37,7 @@ from .checkpoint import check_metric_rows, check_new_run_dir, saved_config
 from .distributed import DistEnv, init_distributed, main_process_first, shutdown_distributed
 from .engine import FitResult, Run, Task, fit
 from .loaders import TrainLoader
-from .plan import END_SHARE, Deadline, plan_run
+from .plan import END_SHARE, Deadline, plan_run, run_steps
 from .report import setup_logging, write_json
 from .runs import failures_end_the_run, open_run_dir, settings_and_state
 from .settings import RunSettings, check_settings, check_time_budget, label
@@ -192,11 +192,10 @@ def _run(spec: TaskSpec, config, user_config, env: DistEnv, state: TrainState | 
                 f"instead of {requested}"
             )
         most = user_config.epochs if user_config.time_budget is not None else None
-        deadline = None
+        ends_at = None
         if state is None and config.time_budget is not None:
-            budget = config.time_budget * 60
-            deadline = Deadline(started + budget * END_SHARE, budget, most)
-        return _train(spec, config, env, state, data, log, fitted_record, most, deadline)
+            ends_at = started + config.time_budget * 60 * END_SHARE
+        return _train(spec, config, env, state, data, log, fitted_record, most, ends_at)
 
 
 def _fitted_record(state: TrainState | None, fitted: Fitted | None, log) -> dict[str, Any] | None:
@@ -226,17 +225,20 @@ def _fit_batch(spec: TaskSpec, config, user_config, images: int, env: DistEnv):
 
 
 def _train(
-    spec: TaskSpec, config, env: DistEnv, state, data, log, fitted: dict | None, most: int | None, deadline: Deadline | None
+    spec: TaskSpec, config, env: DistEnv, state, data, log, fitted: dict | None, most: int | None, ends_at: float | None
 ) -> dict[str, Any]:
     torch.manual_seed(config.seed)
     if config.sync_bn and env.distributed and env.device.type != "cuda":
         raise ConfigError(f"{label('sync_bn')} needs GPUs (PyTorch's SyncBatchNorm runs on CUDA); drop it on CPU")
     built = spec.build(config, data, env, state, log)
-    plan = None
+    plan = deadline = None
     if state is None:
-        config, plan = plan_run(config, built.task, built.model, built.loader, env, built.eval_images, log, most)
+        asked = [n for n in (most and most * built.loader.steps, config.max_steps) if n]  # never more steps
+        config, plan = plan_run(config, built.task, built.model, built.loader, env, built.eval_images, log, most, ends_at)
+        if ends_at is not None:
+            deadline = Deadline(ends_at, config.time_budget * 60, min(asked, default=None), plan.eval_seconds)
     meta = {"task": spec.name, **built.meta, **({"fitted_defaults": fitted} if fitted else {})}
-    if env.is_main and (state is None or state.config.get("epochs") != config.epochs):  # new, or extended
+    if env.is_main and (state is None or (state.config.get("epochs"), state.config.get("max_steps")) != (config.epochs, config.max_steps)):  # new, or extended
         write_json(os.path.join(config.output_dir, "config.json"), dataclasses.asdict(config))
         log.info(f"{built.description}; {config.epochs} epochs of {built.loader.steps} steps, batch "
                  f"{config.batch_size} x {env.world_size} process(es) on {env.device.type}, lr {config.lr:g}; "
@@ -248,6 +250,7 @@ def _train(
         task=spec.name,
         **spec.summary(config, data, built, result),
         epochs=config.epochs,
+        steps=run_steps(config, built.loader.steps),
         batch_size=config.batch_size,
         lr=config.lr,
         wall_seconds=round(result.wall_seconds, 3),

@@ -1,10 +1,12 @@
 """A new run's plan, from training steps timed on this machine before it starts: the precision (float32 or
-bfloat16 autocast, whichever is faster here, where unset) and, with ``--time-budget``, how many epochs fit;
-and, at each epoch's end, that number timed again from the epochs done (:func:`replan_epochs`)."""
+bfloat16 autocast, whichever is faster here, where unset) and, with ``--time-budget``, how many steps fit
+(the last epoch cut short where they end mid-epoch); and, as the run goes, those steps timed again from the
+steps and evaluations done (:func:`replan_steps`)."""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import statistics
 import time
 from collections.abc import Sequence
@@ -28,10 +30,13 @@ __all__ = [
     "EpochPlan",
     "StepTimes",
     "amp_dtype",
+    "evaluations",
     "fast_bfloat16",
     "plan_epochs",
     "plan_run",
-    "replan_epochs",
+    "planned_settings",
+    "replan_steps",
+    "run_steps",
     "time_steps",
 ]
 
@@ -47,20 +52,23 @@ def amp_dtype(enabled: bool | None, device: torch.device) -> torch.dtype | None:
 
 @dataclass(frozen=True)
 class EpochPlan:
-    """A new run's plan, from steps timed before it: the precision, the epochs (with ``--time-budget``,
-    as many as fit) and how long they take on this machine."""
+    """A new run's plan, from steps timed before it: the precision, the steps (with ``--time-budget``, as many
+    as fit, the last epoch cut short where that is where they end) and how long they take on this machine."""
 
-    epochs: int
+    epochs: int  # begun: the last one may end early
+    steps: int  # optimizer steps in all
     step_seconds: float  # median of the timed steps in the chosen precision, data loading included
-    epoch_seconds: float  # estimated: the steps plus the evaluation
+    eval_seconds: float  # estimated: one evaluation, its images at about a third of a training image's cost
+    evaluations: int
     budget_seconds: float | None  # --time-budget, None without one
+    seconds_left: float | None  # of the budget when planned: the steps fill PLAN_SHARE of them
     amp: bool  # bfloat16 autocast chosen (or given)
     load_seconds: float  # of a step, the wait for its batch
     precisions: dict[str, float]  # the median step of each precision timed, data loading included
 
     @property
     def run_seconds(self) -> float:
-        return self.epochs * self.epoch_seconds
+        return self.steps * self.step_seconds + self.evaluations * self.eval_seconds
 
 
 @dataclass(frozen=True)
@@ -73,41 +81,49 @@ class StepTimes:
     images: int  # in a step
 
 
-# Steps timed before a run (after TIMED_WARMUP untimed ones), the share of a time budget the epochs
-# are planned into (the rest: start-up, the final evaluation and writing, machine noise), and how much
-# faster bfloat16 must be to be chosen when --amp is not given.
+# Steps timed before a run (after TIMED_WARMUP untimed ones); the share of the time left until the deadline
+# that the first plan fills (its steps were timed without the optimizer's update, and a detector's steps slow
+# down as it finds more objects); how much faster bfloat16 must be to be chosen when --amp is not given.
 TIMED_STEPS = 6
 TIMED_WARMUP = 2
-BUDGET_SHARE = 0.9
+PLAN_SHARE = 0.93
 AMP_GAIN = 1.2
-# Re-planned at epoch ends, the epochs aim to end at this share of the budget (the rest: writing the results),
-# and a plan is kept while it ends no later than that and leaves no more than an epoch and this share unused.
+# A budgeted run's steps end at this share of the budget (the rest: writing the results). They are timed again
+# REPLANS_PER_EPOCH times an epoch and at its end, and a plan is kept while it ends in time and leaves no more
+# than this share of the budget unused, so noise does not move it back and forth.
 END_SHARE = 0.97
-REPLAN_SLACK = 0.03
+REPLANS_PER_EPOCH = 4
+REPLAN_SLACK = 0.02
 
 
 @dataclass(frozen=True)
 class Deadline:
-    """A budgeted run's limits, for re-planning its epochs at each epoch's end."""
+    """A budgeted run's limits, for planning its steps again as it goes."""
 
-    ends_at: float  # time.perf_counter() at which the last epoch should end
+    ends_at: float  # time.perf_counter() at which the last step (and evaluation) should end
     budget_seconds: float
-    most: int | None  # the epochs given with the budget: never more
+    most_steps: int | None  # the epochs (or steps) given with the budget: never more
+    eval_seconds: float  # the plan's estimate of an evaluation, until one has been timed
 
 
-def replan_epochs(planned: int, done: int, seconds_left: float, epoch_seconds: Sequence[float], deadline: Deadline) -> int:
-    """The run's epochs timed again after epoch ``done`` (of ``planned``), with ``seconds_left`` until the
-    deadline: as many more as fit at the mean pace of the epochs this process has trained, evaluations
-    included (the first epoch too: leaving it out as warm-up would count an evaluation every few epochs
-    as more frequent than it is), at least one, at most ``deadline.most``. The plan is kept while it ends
-    in time and leaves less than an epoch (and REPLAN_SLACK of the budget) unused, so noise does not move
-    it back and forth."""
-    pace = statistics.fmean(epoch_seconds)
-    spare = seconds_left - (planned - done) * pace
-    if 0 <= spare < pace + REPLAN_SLACK * deadline.budget_seconds:
+def evaluations(first: int, steps: int, steps_per_epoch: int, eval_every: int) -> int:
+    """The evaluations from epoch ``first`` (0-based) to the end of a run of ``steps`` steps: after every
+    ``eval_every``-th epoch and after the last, cut short or not."""
+    epochs = math.ceil(steps / steps_per_epoch)
+    return sum(1 for epoch in range(first, epochs) if (epoch + 1) % eval_every == 0 or epoch + 1 == epochs)
+
+
+def replan_steps(planned: int, done: int, seconds_left: float, step_seconds: float, evals_left: int,
+                 eval_seconds: float, deadline: Deadline) -> int:  # fmt: skip
+    """The run's steps in all, timed again after step ``done`` (of ``planned``) with ``seconds_left`` until the
+    deadline: as many more as fit at ``step_seconds`` a step once the ``evals_left`` evaluations still due
+    (``eval_seconds`` each) are counted, at least one, at most ``deadline.most_steps``. The plan is kept while
+    it ends in time and leaves less than REPLAN_SLACK of the budget unused."""
+    spare = seconds_left - (planned - done) * step_seconds - evals_left * eval_seconds
+    if 0 <= spare < REPLAN_SLACK * deadline.budget_seconds or (planned == deadline.most_steps and spare >= 0):
         return planned
-    epochs = done + max(1, int(seconds_left // pace))
-    return min(epochs, deadline.most) if deadline.most is not None else epochs
+    steps = done + max(1, int((seconds_left - evals_left * eval_seconds) // step_seconds))
+    return min(steps, deadline.most_steps) if deadline.most_steps is not None else steps
 
 
 def fast_bfloat16(device: torch.device) -> bool:
@@ -160,56 +176,83 @@ def time_steps(task: Task, model: nn.Module, data: TrainLoader, env: DistEnv, *,
 
 def plan_epochs(
     task: Task, model: nn.Module, data: TrainLoader, env: DistEnv, eval_images: int, *, seed: int,
-    amp: bool | None, epochs: int | None, budget_seconds: float | None = None,
+    amp: bool | None, epochs: int | None, max_steps: int | None = None, seconds_left: float | None = None,
+    budget_seconds: float | None = None,
 ) -> EpochPlan:  # fmt: skip
     """The plan of a new run on this machine: times a few training steps (:func:`time_steps`); with ``amp``
     None, in float32 and, where the device has fast bfloat16 (:func:`fast_bfloat16`), in bfloat16 too,
-    choosing bfloat16 if it is at least ``AMP_GAIN`` times faster. An epoch is its steps plus the evaluation
-    (``eval_images`` at about a third of a training image's cost). With ``budget_seconds``, the epochs are
-    as many as fit (at most ``epochs``, where given), and the schedule is then built for them, so the
-    cosine ends on time; without, ``epochs``."""
+    choosing bfloat16 if it is at least ``AMP_GAIN`` times faster. An evaluation costs its ``eval_images``
+    at about a third of a training image each. With ``seconds_left`` (of a ``budget_seconds``), the
+    steps are as many as fit in PLAN_SHARE of them, evaluations included (at most ``epochs`` and
+    ``max_steps``, where given), and the schedule is then built for them, so the cosine ends on time;
+    without, ``epochs`` (or ``max_steps``, if fewer)."""
     choices = [amp] if amp is not None else [False, True] if fast_bfloat16(env.device) else [False]
     times = time_steps(task, model, data, env, seed=seed, amps=[amp_dtype(c, env.device) for c in choices])
     steps = [times.load + compute for compute in times.compute]
     best = 1 if len(choices) == 2 and steps[0] >= AMP_GAIN * steps[1] else 0
     step, chosen = broadcast_object((steps[best], choices[best]), env)  # every process follows rank 0's plan
-    epoch = data.steps * step + eval_images / max(times.images, 1) * step / 3
-    if budget_seconds is not None:
-        fit = int(budget_seconds * BUDGET_SHARE // epoch)
-        epochs = min(fit, epochs) if epochs is not None else fit
-        if epochs < 1:
+    evaluation = eval_images / max(times.images, 1) * step / 3
+    most = [n for n in (epochs * data.steps if epochs is not None else None, max_steps) if n is not None]
+    if seconds_left is not None:
+        per_epoch = data.steps * step + evaluation / task.eval_every
+        total = min([int(seconds_left * PLAN_SHARE / per_epoch * data.steps), *most])
+        if total < 1:
             raise ConfigError(
-                f"one epoch takes about {epoch:.0f} s here, more than the {label('time_budget')} of "
-                f"{budget_seconds / 60:.1f} min; give more time, a smaller input size or model"
+                f"one step and an evaluation take about {step + evaluation:.0f} s here, more than the "
+                f"{label('time_budget')} of {budget_seconds / 60:.1f} min; give more time, a smaller input size or model"
             )
-    assert epochs is not None
+    else:
+        total = min(most)
     precisions = {("bfloat16" if c else "float32"): round(s, 6) for c, s in zip(choices, steps)}
-    return EpochPlan(epochs, step, epoch, budget_seconds, bool(chosen), times.load, precisions)
+    evals = evaluations(0, total, data.steps, task.eval_every)
+    return EpochPlan(math.ceil(total / data.steps), total, step, evaluation, evals, budget_seconds, seconds_left,
+                     bool(chosen), times.load, precisions)  # fmt: skip
+
+
+def run_steps(config: Any, steps_per_epoch: int) -> int:
+    """The optimizer steps of a run in all: its epochs', or ``max_steps`` where that ends first."""
+    steps = config.epochs * steps_per_epoch
+    return min(steps, config.max_steps) if config.max_steps is not None else steps
+
+
+def planned_settings(config: Any, steps: int, steps_per_epoch: int) -> Any:
+    """``config`` set to train ``steps`` steps in all: the epochs they begin, and ``max_steps`` where the last
+    epoch ends early."""
+    epochs = math.ceil(steps / steps_per_epoch)
+    return dataclasses.replace(config, epochs=epochs, max_steps=steps if steps < epochs * steps_per_epoch else None)
 
 
 def plan_run(config: RunSettings, task: Task, model: nn.Module, data: TrainLoader, env: DistEnv,
-             eval_images: int, log, most: int | None = None) -> tuple[Any, EpochPlan]:  # fmt: skip
+             eval_images: int, log, most: int | None = None, ends_at: float | None = None) -> tuple[Any, EpochPlan]:  # fmt: skip
     """A new run's settings with their plan (:func:`plan_epochs`): the precision when ``amp`` is unset, and
-    with a ``time_budget`` the epochs (at most ``most``, the epochs given with it). The plan is logged
-    (how long the run will take here) and kept in the summary."""
+    with a ``time_budget`` (ending at ``ends_at``) the steps (at most ``most`` epochs, those given with it).
+    The plan is logged (how long the run will take here) and kept in the summary."""
     budget = config.time_budget * 60 if config.time_budget is not None else None
+    seconds_left = ends_at - time.perf_counter() if ends_at is not None else None
     plan = plan_epochs(
         task, model, data, env, eval_images, seed=config.seed, amp=config.amp,
-        epochs=most if budget is not None else config.epochs, budget_seconds=budget,
+        epochs=most if budget is not None else config.epochs, max_steps=config.max_steps,
+        seconds_left=seconds_left, budget_seconds=budget,
     )  # fmt: skip
-    if task.head_epochs and task.head_epochs >= plan.epochs:
+    if task.head_epochs and task.head_epochs * data.steps >= plan.steps:
         raise ConfigError(
-            f"{label('time_budget')} leaves {plan.epochs} epochs, not more than {label('head_epochs')} {task.head_epochs}"
+            f"the run's {plan.steps} steps ({plan.steps / data.steps:.1f} epochs, by {label('time_budget')} or "
+            f"{label('max_steps')}) are not more than {label('head_epochs')} {task.head_epochs}"
         )
     if config.amp is None:
         timed = ", ".join(f"{name} {seconds:.3f} s" for name, seconds in plan.precisions.items())
         why = f"a step takes {timed}" if len(plan.precisions) > 1 else "this device has no fast bfloat16"
         log.info(f"precision: {'bfloat16 autocast' if plan.amp else 'float32'} ({why})")
+    whole = plan.steps % data.steps == 0
+    shown = f"{plan.epochs} epochs" if whole else f"{plan.steps / data.steps:.2f} epochs ({plan.steps} steps)"
     if budget is not None:
-        fit = f"the {most} asked for" if plan.epochs == most else "as many as fit"
-        log.info(f"time budget {config.time_budget:g} min: {plan.epochs} epochs ({fit})")
+        fit = f"the {most} asked for" if most is not None and plan.steps == most * data.steps else "as many as fit"
+        log.info(f"time budget {config.time_budget:g} min: {shown} ({fit})")
+        if plan.steps < data.steps:
+            log.warning(f"the time budget leaves less than one epoch: {plan.steps} of its {data.steps} steps")
     log.info(
-        f"about {plan.run_seconds / 60:.1f} min on this machine ({plan.epochs} epochs of {plan.epoch_seconds:.1f} s; "
-        f"a step {plan.step_seconds:.3f} s, {plan.load_seconds / plan.step_seconds:.0%} of it waiting for data)"
+        f"about {plan.run_seconds / 60:.1f} min on this machine ({shown}, a step {plan.step_seconds:.3f} s, "
+        f"{plan.load_seconds / plan.step_seconds:.0%} of it waiting for data; {plan.evaluations} evaluation(s) "
+        f"of about {plan.eval_seconds:.1f} s)"
     )
-    return dataclasses.replace(config, epochs=plan.epochs, amp=plan.amp), plan
+    return dataclasses.replace(planned_settings(config, plan.steps, data.steps), amp=plan.amp), plan

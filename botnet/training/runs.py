@@ -97,7 +97,7 @@ def settings_and_state(
 def same_settings(saved, config, path: str) -> None:
     """A restarted worker continues ``path`` only if it was started with the settings saved there (those the
     run's plan fills in, the precision when unset and the epochs under a time budget, as the plan left them)."""
-    planned = {"output_dir"} | ({"amp"} if config.amp is None else set()) | ({"epochs"} if config.time_budget else set())
+    planned = {"output_dir"} | ({"amp"} if config.amp is None else set()) | ({"epochs", "max_steps"} if config.time_budget else set())
     differ = [
         f.name for f in dataclasses.fields(config)
         if f.name not in planned and getattr(saved, f.name) != getattr(config, f.name)
@@ -111,13 +111,14 @@ def same_settings(saved, config, path: str) -> None:
 
 def extend_epochs(config, state: TrainState, epochs: int | None, path: str):
     """``config`` with ``epochs`` (``--resume ... --epochs N``): more epochs than the run had, none fewer
-    than it has finished. The schedule is planned again for the new total from the step reached (the
-    cosine's rate rises again, to where the longer schedule would be at this step)."""
-    if epochs is None or epochs == config.epochs:
+    than it has finished (all of them whole: a last epoch its steps cut short ends there). The schedule is
+    planned again for the new total from the step reached (the cosine's rate rises again, to where the longer
+    schedule would be at this step)."""
+    if epochs is None or (epochs == config.epochs and config.max_steps is None):
         return config
     if not isinstance(epochs, int) or epochs < max(1, state.epoch):
         raise ConfigError(f"{label('epochs')} {epochs}: {path} has finished {state.epoch} epochs; give at least that many")
-    return dataclasses.replace(config, epochs=epochs)
+    return dataclasses.replace(config, epochs=epochs, max_steps=None)
 
 
 def diverged(what: str, epoch: int, step: int, run_dir: str) -> TrainingDiverged:

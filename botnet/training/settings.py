@@ -262,6 +262,11 @@ class RunSettings:
 
     recipe: str | None = setting(help="preset of the unset settings below")
     epochs: int | None = setting(positive=True, help="passes over the training images")
+    max_steps: int | None = setting(
+        positive=True, optional=True, metavar="STEPS",
+        help="end after this many optimizer steps in all, the last epoch cut short (with --epochs: whichever ends "
+        "first; a time budget sets it to the steps that fit)",
+    )  # fmt: skip
     batch_size: int | None = setting(positive=True, help="images per step, per process")
     optimizer: str | None = setting(choices=tuple(OPTIMIZERS), help="sgd (with momentum) or adamw")
     lr: float | None = setting(
@@ -284,8 +289,9 @@ class RunSettings:
     time_budget: float | None = setting(
         optional=True,
         metavar="MINUTES",
-        help="time a few steps on this machine, then train as many epochs as fit (at most --epochs, where "
-        "given; the schedule is planned for them, so the cosine ends on time)",
+        help="time a few steps on this machine, then train as many steps as fit (at most --epochs, where given; "
+        "the last epoch may end early), timed again as the run goes; the schedule is planned for them, so the "
+        "cosine ends on time",
     )
     tensorboard: bool = setting(
         False, help="also write the metrics as TensorBoard scalars in RUN/tensorboard (pip install 'botnet[tensorboard]')"

@@ -3,6 +3,7 @@
 import csv
 import errno
 import json
+import math
 import os
 import shutil
 import signal
@@ -579,21 +580,24 @@ def test_hflip_defaults_to_photos_and_can_be_set(tmp_path):
     assert build_parser().parse_args(["train", "--no-hflip"]).hflip is False
 
 
-def test_time_budget_plans_the_epochs_and_the_schedule_ends_on_time(tmp_path, steady_steps):
+def test_time_budget_plans_the_steps_and_the_schedule_ends_on_time(tmp_path, steady_steps):
     run_dir = str(tmp_path / "budget")
-    steady_steps(0.25)  # 22 full batches and the evaluation of 360 images: 6 s an epoch, so 2 epochs fit in 13.5 s
+    steady_steps(0.25)  # 22 full batches and the evaluation of 360 images: about 6 s an epoch
     summary = train(TrainConfig(time_budget=0.25, batch_size=64, output_dir=run_dir))
     plan = summary["plan"]
     assert plan["budget_seconds"] == 15.0 and plan["step_seconds"] == 0.25
-    assert plan["epoch_seconds"] == pytest.approx(1437 // 64 * 0.25 + 360 / 64 * 0.25 / 3)
-    assert plan["epochs"] == int(0.9 * 15.0 // plan["epoch_seconds"]) == 2
-    assert summary["epochs"] == plan["epochs"]
+    assert plan["eval_seconds"] == pytest.approx(360 / 64 * 0.25 / 3)
+    assert 0 < plan["seconds_left"] < 0.97 * 15.0  # until the deadline, from after the data was read and steps timed
+    per_epoch = 22 * 0.25 + plan["eval_seconds"]  # evaluated every epoch
+    assert plan["steps"] == int(plan["seconds_left"] * 0.93 / per_epoch * 22) and plan["steps"] > 22
+    assert summary["steps"] == plan["steps"] and summary["epochs"] == plan["epochs"] == math.ceil(plan["steps"] / 22)
     with open(os.path.join(run_dir, "config.json")) as f:
         config = json.load(f)
     assert config["epochs"] == plan["epochs"]  # a resume keeps the plan
+    assert config["max_steps"] == (plan["steps"] if plan["steps"] % 22 else None)
     with open(os.path.join(run_dir, "metrics.csv")) as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == plan["epochs"] and float(rows[-1]["lr"]) < 0.05 * config["lr"]
+    assert len(rows) == plan["epochs"] and float(rows[-1]["lr"]) < 1e-9  # the cosine ends with the last step
 
 
 def test_epochs_given_with_a_time_budget_are_the_most_it_plans(tmp_path, steady_steps):

@@ -241,12 +241,15 @@ def test_widths_batch_proposals_and_schedule():
     assert {"epochs", "time_budget"}.isdisjoint(_choices(DetectConfig(data="x", time_budget=3), _profile(55, 40, 19)))
 
 
-def test_the_bundled_shapes_keep_the_small_recipe():
+def test_the_bundled_shapes_keep_the_small_recipe_within_a_time_budget():
     config, fitted = Detection().fit_defaults(DetectConfig(), 1)
-    assert fitted is None and config == DetectConfig()
-    resolved = config.resolve(1)
     small = DETECT_RECIPES["small"].settings
+    assert config == DetectConfig(epochs=small["epochs"], time_budget=9.5)  # at most the recipe's epochs, in 9.5 min
+    assert [c["setting"] for c in fitted.choices] == ["epochs", "time_budget"]
+    resolved = config.resolve(1)
     assert {key: getattr(resolved, key) for key in small} == small
+    for given in (dict(epochs=2), dict(time_budget=3.0), dict(recipe="paper")):  # the user's schedule is theirs
+        assert Detection().fit_defaults(DetectConfig(**given), 1) == (DetectConfig(**given), None)
 
 
 def _write_voc(coco_root, voc_root):

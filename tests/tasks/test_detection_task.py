@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import signal
 import subprocess
@@ -454,12 +455,14 @@ def test_detection_study_trains_each_backbone_variant(tmp_path, capsys):
 
 def test_time_budget_plans_a_detection_run(tmp_path, steady_steps):
     run_dir = tmp_path / "budget"
-    steady_steps(0.5)  # 6 steps and 2 held-out images: 3.17 s an epoch, so 3 fit in 10.8 s
+    steady_steps(0.5)  # 6 steps and 2 held-out images: about 3 s an epoch
     config = DetectConfig(shapes_train_images=12, shapes_val_images=2, batch_size=2, time_budget=0.2, output_dir=str(run_dir))
     summary = train_detector(config)
     plan = summary["plan"]
-    assert plan["budget_seconds"] == 12.0 and plan["step_seconds"] > 0
-    assert summary["epochs"] == plan["epochs"] == int(0.9 * 12.0 // plan["epoch_seconds"]) == 3
+    assert plan["budget_seconds"] == 12.0 and plan["step_seconds"] == 0.5
+    per_epoch = 6 * 0.5 + plan["eval_seconds"] / 5  # the small recipe evaluates every 5th epoch (and the last)
+    assert summary["steps"] == plan["steps"] == int(plan["seconds_left"] * 0.93 / per_epoch * 6) > 6
+    assert summary["epochs"] == plan["epochs"] == math.ceil(plan["steps"] / 6) and plan["evaluations"] == 1
     with open(run_dir / "config.json") as f:
         assert json.load(f)["epochs"] == plan["epochs"]  # a resume keeps the plan
     assert main(["detect", "train", "--time-budget", "-1", "--output-dir", str(tmp_path / "neg")]) == 2

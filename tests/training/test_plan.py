@@ -61,9 +61,10 @@ def test_every_run_says_how_long_it_will_take_and_how_long_is_left(tmp_path, ste
     steady_steps(0.25)  # 11 steps an epoch (1,437 digits, batch 128), 360 held out: about 3.1 s an epoch
     summary, _, log = _run(tmp_path, "run", epochs=3)
     plan = summary["plan"]
-    assert plan["budget_seconds"] is None and plan["epochs"] == 3
-    assert plan["epoch_seconds"] == pytest.approx(11 * 0.25 + 360 / 128 * 0.25 / 3)
-    assert f"about {3 * plan['epoch_seconds'] / 60:.1f} min on this machine (3 epochs of {plan['epoch_seconds']:.1f} s" in log
+    assert plan["budget_seconds"] is None and plan["epochs"] == 3 and plan["steps"] == 33 and plan["evaluations"] == 3
+    assert plan["eval_seconds"] == pytest.approx(360 / 128 * 0.25 / 3)
+    minutes = (33 * 0.25 + 3 * plan["eval_seconds"]) / 60
+    assert f"about {minutes:.1f} min on this machine (3 epochs, a step 0.250 s" in log
     lines = [line for line in log.splitlines() if " epoch " in f" {line}" and "/3 " in line]
     assert len(lines) == 3 and all("min left" in line for line in lines[:2]) and "min left" not in lines[2]
 
@@ -98,28 +99,35 @@ def test_the_progress_bar_counts_the_whole_runs_steps(tmp_path, monkeypatch, cap
     assert "epoch 2/2" in drawn and re.search(r"\b\d+/22\b", drawn) and not re.search(r"\b\d+/11\b", drawn)
 
 
-def test_a_budgeted_runs_epochs_are_planned_again_from_the_epochs_own_times():
-    budget = planning.Deadline(ends_at=0.0, budget_seconds=600.0, most=None)
-    again = planning.replan_epochs
-    # 2 of 12 planned epochs done, 100 s left: at 10 s an epoch the plan ends in time and is kept
-    assert again(12, 2, 100.0, [10.0, 10.0], budget) == 12
-    assert again(12, 2, 100.0, [20.0, 20.0], budget) == 7  # slower than timed: 5 more fit
-    assert again(12, 2, 100.0, [4.0, 4.0], budget) == 27  # faster: 25 more
-    assert again(12, 2, 100.0, [4.0, 4.0], planning.Deadline(0.0, 600.0, most=15)) == 15  # never above --epochs
-    assert again(12, 2, -5.0, [20.0, 20.0], budget) == 3  # past the deadline: the one epoch it must still train
-    # the pace is the mean of every epoch, an evaluated one (30 s) too: 15 s, so 6 more fit
-    assert again(12, 4, 100.0, [10.0, 10.0, 10.0, 30.0], budget) == 10
-    # noise is no reason to move: up to an epoch plus 3% of the budget left unused, the plan stands
-    assert again(12, 2, 100.0, [9.0, 9.0], budget) == 12  # 10 s (of 9 + 18) unused
-    assert again(12, 2, 100.0, [6.0, 6.0], budget) == 18  # 40 s unused: 16 more fit
+def test_a_budgeted_runs_steps_are_planned_again_from_its_own_steps_and_evaluations():
+    budget = planning.Deadline(ends_at=0.0, budget_seconds=600.0, most_steps=None, eval_seconds=5.0)
+    again = planning.replan_steps
+    # 200 of 1,000 planned steps done, 100 s left, one 10-s evaluation due: at 0.1 s a step, 10 s (under 2%
+    # of the budget) would be left unused: the plan ends in time and stands, so noise does not move it
+    assert again(1000, 200, 100.0, 0.1, 1, 10.0, budget) == 1000
+    assert again(1000, 200, 100.0, 0.25, 1, 10.0, budget) == 200 + 360  # slower than planned: 90 s / 0.25
+    assert again(1000, 200, 100.0, 0.0625, 1, 10.0, budget) == 200 + 1440  # faster: 50 s unused, 1,440 more fit
+    assert again(1000, 200, 100.0, 0.125, 3, 10.0, budget) == 200 + 560  # three evaluations still due: 70 s for steps
+    capped = planning.Deadline(0.0, 600.0, most_steps=1200, eval_seconds=5.0)
+    assert again(1000, 200, 100.0, 0.0625, 1, 10.0, capped) == 1200  # never above --epochs (or --max-steps)
+    assert again(1200, 200, 100.0, 0.0625, 1, 10.0, capped) == 1200  # at the most asked for, time to spare: kept
+    assert again(1000, 200, -5.0, 0.25, 1, 10.0, budget) == 201  # past the deadline: the one step it must still train
+
+
+def test_the_evaluations_still_due_count_every_nth_epoch_and_the_last_cut_short():
+    assert planning.evaluations(0, 50, 10, 1) == 5
+    assert planning.evaluations(0, 43, 10, 5) == 1  # 4.3 epochs evaluated every 5th: only after the last
+    assert planning.evaluations(0, 103, 10, 5) == 3  # after epochs 5, 10 and the 11th, cut short
+    assert planning.evaluations(5, 103, 10, 5) == 2  # from epoch 6 on: after the 10th and the last
+    assert planning.evaluations(11, 103, 10, 5) == 0
 
 
 def _budgeted(tmp_path, name, monkeypatch, stop_at=None):
-    """A digits run whose plan (steps timed at 0.25 s) gives 2 epochs, planned again to 3 after epoch 1;
-    ``stop_at``: Ctrl-C as that epoch starts, then resume."""
+    """A digits run planned for 2 epochs (at most 2 asked for, 30 s with steps timed at 0.25 s), planned
+    again to 3 at epoch 1's end (step 22); ``stop_at``: Ctrl-C as that epoch starts, then resume."""
     from botnet.training import engine
 
-    monkeypatch.setattr(engine, "replan_epochs", lambda planned, done, *args: 3 if done == 1 else planned)
+    monkeypatch.setattr(engine, "replan_steps", lambda planned, done, *args: 66 if done == 22 else planned)
     real_epoch = engine._Loop.train_epoch
 
     def train_epoch(loop, epoch, *args):
@@ -129,7 +137,7 @@ def _budgeted(tmp_path, name, monkeypatch, stop_at=None):
 
     monkeypatch.setattr(engine._Loop, "train_epoch", train_epoch)
     run_dir = tmp_path / name
-    config = TrainConfig(time_budget=0.25, batch_size=64, seed=5, output_dir=str(run_dir))
+    config = TrainConfig(time_budget=0.5, epochs=2, batch_size=64, seed=5, output_dir=str(run_dir))
     if stop_at is None:
         return train(config), run_dir
     with pytest.raises(KeyboardInterrupt):
@@ -142,12 +150,12 @@ def test_a_replanned_run_rebuilds_its_schedule_and_a_resume_follows_it(tmp_path,
     from botnet.training.optim import warmup_cosine
     from botnet.checkpoints import load_training_state
 
-    steady_steps(0.25)  # 2 epochs of 22 steps fit the 15 s (as in test_classification's budget test)
+    steady_steps(0.25)  # more than the 2 epochs of 22 steps asked for fit the 30 s
     whole, whole_dir = _budgeted(tmp_path, "whole", monkeypatch)
     assert whole["plan"]["epochs"] == 2 and whole["epochs"] == 3
-    assert [(r["after_epoch"], r["epochs"]) for r in whole["plan"]["replans"]] == [(1, 3)]
+    assert [(r["after_step"], r["steps"], r["epochs"]) for r in whole["plan"]["replans"]] == [(22, 66, 3)]
     assert json.loads((whole_dir / "config.json").read_text())["epochs"] == 3
-    assert "re-planned: 3 epochs instead of 2" in (whole_dir / "train.log").read_text()
+    assert "re-planned: 3 epochs instead of 2 epochs" in (whole_dir / "train.log").read_text()
     # the rate: epoch 1 on the 2-epoch cosine, then the 3-epoch one from the step reached, ending near zero
     lr = json.loads((whole_dir / "config.json").read_text())["lr"]
     rows = list(csv.DictReader(open(whole_dir / "metrics.csv")))
@@ -160,3 +168,72 @@ def test_a_replanned_run_rebuilds_its_schedule_and_a_resume_follows_it(tmp_path,
     assert resumed["epochs"] == 3
     with safe_open(str(whole_dir / "model.safetensors"), "pt") as a, safe_open(str(resumed_dir / "model.safetensors"), "pt") as b:
         assert all(torch.equal(a.get_tensor(k), b.get_tensor(k)) for k in a.keys())
+
+
+def _weights(path):
+    with safe_open(str(path), "pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}
+
+
+@pytest.fixture(scope="module")
+def cut_short(tmp_path_factory):
+    """3 epochs of 11 digit steps cut at step 27, uninterrupted (the CLI's --max-steps)."""
+    from botnet.cli import main
+
+    run_dir = tmp_path_factory.mktemp("cut") / "run"
+    assert main(["train", "--epochs", "3", "--max-steps", "27", "--batch-size", "128", "--seed", "3",
+                 "--no-amp", "--output-dir", str(run_dir)]) == 0  # fmt: skip
+    return run_dir
+
+
+def test_max_steps_ends_the_last_epoch_early_where_the_schedule_ends(cut_short):
+    from botnet.training.optim import warmup_cosine
+
+    summary = json.loads((cut_short / "summary.json").read_text())
+    config = json.loads((cut_short / "config.json").read_text())
+    rows = list(csv.DictReader(open(cut_short / "metrics.csv")))
+    assert summary["steps"] == 27 and summary["epochs"] == 3 and config["max_steps"] == 27
+    assert len(rows) == 3 and all(r["val_top1"] for r in rows)  # the cut epoch is evaluated, as a last one is
+    warmup = max(1, round(config["warmup_epochs"] * 11))
+    expected = [warmup_cosine(warmup, 27)(step) for step in (11, 22, 27)]  # the cosine over 27 steps: 0 at the end
+    assert [float(r["lr"]) for r in rows] == pytest.approx([config["lr"] * f for f in expected], abs=1e-9)
+    assert "epoch 3/3" in (cut_short / "train.log").read_text()
+
+
+@pytest.mark.parametrize("stop_at, where", [(25, "at epoch 3, step 3 of 11"), (11, "after epoch 1")])
+def test_ctrl_c_in_a_cut_short_run_resumes_to_the_same_run(cut_short, tmp_path, monkeypatch, capsys, stop_at, where):
+    """Within the cut epoch, and at an epoch's very last step (the epoch is finished and evaluated, and the
+    run stops after it: a checkpoint at 'step 11 of 11' could not be resumed)."""
+    import signal
+
+    from botnet.checkpoints import load_training_state
+    from botnet.cli import main
+    from botnet.training import engine
+
+    run_dir, real_agree, steps = tmp_path / "run", engine._agree, []
+
+    def ctrl_c(*args):
+        steps.append(1)
+        if len(steps) == stop_at:
+            signal.raise_signal(signal.SIGINT)
+        return real_agree(*args)
+
+    monkeypatch.setattr(engine, "_agree", ctrl_c)
+    flags = ["--epochs", "3", "--max-steps", "27", "--batch-size", "128", "--seed", "3", "--no-amp"]
+    assert main(["train", *flags, "--output-dir", str(run_dir)]) == 130
+    assert where in capsys.readouterr().err
+    state = load_training_state(str(run_dir / "last.pt"))
+    assert (state.epoch, state.step) == ((2, 3) if stop_at == 25 else (1, 0))
+    monkeypatch.setattr(engine, "_agree", real_agree)
+    assert main(["train", "--resume", str(run_dir / "last.pt")]) == 0
+    whole, resumed = _weights(cut_short / "model.safetensors"), _weights(run_dir / "model.safetensors")
+    assert whole.keys() == resumed.keys() and all(torch.equal(whole[k], resumed[k]) for k in whole)
+    rows = [r.split(",")[:6] for r in (run_dir / "metrics.csv").read_text().splitlines()]
+    assert rows == [r.split(",")[:6] for r in (cut_short / "metrics.csv").read_text().splitlines()]
+
+
+def test_steps_that_end_within_the_head_epochs_are_refused(tmp_path):
+    from botnet.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="the run's 10 steps .* are not more than head_epochs 1"):
+        _run(tmp_path, "run", epochs=3, max_steps=10, head_epochs=1)  # 11 steps an epoch
