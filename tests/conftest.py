@@ -18,6 +18,19 @@ def _one_share_of_the_cores():
 
 
 @pytest.fixture(autouse=True, scope="session")
+def _few_timed_steps():
+    """A new run's plan times 2 + 6 steps before it starts: a whole epoch or more of the suite's short runs.
+    Here it times 1 + 2, enough for plans whose numbers no test compares with this machine's (the tests of
+    the plan fix the timed seconds themselves). Processes a test starts (torchrun) time the usual steps."""
+    from botnet.training import plan
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(plan, "TIMED_WARMUP", 1)
+        patch.setattr(plan, "TIMED_STEPS", 2)
+        yield
+
+
+@pytest.fixture(autouse=True, scope="session")
 def _image_check_cache(tmp_path_factory):
     """Image checks are cached per run of the suite, never in the user's ~/.cache."""
     with pytest.MonkeyPatch.context() as patch:

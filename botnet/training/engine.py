@@ -42,7 +42,10 @@ from ..checkpoints import TrainState, save_training_state
 from ..interrupts import GracefulStop
 from .checkpoint import check_resumable, restore_training_state
 from .loaders import TrainLoader
-from .plan import REPLANS_PER_EPOCH, TIMED_WARMUP, Deadline, amp_dtype, evaluations, planned_settings, replan_steps, run_steps
+from .plan import (
+    REPLANS_PER_EPOCH, TIMED_WARMUP, Deadline, amp_dtype, evaluations, planned_settings, replan_steps, run_steps,
+    shown_steps,
+)
 from .distributed import DistEnv, all_reduce_sum, barrier, broadcast_buffers, broadcast_object, gather_objects
 from .optim import OPTIMIZERS, epoch_seed, head_first, param_groups, warmup_cosine
 from .report import write_json, write_metrics_csv
@@ -119,7 +122,7 @@ def _schedule(optimizer: torch.optim.Optimizer, settings: RunSettings, task: Tas
     ``head_epochs`` its head alone first (the rest's rate held at zero, then its own warm-up and cosine)."""
     groups = optimizer.param_groups
     total, head_steps = run_steps(settings, steps), task.head_epochs * steps
-    warmup = max(1, round(settings.warmup_epochs * steps)) if settings.warmup_epochs > 0 else 0
+    warmup = min(max(1, round(settings.warmup_epochs * steps)), total - 1) if settings.warmup_epochs > 0 else 0
     whole, rest = warmup_cosine(warmup, total), head_first(warmup_cosine(warmup, total - head_steps), head_steps)
     factors = [whole if group.get("head", True) else rest for group in groups]
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factors)
@@ -354,13 +357,14 @@ class _Loop:
         pace, evaluation = paced
         seconds_left = deadline.ends_at - time.perf_counter()
         evals = evaluations(epoch, planned, self.steps, self.task.eval_every)
-        steps = broadcast_object(replan_steps(planned, reached, seconds_left, pace, evals, evaluation, deadline), self.env)
+        steps = replan_steps(planned, reached, seconds_left, pace, evals, evaluation, deadline)
+        steps = broadcast_object(max(steps, self.task.head_epochs * self.steps + 1), self.env)  # past the head's epochs
         if steps == planned:
             return
-        before = _shown_steps(planned, self.steps)
+        before = shown_steps(planned, self.steps)
         self.replan(steps)
         bar.total = steps
-        self.run.log.info(f"re-planned: {_shown_steps(steps, self.steps)} instead of {before} (a step takes {pace:.3f} s "
+        self.run.log.info(f"re-planned: {shown_steps(steps, self.steps)} instead of {before} (a step takes {pace:.3f} s "
                           f"here, {seconds_left / 60:.1f} min of the time budget are left)")  # fmt: skip
         if self.env.is_main:
             write_json(os.path.join(self.run.run_dir, "config.json"), dataclasses.asdict(self.settings))
@@ -386,11 +390,6 @@ def _tensorboard_row(run_dir: str, row: Mapping[str, Any]) -> None:
         for name, value in row.items():
             if name != "epoch":
                 writer.add_scalar(name, value, row["epoch"])
-
-
-def _shown_steps(steps: int, per_epoch: int) -> str:
-    """"5 epochs", or "4.31 epochs (1655 steps)" where the last one ends early."""
-    return f"{steps // per_epoch} epochs" if steps % per_epoch == 0 else f"{steps / per_epoch:.2f} epochs ({steps} steps)"
 
 
 def fit(run: Run, task: Task, model: nn.Module, data: TrainLoader) -> FitResult:

@@ -22,6 +22,7 @@ and what its summary and artefacts hold. Nothing else about a run is the task's.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ from .checkpoint import check_metric_rows, check_new_run_dir, saved_config
 from .distributed import DistEnv, init_distributed, main_process_first, shutdown_distributed
 from .engine import FitResult, Run, Task, fit
 from .loaders import TrainLoader
-from .plan import END_SHARE, Deadline, plan_run, run_steps
+from .plan import END_SHARE, Deadline, plan_run, run_steps, shown_steps
 from .report import setup_logging, write_json
 from .runs import failures_end_the_run, open_run_dir, settings_and_state
 from .settings import RunSettings, check_settings, check_time_budget, label
@@ -238,9 +239,11 @@ def _train(
         if ends_at is not None:
             deadline = Deadline(ends_at, config.time_budget * 60, min(asked, default=None), plan.eval_seconds)
     meta = {"task": spec.name, **built.meta, **({"fitted_defaults": fitted} if fitted else {})}
-    if env.is_main and (state is None or (state.config.get("epochs"), state.config.get("max_steps")) != (config.epochs, config.max_steps)):  # new, or extended
+    per_epoch = built.loader.steps
+    unchanged = state is not None and (state.config.get("epochs"), state.config.get("max_steps")) == (config.epochs, config.max_steps)
+    if env.is_main and not unchanged:  # new, or extended
         write_json(os.path.join(config.output_dir, "config.json"), dataclasses.asdict(config))
-        log.info(f"{built.description}; {config.epochs} epochs of {built.loader.steps} steps, batch "
+        log.info(f"{built.description}; {shown_steps(run_steps(config, per_epoch), per_epoch)} of {per_epoch} steps, batch "
                  f"{config.batch_size} x {env.world_size} process(es) on {env.device.type}, lr {config.lr:g}; "
                  f"writing to {config.output_dir}")  # fmt: skip
     run = Run(config, meta, spec.command, env, log, state, deadline)
@@ -249,8 +252,8 @@ def _train(
     summary = dict(
         task=spec.name,
         **spec.summary(config, data, built, result),
-        epochs=config.epochs,
-        steps=run_steps(config, built.loader.steps),
+        epochs=math.ceil(run_steps(config, per_epoch) / per_epoch),  # begun: the last may be cut short
+        steps=run_steps(config, per_epoch),
         batch_size=config.batch_size,
         lr=config.lr,
         wall_seconds=round(result.wall_seconds, 3),

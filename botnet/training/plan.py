@@ -37,6 +37,7 @@ __all__ = [
     "planned_settings",
     "replan_steps",
     "run_steps",
+    "shown_steps",
     "time_steps",
 ]
 
@@ -190,7 +191,8 @@ def plan_epochs(
     times = time_steps(task, model, data, env, seed=seed, amps=[amp_dtype(c, env.device) for c in choices])
     steps = [times.load + compute for compute in times.compute]
     best = 1 if len(choices) == 2 and steps[0] >= AMP_GAIN * steps[1] else 0
-    step, chosen = broadcast_object((steps[best], choices[best]), env)  # every process follows rank 0's plan
+    # every process follows rank 0's plan (the processes started, and so reach this point, at different times)
+    step, chosen, seconds_left = broadcast_object((steps[best], choices[best], seconds_left), env)
     evaluation = eval_images / max(times.images, 1) * step / 3
     most = [n for n in (epochs * data.steps if epochs is not None else None, max_steps) if n is not None]
     if seconds_left is not None:
@@ -213,6 +215,13 @@ def run_steps(config: Any, steps_per_epoch: int) -> int:
     """The optimizer steps of a run in all: its epochs', or ``max_steps`` where that ends first."""
     steps = config.epochs * steps_per_epoch
     return min(steps, config.max_steps) if config.max_steps is not None else steps
+
+
+def shown_steps(steps: int, per_epoch: int) -> str:
+    """"5 epochs", or "4.31 epochs (1655 steps)" where the last one ends early."""
+    if steps % per_epoch == 0:
+        return f"{steps // per_epoch} epoch{'s' if steps != per_epoch else ''}"
+    return f"{steps / per_epoch:.2f} epochs ({steps} steps)"
 
 
 def planned_settings(config: Any, steps: int, steps_per_epoch: int) -> Any:
@@ -243,8 +252,7 @@ def plan_run(config: RunSettings, task: Task, model: nn.Module, data: TrainLoade
         timed = ", ".join(f"{name} {seconds:.3f} s" for name, seconds in plan.precisions.items())
         why = f"a step takes {timed}" if len(plan.precisions) > 1 else "this device has no fast bfloat16"
         log.info(f"precision: {'bfloat16 autocast' if plan.amp else 'float32'} ({why})")
-    whole = plan.steps % data.steps == 0
-    shown = f"{plan.epochs} epochs" if whole else f"{plan.steps / data.steps:.2f} epochs ({plan.steps} steps)"
+    shown = shown_steps(plan.steps, data.steps)
     if budget is not None:
         fit = f"the {most} asked for" if most is not None and plan.steps == most * data.steps else "as many as fit"
         log.info(f"time budget {config.time_budget:g} min: {shown} ({fit})")
@@ -255,4 +263,5 @@ def plan_run(config: RunSettings, task: Task, model: nn.Module, data: TrainLoade
         f"{plan.load_seconds / plan.step_seconds:.0%} of it waiting for data; {plan.evaluations} evaluation(s) "
         f"of about {plan.eval_seconds:.1f} s)"
     )
-    return dataclasses.replace(planned_settings(config, plan.steps, data.steps), amp=plan.amp), plan
+    planned = planned_settings(config, plan.steps, data.steps) if budget is not None else config  # else as given
+    return dataclasses.replace(planned, amp=plan.amp), plan

@@ -118,6 +118,12 @@ def extend_epochs(config, state: TrainState, epochs: int | None, path: str):
         return config
     if not isinstance(epochs, int) or epochs < max(1, state.epoch):
         raise ConfigError(f"{label('epochs')} {epochs}: {path} has finished {state.epoch} epochs; give at least that many")
+    trained = (state.scheduler or {}).get("last_epoch", 0)  # the steps taken (LambdaLR counts steps)
+    if config.max_steps is not None and trained >= config.max_steps:  # its steps count only whole epochs
+        raise ConfigError(
+            f"{path} ended after {config.max_steps} steps, within its last epoch, so it cannot be extended; "
+            f"start a new run with {label('epochs')} {epochs}"
+        )
     return dataclasses.replace(config, epochs=epochs, max_steps=None)
 
 

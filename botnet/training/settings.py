@@ -264,8 +264,8 @@ class RunSettings:
     epochs: int | None = setting(positive=True, help="passes over the training images")
     max_steps: int | None = setting(
         positive=True, optional=True, metavar="STEPS",
-        help="end after this many optimizer steps in all, the last epoch cut short (with --epochs: whichever ends "
-        "first; a time budget sets it to the steps that fit)",
+        help="end after at most this many optimizer steps in all, the last epoch cut short (the epochs', from "
+        "--epochs or the recipe, where fewer; a time budget sets it to the steps that fit)",
     )  # fmt: skip
     batch_size: int | None = setting(positive=True, help="images per step, per process")
     optimizer: str | None = setting(choices=tuple(OPTIMIZERS), help="sgd (with momentum) or adamw")

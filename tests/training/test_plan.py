@@ -123,11 +123,11 @@ def test_the_evaluations_still_due_count_every_nth_epoch_and_the_last_cut_short(
 
 
 def _budgeted(tmp_path, name, monkeypatch, stop_at=None):
-    """A digits run planned for 2 epochs (at most 2 asked for, 30 s with steps timed at 0.25 s), planned
-    again to 3 at epoch 1's end (step 22); ``stop_at``: Ctrl-C as that epoch starts, then resume."""
+    """A digits run planned for 2 epochs of 11 steps (at most 2 asked for, 30 s with steps timed at 0.25 s),
+    planned again to 3 at epoch 1's end (step 11); ``stop_at``: Ctrl-C as that epoch starts, then resume."""
     from botnet.training import engine
 
-    monkeypatch.setattr(engine, "replan_steps", lambda planned, done, *args: 66 if done == 22 else planned)
+    monkeypatch.setattr(engine, "replan_steps", lambda planned, done, *args: 33 if done == 11 else planned)
     real_epoch = engine._Loop.train_epoch
 
     def train_epoch(loop, epoch, *args):
@@ -137,7 +137,7 @@ def _budgeted(tmp_path, name, monkeypatch, stop_at=None):
 
     monkeypatch.setattr(engine._Loop, "train_epoch", train_epoch)
     run_dir = tmp_path / name
-    config = TrainConfig(time_budget=0.5, epochs=2, batch_size=64, seed=5, output_dir=str(run_dir))
+    config = TrainConfig(time_budget=0.5, epochs=2, batch_size=128, seed=5, output_dir=str(run_dir))
     if stop_at is None:
         return train(config), run_dir
     with pytest.raises(KeyboardInterrupt):
@@ -150,17 +150,17 @@ def test_a_replanned_run_rebuilds_its_schedule_and_a_resume_follows_it(tmp_path,
     from botnet.training.optim import warmup_cosine
     from botnet.checkpoints import load_training_state
 
-    steady_steps(0.25)  # more than the 2 epochs of 22 steps asked for fit the 30 s
+    steady_steps(0.25)  # more than the 2 epochs of 11 steps asked for fit the 30 s
     whole, whole_dir = _budgeted(tmp_path, "whole", monkeypatch)
     assert whole["plan"]["epochs"] == 2 and whole["epochs"] == 3
-    assert [(r["after_step"], r["steps"], r["epochs"]) for r in whole["plan"]["replans"]] == [(22, 66, 3)]
+    assert [(r["after_step"], r["steps"], r["epochs"]) for r in whole["plan"]["replans"]] == [(11, 33, 3)]
     assert json.loads((whole_dir / "config.json").read_text())["epochs"] == 3
     assert "re-planned: 3 epochs instead of 2 epochs" in (whole_dir / "train.log").read_text()
     # the rate: epoch 1 on the 2-epoch cosine, then the 3-epoch one from the step reached, ending near zero
     lr = json.loads((whole_dir / "config.json").read_text())["lr"]
     rows = list(csv.DictReader(open(whole_dir / "metrics.csv")))
-    warmup = max(1, round(json.loads((whole_dir / "config.json").read_text())["warmup_epochs"] * 22))
-    expected = [warmup_cosine(warmup, 44)(22), warmup_cosine(warmup, 66)(44), warmup_cosine(warmup, 66)(66)]
+    warmup = max(1, round(json.loads((whole_dir / "config.json").read_text())["warmup_epochs"] * 11))
+    expected = [warmup_cosine(warmup, 22)(11), warmup_cosine(warmup, 33)(22), warmup_cosine(warmup, 33)(33)]
     assert [float(r["lr"]) for r in rows] == pytest.approx([lr * f for f in expected], rel=1e-4)
     # stopped after epoch 2 and resumed: the re-planned total and schedule are in last.pt, and the run is the same
     resumed, resumed_dir = _budgeted(tmp_path, "resumed", monkeypatch, stop_at=2)
@@ -177,27 +177,49 @@ def _weights(path):
 
 @pytest.fixture(scope="module")
 def cut_short(tmp_path_factory):
-    """3 epochs of 11 digit steps cut at step 27, uninterrupted (the CLI's --max-steps)."""
+    """5 epochs of 11 digit steps cut at step 27 (in the third), uninterrupted (the CLI's --max-steps)."""
     from botnet.cli import main
 
     run_dir = tmp_path_factory.mktemp("cut") / "run"
-    assert main(["train", "--epochs", "3", "--max-steps", "27", "--batch-size", "128", "--seed", "3",
-                 "--no-amp", "--output-dir", str(run_dir)]) == 0  # fmt: skip
+    assert main(["train", *CUT_SHORT, "--output-dir", str(run_dir)]) == 0
     return run_dir
 
 
-def test_max_steps_ends_the_last_epoch_early_where_the_schedule_ends(cut_short):
+CUT_SHORT = ["--epochs", "5", "--max-steps", "27", "--batch-size", "128", "--seed", "3", "--no-amp"]
+
+
+def test_max_steps_ends_the_last_epoch_early_where_the_schedule_ends(cut_short, capsys):
+    from botnet.cli import main
     from botnet.training.optim import warmup_cosine
 
     summary = json.loads((cut_short / "summary.json").read_text())
     config = json.loads((cut_short / "config.json").read_text())
     rows = list(csv.DictReader(open(cut_short / "metrics.csv")))
-    assert summary["steps"] == 27 and summary["epochs"] == 3 and config["max_steps"] == 27
+    assert summary["steps"] == 27 and summary["epochs"] == 3  # begun
+    assert (config["epochs"], config["max_steps"]) == (5, 27)  # as given: a torchrun restart with them continues
     assert len(rows) == 3 and all(r["val_top1"] for r in rows)  # the cut epoch is evaluated, as a last one is
     warmup = max(1, round(config["warmup_epochs"] * 11))
     expected = [warmup_cosine(warmup, 27)(step) for step in (11, 22, 27)]  # the cosine over 27 steps: 0 at the end
     assert [float(r["lr"]) for r in rows] == pytest.approx([config["lr"] * f for f in expected], abs=1e-9)
     assert "epoch 3/3" in (cut_short / "train.log").read_text()
+    # its steps count whole epochs, so a run that ended mid-epoch is not extended (a new run is)
+    assert main(["train", "--resume", str(cut_short / "last.pt"), "--epochs", "6"]) == 2
+    assert "ended after 27 steps, within its last epoch, so it cannot be extended" in capsys.readouterr().err
+
+
+def test_the_warm_up_never_outlasts_the_run():
+    from botnet.training import engine
+
+    settings = TrainConfig(epochs=1, max_steps=8, warmup_epochs=5.0)  # a warm-up of 50 steps, a run of 8
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    task = type("T", (), dict(head_epochs=0))
+    schedule = engine._schedule(optimizer, settings, task, steps=10)
+    rates = []
+    for _ in range(8):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert rates[0] < rates[6] and optimizer.param_groups[0]["lr"] == 0.0  # up, then down to zero at the end
 
 
 @pytest.mark.parametrize("stop_at, where", [(25, "at epoch 3, step 3 of 11"), (11, "after epoch 1")])
@@ -219,8 +241,7 @@ def test_ctrl_c_in_a_cut_short_run_resumes_to_the_same_run(cut_short, tmp_path, 
         return real_agree(*args)
 
     monkeypatch.setattr(engine, "_agree", ctrl_c)
-    flags = ["--epochs", "3", "--max-steps", "27", "--batch-size", "128", "--seed", "3", "--no-amp"]
-    assert main(["train", *flags, "--output-dir", str(run_dir)]) == 130
+    assert main(["train", *CUT_SHORT, "--output-dir", str(run_dir)]) == 130
     assert where in capsys.readouterr().err
     state = load_training_state(str(run_dir / "last.pt"))
     assert (state.epoch, state.step) == ((2, 3) if stop_at == 25 else (1, 0))
