@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -35,19 +34,11 @@ from botnet.data.coco import CocoDetection  # noqa: E402
 from botnet.data.shapes import ShapesSpec, write_shapes_dataset  # noqa: E402
 from botnet.detection.roi_align import MultiScaleRoIAlign  # noqa: E402
 from botnet.tasks.detection import DetectConfig, _collate, _targets, build_detector, train_transforms  # noqa: E402
+from machine import cpu_flags  # noqa: E402  (this folder: the script's own)
 
 # The detector's parts a step runs through, in order (torchvision's attribute names).
 MODULES = ("transform", "backbone.body", "backbone.fpn", "rpn", "roi_heads.box_roi_pool", "roi_heads.box_head",
            "roi_heads.box_predictor", "roi_heads.mask_roi_pool", "roi_heads.mask_head", "roi_heads.mask_predictor")  # fmt: skip
-
-
-def cpu_flags() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next(line for line in f if line.startswith("flags")).split()
-    except (OSError, StopIteration):
-        return platform.processor()
-    return " ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile") if f in flags)
 
 
 def label_modules(model: torch.nn.Module) -> None:

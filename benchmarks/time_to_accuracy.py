@@ -68,12 +68,9 @@ def run(label: str, cases: list[str], work: str, code: str | None) -> None:
 
 def cpu() -> dict:
     """The CPU's vector flags that PyTorch's kernels use, and the kernels it was held to."""
-    flags: set[str] = set()
-    if os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo") as f:
-            flags = next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
-    shown = [flag for flag in ("avx2", "avx512f", "avx512_bf16", "amx_tile") if flag in flags]
-    return dict(flags=shown, kernels=os.environ.get("ATEN_CPU_CAPABILITY", "default"), cores=os.cpu_count())
+    from machine import cpu_flags  # this folder's (the script's own)
+
+    return dict(flags=cpu_flags().split(), kernels=os.environ.get("ATEN_CPU_CAPABILITY", "default"), cores=os.cpu_count())
 
 
 def curve(out: str, metric: str) -> tuple[list[tuple[float, float]], float]:
@@ -108,10 +105,10 @@ def report(work: str, name: str) -> None:
             with open(os.path.join(out, "summary.json")) as f:
                 summary = json.load(f)
             reached = next((t for t, value in points if value >= target), None)
-            machine = os.path.join(out, "cpu.json")
+            cpu_file = os.path.join(out, "cpu.json")
             rows.append(dict(
                 case=case, label=label, command="botnet " + " ".join(argv).replace("{work}", "WORK"),
-                cpu=json.load(open(machine)) if os.path.exists(machine) else None, steps=summary.get("steps"),
+                cpu=json.load(open(cpu_file)) if os.path.exists(cpu_file) else None, steps=summary.get("steps"),
                 epochs=summary["epochs"], final=points[-1][1], metric=metric, seconds=total,
                 run_wall_seconds=summary["wall_seconds"], target=target, seconds_to_target=reached,
                 amp=(summary.get("plan") or {}).get("amp"), curve=points,

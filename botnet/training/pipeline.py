@@ -38,7 +38,7 @@ from .checkpoint import check_metric_rows, check_new_run_dir, saved_config
 from .distributed import DistEnv, init_distributed, main_process_first, shutdown_distributed
 from .engine import FitResult, Run, Task, fit
 from .loaders import TrainLoader
-from .plan import END_SHARE, Deadline, plan_run, run_steps, shown_steps
+from .plan import END_SHARE, plan_run, run_steps, shown_steps
 from .report import setup_logging, write_json
 from .runs import failures_end_the_run, open_run_dir, settings_and_state
 from .settings import RunSettings, check_settings, check_time_budget, label
@@ -234,10 +234,8 @@ def _train(
     built = spec.build(config, data, env, state, log)
     plan = deadline = None
     if state is None:
-        asked = [n for n in (most and most * built.loader.steps, config.max_steps) if n]  # never more steps
-        config, plan = plan_run(config, built.task, built.model, built.loader, env, built.eval_images, log, most, ends_at)
-        if ends_at is not None:
-            deadline = Deadline(ends_at, config.time_budget * 60, min(asked, default=None), plan.eval_seconds)
+        config, plan, deadline = plan_run(config, built.task, built.model, built.loader, env, built.eval_images, log,
+                                          most, ends_at)  # fmt: skip
     meta = {"task": spec.name, **built.meta, **({"fitted_defaults": fitted} if fitted else {})}
     per_epoch = built.loader.steps
     unchanged = state is not None and (state.config.get("epochs"), state.config.get("max_steps")) == (config.epochs, config.max_steps)

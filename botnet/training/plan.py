@@ -177,16 +177,14 @@ def time_steps(task: Task, model: nn.Module, data: TrainLoader, env: DistEnv, *,
 
 def plan_epochs(
     task: Task, model: nn.Module, data: TrainLoader, env: DistEnv, eval_images: int, *, seed: int,
-    amp: bool | None, epochs: int | None, max_steps: int | None = None, seconds_left: float | None = None,
-    budget_seconds: float | None = None,
+    amp: bool | None, most_steps: int | None, seconds_left: float | None = None, budget_seconds: float | None = None,
 ) -> EpochPlan:  # fmt: skip
     """The plan of a new run on this machine: times a few training steps (:func:`time_steps`); with ``amp``
     None, in float32 and, where the device has fast bfloat16 (:func:`fast_bfloat16`), in bfloat16 too,
     choosing bfloat16 if it is at least ``AMP_GAIN`` times faster. An evaluation costs its ``eval_images``
     at about a third of a training image each. With ``seconds_left`` (of a ``budget_seconds``), the
-    steps are as many as fit in PLAN_SHARE of them, evaluations included (at most ``epochs`` and
-    ``max_steps``, where given), and the schedule is then built for them, so the cosine ends on time;
-    without, ``epochs`` (or ``max_steps``, if fewer)."""
+    steps are as many as fit in PLAN_SHARE of them, evaluations included (at most ``most_steps``, where
+    given), and the schedule is then built for them, so the cosine ends on time; without, ``most_steps``."""
     choices = [amp] if amp is not None else [False, True] if fast_bfloat16(env.device) else [False]
     times = time_steps(task, model, data, env, seed=seed, amps=[amp_dtype(c, env.device) for c in choices])
     steps = [times.load + compute for compute in times.compute]
@@ -194,17 +192,18 @@ def plan_epochs(
     # every process follows rank 0's plan (the processes started, and so reach this point, at different times)
     step, chosen, seconds_left = broadcast_object((steps[best], choices[best], seconds_left), env)
     evaluation = eval_images / max(times.images, 1) * step / 3
-    most = [n for n in (epochs * data.steps if epochs is not None else None, max_steps) if n is not None]
     if seconds_left is not None:
         per_epoch = data.steps * step + evaluation / task.eval_every
-        total = min([int(seconds_left * PLAN_SHARE / per_epoch * data.steps), *most])
+        total = int(seconds_left * PLAN_SHARE / per_epoch * data.steps)
+        total = min(total, most_steps) if most_steps is not None else total
         if total < 1:
             raise ConfigError(
                 f"one step and an evaluation take about {step + evaluation:.0f} s here, more than the "
                 f"{label('time_budget')} of {budget_seconds / 60:.1f} min; give more time, a smaller input size or model"
             )
     else:
-        total = min(most)
+        assert most_steps is not None
+        total = most_steps
     precisions = {("bfloat16" if c else "float32"): round(s, 6) for c, s in zip(choices, steps)}
     evals = evaluations(0, total, data.steps, task.eval_every)
     return EpochPlan(math.ceil(total / data.steps), total, step, evaluation, evals, budget_seconds, seconds_left,
@@ -231,16 +230,22 @@ def planned_settings(config: Any, steps: int, steps_per_epoch: int) -> Any:
     return dataclasses.replace(config, epochs=epochs, max_steps=steps if steps < epochs * steps_per_epoch else None)
 
 
-def plan_run(config: RunSettings, task: Task, model: nn.Module, data: TrainLoader, env: DistEnv,
-             eval_images: int, log, most: int | None = None, ends_at: float | None = None) -> tuple[Any, EpochPlan]:  # fmt: skip
+def plan_run(
+    config: RunSettings, task: Task, model: nn.Module, data: TrainLoader, env: DistEnv, eval_images: int, log,
+    most: int | None = None, ends_at: float | None = None,
+) -> tuple[Any, EpochPlan, Deadline | None]:  # fmt: skip
     """A new run's settings with their plan (:func:`plan_epochs`): the precision when ``amp`` is unset, and
-    with a ``time_budget`` (ending at ``ends_at``) the steps (at most ``most`` epochs, those given with it).
-    The plan is logged (how long the run will take here) and kept in the summary."""
+    with a ``time_budget`` (ending at ``ends_at``) the steps (at most ``most`` epochs, those given with it,
+    and the ``max_steps`` given) and the deadline they are timed again against as the run goes. The plan is
+    logged (how long the run will take here) and kept in the summary."""
     budget = config.time_budget * 60 if config.time_budget is not None else None
+    if budget is None:
+        most_steps: int | None = run_steps(config, data.steps)
+    else:
+        most_steps = min([n for n in (most and most * data.steps, config.max_steps) if n], default=None)
     seconds_left = ends_at - time.perf_counter() if ends_at is not None else None
     plan = plan_epochs(
-        task, model, data, env, eval_images, seed=config.seed, amp=config.amp,
-        epochs=most if budget is not None else config.epochs, max_steps=config.max_steps,
+        task, model, data, env, eval_images, seed=config.seed, amp=config.amp, most_steps=most_steps,
         seconds_left=seconds_left, budget_seconds=budget,
     )  # fmt: skip
     if task.head_epochs and task.head_epochs * data.steps >= plan.steps:
@@ -263,5 +268,8 @@ def plan_run(config: RunSettings, task: Task, model: nn.Module, data: TrainLoade
         f"{plan.load_seconds / plan.step_seconds:.0%} of it waiting for data; {plan.evaluations} evaluation(s) "
         f"of about {plan.eval_seconds:.1f} s)"
     )
-    planned = planned_settings(config, plan.steps, data.steps) if budget is not None else config  # else as given
-    return dataclasses.replace(planned, amp=plan.amp), plan
+    if budget is None:
+        return dataclasses.replace(config, amp=plan.amp), plan, None  # the steps as given
+    assert ends_at is not None
+    deadline = Deadline(ends_at, budget, most_steps, plan.eval_seconds)
+    return dataclasses.replace(planned_settings(config, plan.steps, data.steps), amp=plan.amp), plan, deadline
