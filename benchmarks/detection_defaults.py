@@ -35,7 +35,9 @@ CASES = {
     "photos-fitted": ("photos", []),
     "photos-hand-set": ("photos", HAND_SET),
     "small-objects-before": ("small-objects", PREVIOUS),
-    "small-objects-fitted": ("small-objects", []),
+    "small-objects-fitted": ("small-objects", []),  # tiles since they were built
+    "small-objects-whole-images": ("small-objects", ["--min-size", "640", "--max-size", "960"]),  # the pair fitted before
+    "small-objects-tiles-448": ("small-objects", ["--tiles", "448", "56", "--min-size", "512"]),  # 1.14x, not 1.88x
     # mixed aspect ratios, the same 8 minutes each: the previous size rule (max_size from the widest aspect
     # ratio, which capped min_size at 320 here; its anchors as it chose them), the rule now, the hand-set flags
     "mixed-widest-aspect": ("mixed", ["--min-size", "320", "--max-size", "1024", "--anchor-sizes", "9", "16", "28", "51",
@@ -61,7 +63,7 @@ def record(name: str, argv: list[str], run_dir: str, seconds: float) -> dict:
     return dict(
         case=name, command="botnet detect train " + " ".join(argv), process_seconds=round(seconds, 1),
         **{key: summary.get(key) for key in KEPT},
-        settings={key: config[key] for key in ("min_size", "max_size", "anchor_sizes", "batch_size", "detector")},
+        settings={key: config.get(key) for key in ("min_size", "max_size", "anchor_sizes", "batch_size", "detector", "tiles")},
         fitted={c["setting"]: c["value"] for c in fitted.get("choices", [])},
     )  # fmt: skip
 

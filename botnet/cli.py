@@ -22,6 +22,7 @@ from .errors import (
     from_worker,
     one_line,
 )
+from .numerics import flushed_denormals
 from .training.settings import cli_labels
 
 __all__ = ["main"]
@@ -662,6 +663,11 @@ def _tolerate_unencodable_output() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; returns the exit status (see the parser's epilog). Expected problems print one line;
     anything else prints one line that asks for ``--debug``, which shows the traceback."""
+    with flushed_denormals():  # before PyTorch's threads start, so they all flush
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     _tolerate_unencodable_output()
     logging.raiseExceptions = False  # a log file on a full disk: the run's own error says so, once
     parser = build_parser()

@@ -80,6 +80,26 @@ class BoxMasks:
         origins[:, 0] = width - self.origins[:, 0] - widths
         return BoxMasks(tuple(crop.flip(-1) for crop in self.crops), origins, self.canvas)
 
+    def select(self, keep: Tensor) -> BoxMasks:
+        """The masks where the boolean ``keep`` is true."""
+        rows = torch.where(keep)[0].tolist()
+        return BoxMasks(tuple(self.crops[k] for k in rows), self.origins[rows], self.canvas)
+
+    def crop(self, window: tuple[int, int, int, int]) -> BoxMasks:
+        """The masks of the image cut to ``window`` (x0, y0, x1, y1): each crop cut to the window, placed in
+        its pixels (a mask wholly outside it becomes empty)."""
+        x0, y0, x1, y1 = window
+        pieces = []
+        for crop, (left, top) in zip(self.crops, self.origins.tolist()):
+            right, bottom = min(left + crop.shape[1], x1), min(top + crop.shape[0], y1)
+            new_left, new_top = max(left, x0), max(top, y0)
+            if right <= new_left or bottom <= new_top:
+                pieces.append((crop.new_zeros((0, 0)), (0, 0)))
+                continue
+            piece = crop[new_top - top : bottom - top, new_left - left : right - left]
+            pieces.append((piece, (new_left - x0, new_top - y0)))
+        return BoxMasks.from_crops(pieces, (y1 - y0, x1 - x0))
+
     def to(self, device: torch.device | str) -> BoxMasks:
         return BoxMasks(tuple(crop.to(device) for crop in self.crops), self.origins.to(device), self.canvas)
 

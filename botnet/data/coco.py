@@ -499,6 +499,10 @@ class CocoDetection(Dataset):
     def __len__(self) -> int:
         return len(self._records)
 
+    def image_boxes(self) -> list[tuple[int, int, list[list[float]]]]:
+        """Each item's width, height and XYXY boxes, read from the checked annotations (no image opened)."""
+        return [(record.width, record.height, record.boxes) for record in self._records]
+
     def image_path(self, index: int) -> str:
         """The file of item ``index``."""
         return os.path.join(self.image_dir, self._records[index].file_name)

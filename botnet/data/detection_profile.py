@@ -8,12 +8,16 @@ over malformed entries instead of failing on them: the check that follows names 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["DetectionProfile", "profile_annotations", "resize_scales", "resized_image_pixels", "resized_pixels", "resized_sides"]
+__all__ = [
+    "DetectionProfile", "profile_annotations", "resize_scales", "resized_image_pixels", "resized_pixels", "resized_sides",
+    "tiled_profile",
+]
 
 
 @dataclass(frozen=True)
@@ -136,3 +140,16 @@ def resized_image_pixels(profile: DetectionProfile, min_size: int, max_size: int
 def resized_pixels(profile: DetectionProfile, min_size: int, max_size: int) -> float:
     """The training images' mean number of pixels after torchvision's detection resize."""
     return float(np.mean(resized_image_pixels(profile, min_size, max_size)))
+
+
+def tiled_profile(profile: DetectionProfile, tile: int) -> DetectionProfile:
+    """The profile as a detector trained on ``tile``-px tiles sees it: every image's sides at most ``tile``
+    (the resize functions above then give a tile's scale and pixels)."""
+
+    def cut(sides):
+        return tuple((min(short, tile), min(long, tile)) for short, long in sides)
+
+    return dataclasses.replace(
+        profile, short_side=min(profile.short_side, tile), long_side=min(profile.long_side, tile),
+        box_image_sides=cut(profile.box_image_sides), image_sides=cut(profile.image_sides),
+    )  # fmt: skip

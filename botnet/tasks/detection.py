@@ -48,6 +48,7 @@ from ..records import read_record
 from ..training.checkpoint import restore_training_state
 from ..training.distributed import DistEnv, broadcast_object, gather_objects
 from ..detection.sampler import GroupedBatchSampler
+from ..detection.tiles import TileDataset, check_tiles, detect_tiled, tile_count
 from ..training.engine import FitResult
 from ..training.loaders import train_loader
 from ..training.pipeline import Built, Fitted, run_task
@@ -62,6 +63,7 @@ __all__ = [
     "Detection",
     "DetectorSettings",
     "build_detector",
+    "detect",
     "with_masks",
     "evaluate_detector",
     "evaluate_detector_checkpoint",
@@ -144,6 +146,11 @@ class DetectConfig(RunSettings):
         positive=True, optional=True, metavar=("LOW", "HIGH"),
         help="large-scale jitter: resize by a factor in [LOW, HIGH] of --min-size, crop/pad to it (paper: 0.1 2.0)",
     )  # fmt: skip
+    tiles: tuple[int, int] | None = setting(
+        optional=True, nargs=2, metavar=("SIZE", "OVERLAP"),
+        help="train on SIZE-px tiles of the images at their own scale and predict tile by tile, tiles overlapping by "
+        "OVERLAP px (large images with small objects; each tile is resized as --min-size/--max-size say)",
+    )  # fmt: skip
     skip_bad: bool = setting(False, help="leave out bad images and annotations (counted) instead of stopping")
     shapes_train_images: int = setting(ShapesSpec.train_images, flag=False, help="generated training images")
     shapes_val_images: int = setting(ShapesSpec.val_images, flag=False, help="generated held-out images")
@@ -171,7 +178,7 @@ class DetectConfig(RunSettings):
         for key in ("data", *DATA_PATHS, "backbone_weights"):
             if values[key] is not None:
                 values[key] = os.path.abspath(values[key])  # a resume from another folder finds them
-        for key in ("anchor_sizes", "proposals", "scale_jitter"):
+        for key in ("anchor_sizes", "proposals", "scale_jitter", "tiles"):
             if values[key] is not None:
                 values[key] = tuple(values[key])
         if values["workers"] is None:
@@ -191,6 +198,12 @@ class DetectConfig(RunSettings):
             )
         if self.scale_jitter is not None and not self.scale_jitter[0] <= self.scale_jitter[1]:
             raise ConfigError(f"{label('scale_jitter')} needs 0 < LOW <= HIGH, got {self.scale_jitter}")
+        if self.tiles is not None and self.scale_jitter is not None:
+            raise ConfigError(
+                f"give {label('tiles')} or {label('scale_jitter')}, not both: each crops the images its own way"
+            )
+        if self.tiles is not None and check_tiles(*self.tiles):
+            raise ConfigError(f"{label('tiles')} {' '.join(map(str, self.tiles))}: {check_tiles(*self.tiles)}")
         if self.max_size < self.min_size:
             raise ConfigError(
                 f"{label('max_size')} ({self.max_size}) must be at least {label('min_size')} ({self.min_size})"
@@ -242,16 +255,19 @@ class DetectorSettings:
     roi_sampling_ratio: int
     frozen_batch_norm: bool = False
     model_overrides: dict[str, Any] | None = None
+    tiles: list[int] | None = None  # (size, overlap): predicts tile by tile (botnet.detection.tiles)
 
     def __post_init__(self) -> None:  # tuples from a config, lists from JSON: lists, as the file holds them
         self.anchor_sizes = list(self.anchor_sizes) if self.anchor_sizes is not None else None
         self.proposals = list(self.proposals)
+        self.tiles = list(self.tiles) if self.tiles is not None else None
 
 
 def build_detector(settings: DetectorSettings, num_classes: int, **kwargs: Any) -> nn.Module:
     """A detector from its settings (create_detector's arguments by the same names)."""
     values = dataclasses.asdict(settings)
     frozen = values.pop("frozen_batch_norm")
+    values.pop("tiles")  # how the detector is run, not built
     return create_detector(
         values.pop("detector"), values.pop("backbone"), num_classes, img_size=(settings.min_size, settings.max_size),
         norm_layer=FrozenBatchNorm2d if frozen else nn.BatchNorm2d, **values, **kwargs,
@@ -266,6 +282,13 @@ def _plain(image: Tensor) -> Tensor:
     return image.as_subclass(Tensor)
 
 
+def detect(model: nn.Module, images: list[Tensor], tiles: list[int] | tuple[int, int] | None, batch_size: int = 4):
+    """The detector's outputs for ``images``: whole, or tile by tile where it was trained on ``tiles``."""
+    if tiles is None:
+        return model(images)
+    return [detect_tiled(model, image, *tiles, batch_size=batch_size) for image in images]
+
+
 def _targets(targets: tuple[dict, ...], device: torch.device, with_masks: bool) -> list[dict[str, Tensor]]:
     keys = ("boxes", "labels", "masks") if with_masks else ("boxes", "labels")
     return [{k: t[k].to(device) if isinstance(t[k], BoxMasks) else _plain(t[k]).to(device) for k in keys} for t in targets]
@@ -276,13 +299,15 @@ def evaluate_detector(
     model: nn.Module,
     dataset: CocoDetection,
     *,
+    tiles: list[int] | tuple[int, int] | None = None,
     batch_size: int = 4,
     workers: int = 0,
     progress: bool = False,
     env: DistEnv | None = None,
 ) -> DetectionEvaluation:
     """COCO box (and, for Mask R-CNN, mask) metrics of ``model`` on ``dataset``, in percent, overall and per
-    class, with the precision-recall curves and the confusion matrix. Under DDP
+    class, with the precision-recall curves and the confusion matrix; with ``tiles`` (size, overlap) each image is
+    detected tile by tile (:func:`~botnet.detection.tiles.detect_tiled`, ``batch_size`` tiles at once). Under DDP
     (``env``) each rank detects on its share of the batches and rank 0 scores all of them: the batches
     are the ones one process would make (padding to a batch's largest image changes detections a
     little), so the numbers equal one process evaluating the whole set."""
@@ -296,7 +321,7 @@ def evaluate_detector(
     )
     results: list[dict[str, Any]] = []
     for images, targets in tqdm(loader, desc="evaluate", disable=not progress, leave=False, dynamic_ncols=True):
-        outputs = model([_plain(im).to(device) for im in images])
+        outputs = detect(model, [_plain(im).to(device) for im in images], tiles, batch_size)
         for output, target in zip(outputs, targets):
             results += detections_to_coco(output, target["image_id"], dataset.category_ids)
     kinds = ("bbox", "segm") if with_masks(model) else ("bbox",)
@@ -364,14 +389,17 @@ def _load_datasets(config: DetectConfig, splits: DetectionSplits):
     """The checked training and held-out sets (same categories)."""
     masks = config.with_masks
     train_set = splits.train.dataset(
-        transforms=train_transforms(config), skip_bad=config.skip_bad, with_masks=masks, mask_crops=mask_crops(config)
-    )
+        transforms=None if config.tiles else train_transforms(config), skip_bad=config.skip_bad, with_masks=masks,
+        mask_crops=mask_crops(config),
+    )  # fmt: skip
     val_set = splits.val.dataset(skip_bad=config.skip_bad, with_masks=masks)
     if train_set.category_ids != val_set.category_ids:
         raise DatasetError(
             f"the training and held-out annotations list different categories ({train_set.category_ids} vs "
             f"{val_set.category_ids}); both must use the same category ids"
         )
+    if config.tiles:
+        train_set = TileDataset(train_set, *config.tiles, transforms=train_transforms(config))
     return train_set, val_set
 
 
@@ -396,7 +424,8 @@ class _Detection:
         if not last and (epoch + 1) % self.eval_every:
             return {}
         evaluation = evaluate_detector(
-            model, self.val_set, batch_size=self.config.batch_size, workers=self.config.workers,
+            model, self.val_set, tiles=self.config.tiles, batch_size=self.config.batch_size,
+            workers=self.config.workers,
             progress=self.env.is_main and sys.stderr.isatty(), env=self.env,
         )  # fmt: skip
         if last:
@@ -476,7 +505,7 @@ class Detection:
         """``botnet export``: the detector's backbone and FPN (what exports; the RPN and RoI heads stay in
         PyTorch), an example input at its resize size, and the metadata a deployment needs."""
         detector, meta = load_detector(checkpoint)
-        transform = detector.transform
+        transform, tiles = detector.transform, meta["settings"].get("tiles")
         side = -(-int(transform.min_size[0]) // 32) * 32
         extra = dict(
             model=meta["settings"]["backbone"] + " + FPN (detector backbone)",
@@ -485,10 +514,12 @@ class Detection:
             std=list(transform.image_std),
             min_size=int(transform.min_size[0]),
             max_size=int(transform.max_size),
+            **({"tiles": tiles} if tiles else {}),
             note=(
                 "the backbone and FPN of a torchvision detector: resize images so the short side is min_size "
                 "(the long side at most max_size), normalise by mean and std, pad to a multiple of 32; run the "
                 "RPN and RoI heads on the outputs in PyTorch"
+                + ("; trained on tiles (SIZE, OVERLAP px of the image): cut images into them first" if tiles else "")
             ),
         )
         return detector.backbone, torch.rand(2, 3, side, side, generator=torch.Generator().manual_seed(0)), extra
@@ -521,7 +552,7 @@ class Detection:
             val_annotations=os.path.abspath(val_set.ann_file) if os.path.isfile(val_set.ann_file) else None,
             dataset=config.data, data_format=config.data_format,
         )  # fmt: skip
-        groups = _aspect_groups(train_set)
+        groups = train_set.groups() if isinstance(train_set, TileDataset) else _aspect_groups(train_set)
         loader = train_loader(
             train_set, config.batch_size, env, seed=config.seed, workers=config.workers, collate_fn=_collate,
             batch_sampler=lambda sampler, batch: GroupedBatchSampler(sampler, groups, batch),
@@ -529,10 +560,14 @@ class Detection:
         params = sum(p.numel() for p in model.parameters())
         description = (
             f"{config.detector} with a {config.backbone} FPN backbone ({params / 1e6:.2f}M parameters), "
-            f"{num_classes - 1} classes, {len(train_set)} training / {len(val_set)} held-out images"
+            f"{num_classes - 1} classes, {len(train_set)} training {'tiles' if config.tiles else 'images'} / "
+            f"{len(val_set)} held-out images"
         )
         task = _Detection(config, val_set, env)
-        return Built(model, task, loader, meta.as_dict(), len(val_set) // env.world_size, description)
+        evaluated = len(val_set)  # what an evaluation runs the detector on: images, or their tiles
+        if config.tiles:
+            evaluated = sum(tile_count(height, width, *config.tiles) for width, height, _ in val_set.image_boxes())
+        return Built(model, task, loader, meta.as_dict(), evaluated // env.world_size, description)
 
     def summary(self, config: DetectConfig, data, built: Built, result: FitResult) -> dict[str, Any]:
         train_set, val_set = data
@@ -543,6 +578,7 @@ class Detection:
             model_overrides=config.model_overrides,
             min_size=config.min_size,
             max_size=config.max_size,
+            tiles=config.tiles,
             dataset=SHAPES if config.synthetic else (config.data or config.train_annotations),
             classes=train_set.classes,
             params=sum(p.numel() for p in result.eval_model.parameters()),
@@ -552,7 +588,8 @@ class Detection:
         )
 
     def write_artefacts(self, config: DetectConfig, data, built: Built, result: FitResult) -> None:
-        _save_prediction_grid(result.eval_model, data[1], os.path.join(config.output_dir, "predictions.png"))
+        grid = os.path.join(config.output_dir, "predictions.png")
+        _save_prediction_grid(result.eval_model, data[1], grid, config.tiles)
         if built.task.final:
             write_evaluation_plots(built.task.final, config.output_dir)
 
@@ -589,7 +626,7 @@ def write_evaluation_plots(evaluation: DetectionEvaluation, folder: str) -> list
 
 @torch.no_grad()
 def _save_prediction_grid(
-    model: nn.Module, dataset: Dataset, path: str, count: int = 8, score_threshold: float = 0.5
+    model: nn.Module, dataset: Dataset, path: str, tiles=None, count: int = 8, score_threshold: float = 0.5
 ) -> None:
     model.eval()
     device = next(model.parameters()).device
@@ -597,7 +634,7 @@ def _save_prediction_grid(
     scale = max(1, round(384 / max(max(image.shape[-2:]) for image in images)))  # one scale: labels stay readable
     drawn = []
     for image in images:
-        output = {k: v.cpu() for k, v in model([_plain(image).to(device)])[0].items()}
+        output = {k: v.cpu() for k, v in detect(model, [_plain(image).to(device)], tiles)[0].items()}
         drawn.append(draw_detections(_plain(image), output, dataset.classes, score_threshold, scale=scale))
     grid = tile_images(drawn)
     atomic_write(path, lambda f: f.write(_png_bytes(grid)))
@@ -669,7 +706,7 @@ def evaluate_detector_checkpoint(
         raise DatasetError(
             f"{dataset.ann_file} lists categories {dataset.category_ids}, the model was trained on {meta['category_ids']}"
         )
-    return evaluate_detector(model, dataset, batch_size=batch_size), meta, dataset
+    return evaluate_detector(model, dataset, tiles=meta["settings"].get("tiles"), batch_size=batch_size), meta, dataset
 
 
 @torch.no_grad()
@@ -685,7 +722,7 @@ def predict_detections(
     results = []
     for path in images:
         image = v2.functional.to_dtype(read_pixels(path, "RGB"), torch.float32, scale=True)
-        output = model([_plain(image)])[0]
+        output = detect(model, [_plain(image)], meta["settings"].get("tiles"))[0]
         keep = output["scores"] >= score_threshold
         item: dict[str, Any] = dict(
             image=path,

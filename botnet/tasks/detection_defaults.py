@@ -19,6 +19,12 @@ the masks). The rules (docs/detection.md, "Defaults fitted to the data", has the
   image takes on a 2-core CPU by its pixels and its objects (``image_seconds``; attention makes it grow
   faster than the pixels), longer where PyTorch's kernels are held to AVX2. Short of the scale, the pair that comes nearest, and the
   reason names the limit.
+- **Tiles.** Where whole images would give the images of 95% of the objects less than 60% of the scale
+  they want (large images with small objects: the size limits above shrink what is already small), and
+  neither size is given: tiles (``botnet.detection.tiles``) of the side that the scale the objects want
+  makes 512 px (1,024 on a GPU), overlapping by the largest objects' side (their 99th percentile, at
+  least an eighth of a tile), with min_size = max_size = that side; not where the objects are too large
+  for such tiles (an overlap above half a tile). The rules below then read the tiles as the images.
 - **Anchors.** One size per FPN level (P2-P6) from the 5th percentile of the resized box sides,
   doubling from level to level as the strides do (wider steps where the objects' 5th-95th percentile
   spans more than 16x): anchors much narrower than a level's stride leave objects between them
@@ -48,8 +54,9 @@ import numpy as np
 import torch
 
 from ..data.detection_profile import (
-    DetectionProfile, resize_scales, resized_image_pixels, resized_pixels, resized_sides,
+    DetectionProfile, resize_scales, resized_image_pixels, resized_pixels, resized_sides, tiled_profile,
 )
+from ..detection.tiles import tile_count
 from .defaults import Choice
 
 __all__ = ["demo_schedule", "fitted_detection_settings", "fit_detection_defaults", "image_seconds"]
@@ -78,6 +85,8 @@ WARMUP_STEPS = 50
 LARGE_BATCH_PIXELS = 300_000  # up to this many pixels an image, 4 images a step; above, 2
 WIDTHS = ((2000, (64, 512, 64)), (20_000, (128, 1024, 128)), (math.inf, (256, 1024, 256)))
 LARGE_BACKBONE_FROM_IMAGES = 20_000
+TILES_BELOW_REACH = 0.6  # tiles where whole images give 95% of the objects less than this share of their scale ...
+TILE_INPUT = {"cpu": 512, "cuda": 1024}  # ... each resized to this many px a side
 
 
 def fit_detection_defaults(config, profile: DetectionProfile, world_size: int = 1, device: str | None = None):
@@ -97,14 +106,17 @@ def fitted_detection_settings(config, profile: DetectionProfile, world_size: int
     if config.recipe is not None or profile.instances == 0:
         return choices
     choose = _chooser(config, choices)
-    min_size, max_size = _input_size(config, profile, device, choose)
-    pixels = resized_pixels(profile, min_size, max_size)
+    min_size, max_size, tiles = _input_size(config, profile, device, choose)
+    seen = tiled_profile(profile, tiles[0]) if tiles else profile  # what the detector sees: images or tiles
+    pixels = resized_pixels(seen, min_size, max_size)
+    each = "a tile" if tiles else "an image"
     batch = choose("batch_size", 4 if pixels <= LARGE_BATCH_PIXELS else 2,
-                   f"{pixels / 1e6:.2f} megapixels an image after the resize (on average)")  # fmt: skip
-    _anchors(profile, min_size, max_size, choose)
+                   f"{pixels / 1e6:.2f} megapixels {each} after the resize (on average)")  # fmt: skip
+    _anchors(seen, min_size, max_size, choose)
     _widths(profile, device, choose)
     _proposals(profile, choose)
-    _schedule(config, profile, batch * world_size, choose)
+    items = _training_tiles(profile, tiles) if tiles else profile.train_images
+    _schedule(config, items, "tiles" if tiles else "images", batch * world_size, choose)
     choose("amp", False, "float32: under bfloat16 a fitted detector on real photos (100 masks an image) diverged; "
            "--amp to choose it")  # fmt: skip
     return choices
@@ -262,14 +274,55 @@ def _binding_limit(profile: DetectionProfile, limits, wanted: float, objects_ima
     return limits["max_size"][0]
 
 
-def _input_size(config, profile: DetectionProfile, device: str, choose) -> tuple[int, int]:
+def _input_size(config, profile: DetectionProfile, device: str, choose) -> tuple[int, int, tuple[int, int] | None]:
+    """min_size, max_size and the tiles (or None): the tiles given or, where whole images cannot give the
+    objects enough of their scale, chosen (``_tiles``)."""
+    tiles = config.tiles
     if config.min_size is not None:
         min_size = config.min_size
-        aspect = _aspect(profile)
+        aspect = 1.0 if tiles else _aspect(profile)
         max_size = max(min_size, _round_up(min_size * aspect))
-        return min_size, choose("max_size", max_size, f"{min_size} px times the images' aspect ratio ({aspect:.2f})")
-    limits = _size_limits(config, profile, device)
+        why = "the tiles are square" if tiles else f"{min_size} px times the images' aspect ratio ({aspect:.2f})"
+        return min_size, choose("max_size", max_size, why), tiles
     wanted, objects_images = _wanted_scale(profile), _objects_images(profile)
+    if tiles is None:
+        (min_size, min_why), (max_size, max_why) = _whole_images(config, profile, device, wanted, objects_images)
+        reach = _reach(objects_images, wanted, min_size, max_size)[0]
+        short = reach < TILES_BELOW_REACH and config.max_size is None
+        tiles = _tiles(profile, wanted, device) if short else None
+        if tiles is None:
+            return choose("min_size", min_size, min_why), choose("max_size", max_size, max_why), None
+        choose("tiles", tiles, f"whole images would give the images of 95% of the objects {reach:.0%} of the "
+               f"{wanted:.2f}x they want; tiles of {tiles[0]} px get it at {TILE_INPUT[device]} px, overlapping by "
+               f"{tiles[1]} px (the largest objects' side, at least an eighth of a tile); give --min-size to train "
+               "on whole images")  # fmt: skip
+    top = MAX_LONG_SIDE[device]
+    side = min(max(_round_up(tiles[0] * wanted), MIN_INPUT), top)
+    why = f"the {tiles[0]}-px tiles at the {wanted:.2f}x the objects want (within {MIN_INPUT}-{top} px)"
+    return choose("min_size", side, why), choose("max_size", max(side, config.max_size or 0), why), tiles
+
+
+def _tiles(profile: DetectionProfile, wanted: float, device: str) -> tuple[int, int] | None:
+    """Tiles that, resized to TILE_INPUT px, give the objects ``wanted``, overlapping by the largest objects'
+    side (their 99th percentile, at least an eighth of a tile) so each lies whole in one; None where the
+    objects are too large for such tiles (an overlap above half a tile) or the images are no larger."""
+    size = int(TILE_INPUT[device] / wanted)  # at most TILE_INPUT px once resized
+    overlap = int(math.ceil(max(np.percentile(profile.box_sides, 99), size / 8)))
+    if overlap > size // 2 or size >= profile.long_side:
+        return None
+    return size, overlap
+
+
+def _training_tiles(profile: DetectionProfile, tiles: tuple[int, int]) -> int:
+    """About how many training tiles the images give: a tile for each object, at most each image's tiles."""
+    counts = [min(tile_count(short, long, *tiles), objects) for (short, long), objects
+              in zip(profile.image_sides, profile.boxes_per_image)]  # fmt: skip
+    return max(1, sum(counts)) if counts else profile.train_images
+
+
+def _whole_images(config, profile: DetectionProfile, device: str, wanted: float, objects_images):
+    """The min_size and max_size for whole images (see the module), each with its reason."""
+    limits = _size_limits(config, profile, device)
     min_size, max_size = _fit_size(config, profile, limits, wanted, objects_images)
     sides = resized_sides(profile, min_size, max_size)
     why = (f"the objects want {wanted:.2f}x (to be {SMALLEST_OBJECT} px at the 5th percentile and {TYPICAL_OBJECT} "
@@ -280,12 +333,10 @@ def _input_size(config, profile: DetectionProfile, device: str, choose) -> tuple
         lift = "--min-size, or --epochs or --time-budget" if "minutes" in cap else "--min-size"
         why += (f"; the images of 95% of the objects get {reach:.0%} of that scale, capped at {cap} (give {lift} "
                 f"to go further)")  # fmt: skip
-    min_size = choose("min_size", min_size, why)
     scales = resize_scales(profile.image_sides or profile.box_image_sides, min_size, max_size)
     pixels = resized_pixels(profile, min_size, max_size)
-    max_size = choose("max_size", max_size, f"chosen with min_size {min_size}, the fewest pixels for that scale: images "
-                      f"scaled {scales.min():.2f}-{scales.max():.2f}x, {pixels / 1e6:.2f} megapixels on average")  # fmt: skip
-    return min_size, max_size
+    return (min_size, why), (max_size, f"chosen with min_size {min_size}, the fewest pixels for that scale: images "
+                             f"scaled {scales.min():.2f}-{scales.max():.2f}x, {pixels / 1e6:.2f} megapixels on average")  # fmt: skip
 
 
 def _anchors(profile: DetectionProfile, min_size: int, max_size: int, choose) -> None:
@@ -323,11 +374,12 @@ def _proposals(profile: DetectionProfile, choose) -> None:
     choose("proposals", (2 * post_train, post_train, 2 * post_test, post_test), why)
 
 
-def _schedule(config, profile: DetectionProfile, global_batch: int, choose) -> None:
-    steps = max(1, math.ceil(profile.train_images / global_batch))
+def _schedule(config, items: int, what: str, global_batch: int, choose) -> None:
+    steps = max(1, math.ceil(items / global_batch))
     if config.epochs is None and config.time_budget is None:
         epochs = min(max(math.ceil(TARGET_STEPS / steps), MIN_EPOCHS), MAX_EPOCHS)
-        choose("epochs", epochs, f"{steps} steps an epoch: about {TARGET_STEPS} steps ({MIN_EPOCHS} to {MAX_EPOCHS} epochs)")
+        choose("epochs", epochs, f"{steps} steps an epoch ({items} training {what}): about {TARGET_STEPS} steps "
+               f"({MIN_EPOCHS} to {MAX_EPOCHS} epochs)")  # fmt: skip
         choose("time_budget", TIME_BUDGET_MINUTES, "at most this many minutes: the epochs that fit on this machine are planned")
     else:
         epochs = config.epochs

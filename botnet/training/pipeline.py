@@ -34,6 +34,7 @@ from torch import nn
 from ..checkpoints import METADATA, TrainState, save_weights
 from ..data.holdout import HELDOUT_FILE, write_heldout
 from ..errors import CheckpointError, ConfigError, DatasetError
+from ..numerics import flushed_denormals
 from .checkpoint import check_metric_rows, check_new_run_dir, saved_config
 from .distributed import DistEnv, init_distributed, main_process_first, shutdown_distributed
 from .engine import FitResult, Run, Task, fit
@@ -137,21 +138,24 @@ def run_task(spec: TaskSpec, config: Any = None, *, resume: str | None = None, e
     Ctrl-C (or SIGTERM) stops at the end of the current step, saves last.pt and raises RunInterrupted; an
     expected failure once training has started raises RunFailed naming the checkpoint to resume."""
     started = time.perf_counter()  # a time budget counts from here
-    env = init_distributed()
-    try:
-        user_config, fitted = config if config is not None else spec.config_class(), None
-        if resume is None:
-            check_settings(user_config)
-            check_time_budget(user_config.time_budget)
-            user_config, fitted = spec.fit_defaults(user_config, env.world_size)
+    with flushed_denormals():  # the slow arithmetic a trained attention's softmax leaves (botnet.numerics)
+        env = init_distributed()
+        try:
+            user_config, fitted = config if config is not None else spec.config_class(), None
+            if resume is None:
+                check_settings(user_config)
+                check_time_budget(user_config.time_budget)
+                user_config, fitted = spec.fit_defaults(user_config, env.world_size)
 
-        def from_state(state: TrainState, path: str):
-            return _config_from_state(spec, state, path)
+            def from_state(state: TrainState, path: str):
+                return _config_from_state(spec, state, path)
 
-        resolved, state = settings_and_state(lambda: user_config.resolve(env.world_size), from_state, resume, epochs)
-        return _run(spec, resolved, user_config, env, state, fitted, started)
-    finally:
-        shutdown_distributed()
+            resolved, state = settings_and_state(
+                lambda: user_config.resolve(env.world_size), from_state, resume, epochs
+            )
+            return _run(spec, resolved, user_config, env, state, fitted, started)
+        finally:
+            shutdown_distributed()
 
 
 def _config_from_state(spec: TaskSpec, state: TrainState, path: str):

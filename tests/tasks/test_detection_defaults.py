@@ -10,7 +10,9 @@ import pytest
 import torch
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
-from botnet.data.detection_profile import DetectionProfile, profile_annotations, resize_scales, resized_pixels, resized_sides
+from botnet.data.detection_profile import (
+    DetectionProfile, profile_annotations, resize_scales, resized_pixels, resized_sides, tiled_profile,
+)
 from botnet.data.shapes import ShapesSpec, write_shapes_dataset
 from botnet.tasks import detection_defaults as rules
 from botnet.tasks.detection import DETECT_RECIPES, DetectConfig, Detection, evaluate_detector_checkpoint, train_detector
@@ -21,6 +23,12 @@ from botnet.tasks.detection_defaults import fitted_detection_settings
 def avx512_kernels(monkeypatch):
     """The rules as on the CPU the cost model was fitted on, whatever CPU runs the tests."""
     monkeypatch.setattr(rules, "cpu_capability", lambda: "AVX512")
+
+
+@pytest.fixture
+def whole_images(monkeypatch):
+    """The size rule for whole images alone, where its small scale would choose tiles."""
+    monkeypatch.setattr(rules, "TILES_BELOW_REACH", 0.0)
 
 
 def _coco(images, boxes, masks=True, categories=1):
@@ -143,9 +151,9 @@ def test_mixed_aspect_ratios_give_every_image_the_scale_its_objects_need():
     assert resized_pixels(profile, min_size, max_size) == pytest.approx(np.mean([h * w for h, w in made]), rel=0.01)
 
 
-def test_a_time_budget_caps_the_mean_image_not_the_widest():
+def test_a_time_budget_caps_the_mean_image_not_the_widest(whole_images):
     """40-px objects on strips and frames want 0.8x; with 2,000 images the 15 minutes allow about 0.38 s an
-    image on average, so the scale is as large as that mean allows, and the reason says so."""
+    image on average, so the scale of whole images is as large as that mean allows, and the reason says so."""
     sizes = [(1280, 400), (1920, 1080)] * 250
     profile = profile_annotations(_coco(sizes, [(i, 40, 40) for i in range(500)]), _coco([], []))
     choices = fitted_detection_settings(DetectConfig(data="x"), profile, 1, "cpu")
@@ -176,7 +184,7 @@ def test_image_seconds_are_the_cost_model_at_each_image_s_size_and_objects():
     assert rules.image_seconds(crowded, 480, 800) > rules.image_seconds(profile, 480, 800)
 
 
-def test_kernels_held_to_avx2_cap_the_input_at_what_they_train_in_the_time(monkeypatch):
+def test_kernels_held_to_avx2_cap_the_input_at_what_they_train_in_the_time(monkeypatch, whole_images):
     """Where PyTorch's kernels use AVX2 (no AVX-512) an image costs SLOWDOWN["AVX2"] times as long: the
     largest scale whose cost fits the budget shrunk by that, smaller than on AVX-512, and the reason says so."""
     profile = _profile(500, 20, 8, width=2000, height=1500)
@@ -193,7 +201,7 @@ def test_kernels_held_to_avx2_cap_the_input_at_what_they_train_in_the_time(monke
         assert f"what this cpu ({kernels} kernels) trains in 15 minutes" in next(c.why for c in choices if c.setting == "min_size")
 
 
-def test_the_time_cap_shrinks_the_input_for_many_images():
+def test_the_time_cap_shrinks_the_input_for_many_images(whole_images):
     """2,000 images seen in 15 min x 0.85: 0.3825 s an image; the largest 4:3 size whose image costs no more."""
     profile = _profile(500, 20, 8, width=2000, height=1500)
     budget = 15 * 60 * 0.85 / 2000
@@ -306,9 +314,9 @@ def test_detection_profile_is_described():
     )
 
 
-def test_small_objects_on_large_images_keep_their_pixels(tmp_path):
-    """The generated shapes at 1024 px with 10-30 px objects: the small recipe's 128 px made them 1-4 px; the
-    fitted size keeps them at the largest a CPU takes, with anchors from their size up."""
+def test_small_objects_on_large_images_train_on_tiles_at_their_scale(tmp_path):
+    """The generated shapes at 1024 px with 10-30 px objects: the small recipe's 128 px made them 1-4 px, and a
+    whole image at the 1,024 px a CPU takes still shrinks them; tiles give them the scale they want."""
     from benchmarks.detection_sets import write_small_objects
 
     root = str(tmp_path / "small")
@@ -316,16 +324,31 @@ def test_small_objects_on_large_images_keep_their_pixels(tmp_path):
     splits = Detection()._read_splits(DetectConfig(data=root))
     profile = profile_annotations(splits.train.coco(), splits.val.coco())
     assert 9 <= profile.side_percentile(5) and profile.side_percentile(95) <= 32
-    before = resized_sides(profile, 128, 176)
-    assert np.percentile(before, 95) < 5  # what the small recipe showed the detector
-    chosen = _choices(DetectConfig(data=root), profile)
-    assert chosen["max_size"] == 1024  # the most a CPU takes, and every image reaches it (as far short of 2x)
-    scales = resize_scales(profile.image_sides, chosen["min_size"], chosen["max_size"])
-    assert scales == pytest.approx([1024 / long for _, long in profile.image_sides])
-    after = resized_sides(profile, chosen["min_size"], chosen["max_size"])
-    assert np.percentile(after, 5) >= 0.6 * profile.side_percentile(5)  # at most the long-side cap's shrink
-    low, high = np.percentile(after, 5), np.percentile(after, 95)
-    assert chosen["anchor_sizes"][0] == round(low) and chosen["anchor_sizes"][-1] == round(max(high, 16 * round(low)))
+    assert np.percentile(resized_sides(profile, 128, 176), 95) < 5  # what the small recipe showed the detector
+    wanted = max(12 / profile.side_percentile(5), 32 / np.median(profile.box_sides))
+    assert resize_scales(profile.image_sides, 1024, 1024).max() < 0.6 * wanted  # the most a whole image gets
+    choices = fitted_detection_settings(DetectConfig(data=root), profile, 1, "cpu")
+    chosen = {c.setting: c.value for c in choices}
+    size, overlap = chosen["tiles"]
+    assert size == int(512 / wanted) and chosen["min_size"] == chosen["max_size"] == 512
+    assert overlap >= np.percentile(profile.box_sides, 99) and overlap >= size / 8
+    assert "give --min-size to train on whole images" in next(c.why for c in choices if c.setting == "tiles")
+    tiled = resized_sides(tiled_profile(profile, size), 512, 512)  # a tile resized as torchvision does
+    assert np.percentile(tiled, 5) == pytest.approx(12, rel=0.05) or np.median(tiled) == pytest.approx(32, rel=0.05)
+    assert chosen["anchor_sizes"][0] == round(np.percentile(tiled, 5)) and chosen["batch_size"] == 4
+
+
+def test_tiles_follow_the_users_sizes():
+    """A size given keeps whole images; tiles given get the objects' scale; large objects get no tiles."""
+    small = _profile(20, 10, 4, width=3000, height=2000)  # 10-px objects want 3.2x: a whole image gets 0.34x at most
+    assert _choices(DetectConfig(data="x"), small)["tiles"] == (160, 20)  # 512 / 3.2 px, an eighth of a tile
+    for given in (dict(min_size=800), dict(max_size=1024)):
+        assert "tiles" not in _choices(DetectConfig(data="x", **given), small)
+    chosen = _choices(DetectConfig(data="x", tiles=(100, 10)), small)
+    assert "tiles" not in chosen and chosen["min_size"] == chosen["max_size"] == 320  # 100 px at 3.2x
+    assert "tiles" not in _choices(DetectConfig(data="x"), _profile(20, 40, 4))  # 640 x 480 with 40-px objects
+    on_gpu = _choices(DetectConfig(data="x"), small, device="cuda")  # a GPU takes 1,024-px tiles
+    assert on_gpu["tiles"] == (320, 40) and on_gpu["min_size"] == on_gpu["max_size"] == 1024
 
 
 @pytest.fixture(scope="module")

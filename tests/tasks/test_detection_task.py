@@ -491,3 +491,38 @@ def test_an_export_without_val_trains_on_a_remembered_split_and_eval_scores_it_a
     capsys.readouterr()
     assert main(["detect", "eval", "--checkpoint", checkpoint, "--split", "test", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["images"] == 4
+
+
+def test_tiles_train_on_tiles_and_the_saved_detector_detects_tile_by_tile(tmp_path, monkeypatch, capsys):
+    """--tiles 64 16: the run trains on the tiles that hold objects and scores the held-out images tile by
+    tile; the saved detector keeps its tiles, so `detect eval` reproduces the summary and predict detects
+    tile by tile, in the whole image's pixels."""
+    calls = []
+    tiled = detection.detect_tiled
+
+    def spy(model, image, size, overlap, batch_size=4):
+        calls.append((size, overlap))
+        return tiled(model, image, size, overlap, batch_size=batch_size)
+
+    monkeypatch.setattr(detection, "detect_tiled", spy)
+    run = str(tmp_path / "run")
+    config = DetectConfig(shapes_train_images=6, shapes_val_images=2, epochs=1, batch_size=4, tiles=(64, 16), output_dir=run)
+    summary = train_detector(config)
+    assert calls and set(calls) == {(64, 16)}
+    with open(os.path.join(run, "train.log")) as f:
+        assert "training tiles / 2 held-out images" in f.read()
+    calls.clear()
+    evaluation, meta, _ = evaluate_detector_checkpoint(os.path.join(run, "model.safetensors"))
+    assert meta["settings"]["tiles"] == [64, 16] and len(calls) == 2
+    assert evaluation.metrics["bbox_AP"] == pytest.approx(summary["bbox_AP"], abs=1e-3)
+    calls.clear()
+    folder = os.path.join(run, "data", "val", "images")
+    path = os.path.join(folder, sorted(os.listdir(folder))[0])
+    width, height = Image.open(path).size
+    [found] = predict_detections(os.path.join(run, "model.safetensors"), [path], score_threshold=0.0)
+    assert calls == [(64, 16)] and found["detections"]
+    assert all(0 <= x0 <= x1 <= width and 0 <= y0 <= y1 <= height for x0, y0, x1, y1 in (d["box"] for d in found["detections"]))
+    for flags, error in ((["--tiles", "64", "40"], "between 0 and half the tile (32 px), got 40"),
+                         (["--tiles", "64", "16", "--scale-jitter", "0.5", "1.5"], "not both")):  # fmt: skip
+        assert main(["detect", "train", *flags, "--output-dir", str(tmp_path / "bad")]) == 2
+        assert error in capsys.readouterr().err
