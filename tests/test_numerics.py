@@ -1,11 +1,17 @@
 """Denormal floats are flushed to zero in every thread PyTorch computes in while botnet runs, and the
 caller's own setting is back afterwards."""
 
+import platform
 import subprocess
 import sys
 
+import pytest
+
 import botnet.cli as cli
 from botnet.numerics import _flushing
+
+# x86's flush-to-zero and denormals-are-zero flags; elsewhere torch.set_flush_denormal does nothing
+pytestmark = pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="needs an x86 CPU")
 
 PROBE = """
 import torch

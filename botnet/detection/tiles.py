@@ -5,7 +5,7 @@ al. 2022, "SAHI").
 A detector's resize shrinks a large image to its input size, and with it objects that are small already;
 enlarging the whole image costs pixels a CPU cannot train. With ``tiles`` (SIZE, OVERLAP) the detector
 sees SIZE x SIZE windows of the original image instead, each resized by its transform as a whole image
-would be (so min_size / SIZE is the scale the objects get):
+would be (so min_size / SIZE is the scale the objects of images larger than a tile get):
 
 - **Where tiles start.** Along each side, every SIZE - OVERLAP pixels, the last one moved back to end at
   the border (as SAHI's slicing does), so every tile is whole; a side no longer than SIZE is one tile.
@@ -15,10 +15,11 @@ would be (so min_size / SIZE is the scale the objects get):
   detection reference keeps a crop's objects the same way); at prediction a tile keeps the detections
   whose centre lies in its core. An object no wider than OVERLAP lies whole in the tile it belongs to, so
   it is detected once, uncut, with no duplicate to merge; a class-wise NMS at the detector's own threshold
-  then removes what larger objects leave twice.
+  then removes most of what larger objects leave twice (pieces of one that overlap by less than that
+  threshold stay).
 - **Training** goes through the tiles whose core holds an object (an epoch sees each once), each moved by
-  up to half the overlap at random and flipped at random; tiles without objects are left out, as their
-  background is in the neighbouring tiles' margins.
+  up to half the overlap at random (but for those at the image's border) and flipped at random; tiles
+  without objects are left out, as their background is in the neighbouring tiles' margins.
 """
 
 from __future__ import annotations
@@ -143,11 +144,13 @@ class TileDataset(Dataset):
         return [int(y1 - y0 > x1 - x0) for _, (x0, y0, x1, y1) in self.items]
 
     def _moved(self, window: Window, height: int, width: int) -> Window:
+        """``window`` moved by up to half the overlap, so its core stays inside it; a tile at the image's
+        border stays at it (moved away, it would cut off objects its core holds)."""
         x0, y0, x1, y1 = window
         reach = self.overlap // 2
         dx, dy = (torch.randint(-reach, reach + 1, (2,)).tolist() if reach else (0, 0))
-        dx = max(-x0, min(dx, width - x1))
-        dy = max(-y0, min(dy, height - y1))
+        dx = 0 if x0 == 0 or x1 == width else max(-x0, min(dx, width - x1))
+        dy = 0 if y0 == 0 or y1 == height else max(-y0, min(dy, height - y1))
         return x0 + dx, y0 + dy, x1 + dx, y1 + dy
 
     def __getitem__(self, index: int):
@@ -155,7 +158,7 @@ class TileDataset(Dataset):
         image, target = self.dataset[image_index]
         window = self._moved(window, *image.shape[-2:])
         x0, y0, x1, y1 = window
-        tile = tv_tensors.Image(image.as_subclass(Tensor)[:, y0:y1, x0:x1])
+        tile = tv_tensors.Image(image.as_subclass(Tensor)[:, y0:y1, x0:x1].clone())  # not the whole image's memory
         target = crop_target(target, window)
         return self.transforms(tile, target) if self.transforms is not None else (tile, target)
 
@@ -202,7 +205,8 @@ def _join(parts: list[dict[str, Any]], model: nn.Module, height: int, width: int
         owners = [(k, row) for k, p in enumerate(parts) for row in range(len(p["scores"]))]
         pasted = [_paste(parts[k]["masks"][1][row : row + 1], parts[k]["masks"][0], height, width)
                   for k, row in (owners[i] for i in order.tolist())]  # fmt: skip
-        output["masks"] = torch.cat(pasted) if pasted else torch.zeros((0, 1, height, width), dtype=torch.uint8)
+        empty = torch.zeros((0, 1, height, width), dtype=torch.uint8, device=boxes.device)
+        output["masks"] = torch.cat(pasted) if pasted else empty
     return output
 
 

@@ -200,7 +200,8 @@ class DetectConfig(RunSettings):
             raise ConfigError(f"{label('scale_jitter')} needs 0 < LOW <= HIGH, got {self.scale_jitter}")
         if self.tiles is not None and self.scale_jitter is not None:
             raise ConfigError(
-                f"give {label('tiles')} or {label('scale_jitter')}, not both: each crops the images its own way"
+                f"{label('tiles')} and {label('scale_jitter')} (given, or the {self.recipe or 'small'} recipe's) each "
+                "crop the images their own way: give one"
             )
         if self.tiles is not None and check_tiles(*self.tiles):
             raise ConfigError(f"{label('tiles')} {' '.join(map(str, self.tiles))}: {check_tiles(*self.tiles)}")

@@ -23,8 +23,10 @@ the masks). The rules (docs/detection.md, "Defaults fitted to the data", has the
   they want (large images with small objects: the size limits above shrink what is already small), and
   neither size is given: tiles (``botnet.detection.tiles``) of the side that the scale the objects want
   makes 512 px (1,024 on a GPU), overlapping by the largest objects' side (their 99th percentile, at
-  least an eighth of a tile), with min_size = max_size = that side; not where the objects are too large
-  for such tiles (an overlap above half a tile). The rules below then read the tiles as the images.
+  least an eighth of a tile; sides are sqrt(width x height), so a long thin object may be cut), with
+  min_size = max_size = that side; not where the objects are too large for such tiles (an overlap above
+  half a tile) or ``--scale-jitter`` is given. The anchors, batch size and schedule below then read the
+  tiles as the images (the RoIs and proposals still follow the objects an image, at least a tile's).
 - **Anchors.** One size per FPN level (P2-P6) from the 5th percentile of the resized box sides,
   doubling from level to level as the strides do (wider steps where the objects' 5th-95th percentile
   spans more than 16x): anchors much narrower than a level's stride leave objects between them
@@ -56,7 +58,7 @@ import torch
 from ..data.detection_profile import (
     DetectionProfile, resize_scales, resized_image_pixels, resized_pixels, resized_sides, tiled_profile,
 )
-from ..detection.tiles import tile_count
+from ..detection.tiles import check_tiles, tile_count
 from .defaults import Choice
 
 __all__ = ["demo_schedule", "fitted_detection_settings", "fit_detection_defaults", "image_seconds"]
@@ -288,7 +290,7 @@ def _input_size(config, profile: DetectionProfile, device: str, choose) -> tuple
     if tiles is None:
         (min_size, min_why), (max_size, max_why) = _whole_images(config, profile, device, wanted, objects_images)
         reach = _reach(objects_images, wanted, min_size, max_size)[0]
-        short = reach < TILES_BELOW_REACH and config.max_size is None
+        short = reach < TILES_BELOW_REACH and config.max_size is None and config.scale_jitter is None
         tiles = _tiles(profile, wanted, device) if short else None
         if tiles is None:
             return choose("min_size", min_size, min_why), choose("max_size", max_size, max_why), None
@@ -297,7 +299,7 @@ def _input_size(config, profile: DetectionProfile, device: str, choose) -> tuple
                f"{tiles[1]} px (the largest objects' side, at least an eighth of a tile); give --min-size to train "
                "on whole images")  # fmt: skip
     top = MAX_LONG_SIDE[device]
-    side = min(max(_round_up(tiles[0] * wanted), MIN_INPUT), top)
+    side = min(max(_round_up(tiles[0] * wanted), MIN_INPUT), top, config.max_size or top)
     why = f"the {tiles[0]}-px tiles at the {wanted:.2f}x the objects want (within {MIN_INPUT}-{top} px)"
     return choose("min_size", side, why), choose("max_size", max(side, config.max_size or 0), why), tiles
 
@@ -308,7 +310,7 @@ def _tiles(profile: DetectionProfile, wanted: float, device: str) -> tuple[int, 
     objects are too large for such tiles (an overlap above half a tile) or the images are no larger."""
     size = int(TILE_INPUT[device] / wanted)  # at most TILE_INPUT px once resized
     overlap = int(math.ceil(max(np.percentile(profile.box_sides, 99), size / 8)))
-    if overlap > size // 2 or size >= profile.long_side:
+    if overlap > size // 2 or size >= profile.long_side or check_tiles(size, overlap):
         return None
     return size, overlap
 

@@ -115,15 +115,20 @@ def test_training_tiles_are_the_tiles_that_hold_objects_cut_from_the_image():
         assert len(target["boxes"]) == 1 and target["masks"].canvas == (y1 - y0, x1 - x0)
 
 
-def test_training_tiles_move_by_at_most_half_the_overlap_and_stay_in_the_image():
-    data = TileDataset(_Coco(200, 300, [(150, 100, 160, 110)]), 128, 40)
+def test_training_tiles_move_by_at_most_half_the_overlap_and_keep_every_object_they_own():
+    """Objects at the image's border and in a middle tile: whatever the move, each tile keeps the objects
+    its core holds (a border tile moved inward would cut off those at the border)."""
+    boxes = [(2, 2, 12, 12), (150, 100, 160, 110), (288, 188, 298, 198)]
+    data = TileDataset(_Coco(300, 400, boxes), 128, 40)
     torch.manual_seed(0)
-    for _ in range(50):
-        image, target = data[0]
-        x0, y0 = int(image[0, 0, 0]), int(image[1, 0, 0])  # the pixels hold their coordinates
-        window = data.items[0][1]
-        assert abs(x0 - window[0]) <= 20 and abs(y0 - window[1]) <= 20
-        assert x0 + image.shape[-1] <= 300 and y0 + image.shape[-2] <= 200 and image.shape[-2:] == (128, 128)
+    for _ in range(30):
+        for index, (_, window) in enumerate(data.items):
+            image, target = data[index]
+            x0, y0 = int(image[0, 0, 0]), int(image[1, 0, 0])  # the pixels hold their coordinates
+            assert abs(x0 - window[0]) <= 20 and abs(y0 - window[1]) <= 20 and image.shape[-2:] == (128, 128)
+            assert x0 + 128 <= 400 and y0 + 128 <= 300
+            owned = tiling._core_keep(torch.tensor(boxes, dtype=torch.float32), window, 300, 400, 128, 40)
+            assert len(target["boxes"]) >= int(owned.sum()) >= 1
 
 
 class _SeeingDetector(nn.Module):

@@ -342,8 +342,10 @@ def test_tiles_follow_the_users_sizes():
     """A size given keeps whole images; tiles given get the objects' scale; large objects get no tiles."""
     small = _profile(20, 10, 4, width=3000, height=2000)  # 10-px objects want 3.2x: a whole image gets 0.34x at most
     assert _choices(DetectConfig(data="x"), small)["tiles"] == (160, 20)  # 512 / 3.2 px, an eighth of a tile
-    for given in (dict(min_size=800), dict(max_size=1024)):
+    for given in (dict(min_size=800), dict(max_size=1024), dict(scale_jitter=(0.5, 1.5))):
         assert "tiles" not in _choices(DetectConfig(data="x", **given), small)
+    capped = _choices(DetectConfig(data="x", tiles=(160, 20), max_size=384), small)  # 512 wanted, 384 allowed
+    assert capped["min_size"] == 384 and "max_size" not in capped
     chosen = _choices(DetectConfig(data="x", tiles=(100, 10)), small)
     assert "tiles" not in chosen and chosen["min_size"] == chosen["max_size"] == 320  # 100 px at 3.2x
     assert "tiles" not in _choices(DetectConfig(data="x"), _profile(20, 40, 4))  # 640 x 480 with 40-px objects

@@ -523,6 +523,6 @@ def test_tiles_train_on_tiles_and_the_saved_detector_detects_tile_by_tile(tmp_pa
     assert calls == [(64, 16)] and found["detections"]
     assert all(0 <= x0 <= x1 <= width and 0 <= y0 <= y1 <= height for x0, y0, x1, y1 in (d["box"] for d in found["detections"]))
     for flags, error in ((["--tiles", "64", "40"], "between 0 and half the tile (32 px), got 40"),
-                         (["--tiles", "64", "16", "--scale-jitter", "0.5", "1.5"], "not both")):  # fmt: skip
+                         (["--tiles", "64", "16", "--scale-jitter", "0.5", "1.5"], "each crop the images their own way: give one")):  # fmt: skip
         assert main(["detect", "train", *flags, "--output-dir", str(tmp_path / "bad")]) == 2
         assert error in capsys.readouterr().err
