@@ -187,7 +187,7 @@ def detect_tiled(model: nn.Module, image: Tensor, size: int, overlap: int, batch
             keep = _core_keep(boxes.cpu(), window, height, width, size, overlap).to(boxes.device)
             part = {"boxes": boxes[keep], "scores": output["scores"][keep], "labels": output["labels"][keep]}
             if "masks" in output:
-                part["masks"] = (window, output["masks"][keep])
+                part["masks"] = [(window, mask) for mask in output["masks"][keep]]
             kept.append(part)
     return _join(kept, model, height, width)
 
@@ -201,10 +201,9 @@ def _join(parts: list[dict[str, Any]], model: nn.Module, height: int, width: int
     heads = model.roi_heads
     order = batched_nms(boxes, scores, labels, heads.nms_thresh)[: heads.detections_per_img]
     output = {"boxes": boxes[order], "scores": scores[order], "labels": labels[order]}
-    if parts and "masks" in parts[0]:
-        owners = [(k, row) for k, p in enumerate(parts) for row in range(len(p["scores"]))]
-        pasted = [_paste(parts[k]["masks"][1][row : row + 1], parts[k]["masks"][0], height, width)
-                  for k, row in (owners[i] for i in order.tolist())]  # fmt: skip
+    if "masks" in parts[0]:
+        pieces = [piece for p in parts for piece in p["masks"]]  # (window, (1, h, w) mask), as the boxes
+        pasted = [_paste(pieces[i][1][None], pieces[i][0], height, width) for i in order.tolist()]
         empty = torch.zeros((0, 1, height, width), dtype=torch.uint8, device=boxes.device)
         output["masks"] = torch.cat(pasted) if pasted else empty
     return output

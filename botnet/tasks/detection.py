@@ -203,8 +203,8 @@ class DetectConfig(RunSettings):
                 f"{label('tiles')} and {label('scale_jitter')} (given, or the {self.recipe or 'small'} recipe's) each "
                 "crop the images their own way: give one"
             )
-        if self.tiles is not None and check_tiles(*self.tiles):
-            raise ConfigError(f"{label('tiles')} {' '.join(map(str, self.tiles))}: {check_tiles(*self.tiles)}")
+        if self.tiles is not None and (problem := check_tiles(*self.tiles)):
+            raise ConfigError(f"{label('tiles')} {' '.join(map(str, self.tiles))}: {problem}")
         if self.max_size < self.min_size:
             raise ConfigError(
                 f"{label('max_size')} ({self.max_size}) must be at least {label('min_size')} ({self.min_size})"
@@ -553,7 +553,7 @@ class Detection:
             val_annotations=os.path.abspath(val_set.ann_file) if os.path.isfile(val_set.ann_file) else None,
             dataset=config.data, data_format=config.data_format,
         )  # fmt: skip
-        groups = train_set.groups() if isinstance(train_set, TileDataset) else _aspect_groups(train_set)
+        groups = train_set.groups() if config.tiles else _aspect_groups(train_set)
         loader = train_loader(
             train_set, config.batch_size, env, seed=config.seed, workers=config.workers, collate_fn=_collate,
             batch_sampler=lambda sampler, batch: GroupedBatchSampler(sampler, groups, batch),
@@ -627,7 +627,8 @@ def write_evaluation_plots(evaluation: DetectionEvaluation, folder: str) -> list
 
 @torch.no_grad()
 def _save_prediction_grid(
-    model: nn.Module, dataset: Dataset, path: str, tiles=None, count: int = 8, score_threshold: float = 0.5
+    model: nn.Module, dataset: Dataset, path: str, tiles: tuple[int, int] | None = None, count: int = 8,
+    score_threshold: float = 0.5,
 ) -> None:
     model.eval()
     device = next(model.parameters()).device
